@@ -1,0 +1,3 @@
+from taxi_loader.cli import run
+
+run()

@@ -1,0 +1,216 @@
+"""The `taxi-loader` command line: thin commands over the library, errors mapped to exit codes in one place."""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from taxi_loader import __version__, pipeline
+from taxi_loader.errors import Interrupted, TaxiLoaderError, exit_code
+from taxi_loader.logs import configure, get_logger, result_lines
+from taxi_loader.months import select_month
+from taxi_loader.source import DEFAULT_SOURCE_URL, RetryPolicy, progress_bar
+from taxi_loader.taxis import TAXI_TYPES, get_taxi
+
+ENV_PREFIX = "TAXI_LOADER_"
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper().replace("-", "_")
+
+
+def option(*decls: str, **kwargs):
+    """A click option that also reads TAXI_LOADER_<OPTION> from the environment (DESIGN.md)."""
+    long = next(d for d in decls if d.startswith("--")).lstrip("-")
+    kwargs.setdefault("envvar", _env(long))
+    kwargs.setdefault("show_envvar", True)
+    return click.option(*decls, **kwargs)
+
+
+def month_options(f):
+    """--taxi and the three ways of selecting a month."""
+    for opt in reversed([
+        option("--taxi", required=True, type=click.Choice(list(TAXI_TYPES), case_sensitive=False),
+               help="Taxi type."),
+        option("--month", help="YYYY-MM, or MM together with --year."),
+        option("--year", help="YYYY, with --month MM."),
+        option("--trigger-date", help="The date a schedule fired; loads the month before it."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def source_options(f):
+    for opt in reversed([
+        option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+               help="Where downloaded files are kept."),
+        option("--source-url", default=DEFAULT_SOURCE_URL, show_default=True,
+               help="URL template with {taxi}, {year}, {month}; or a local path / file:// template."),
+        option("--retries", type=click.IntRange(1, 100), default=5, show_default=True,
+               help="Attempts for a transient network or database failure."),
+        option("--retry-wait", type=click.FloatRange(0), default=1.0, show_default=True,
+               help="First backoff in seconds (doubles each attempt, at most 30)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def pg_options(f):
+    for opt in reversed([
+        option("--db-url", help="postgresql://user:password@host:port/db; else the PG* variables apply.",
+               show_default=False),
+        option("--schema", default="public", show_default=True, help="Schema of the tables."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def merge_options(f):
+    for opt in reversed([
+        option("--max-rejects", default="0.1%", show_default=True,
+               help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%)."),
+        option("--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _job(kw: dict) -> pipeline.Job:
+    return pipeline.Job(
+        taxi=get_taxi(kw.pop("taxi")),
+        month=select_month(kw.pop("month"), kw.pop("year"), kw.pop("trigger_date")),
+        data_dir=kw.pop("data_dir", Path("data")),
+        source_url=kw.pop("source_url", DEFAULT_SOURCE_URL),
+        retry=RetryPolicy(attempts=kw.pop("retries", 5), initial_wait=kw.pop("retry_wait", 1.0)),
+    )
+
+
+def _pg(kw: dict) -> pipeline.PgSettings:
+    return pipeline.PgSettings(db_url=kw.pop("db_url", None), schema=kw.pop("schema", "public"),
+                               max_rejects=kw.pop("max_rejects", "0.1%"),
+                               drop_duplicates=kw.pop("drop_duplicates", False))
+
+
+def report(step: str, result: dict, tags: dict) -> None:
+    """Print a step's results on stdout in the chosen format."""
+    ctx = click.get_current_context()
+    for line in result_lines(ctx.obj["format"], step, result, tags):
+        click.echo(line)
+
+
+def handled(f):
+    """Run a command, turning the exception tree into a message and its exit code (the one place)."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except (TaxiLoaderError, KeyboardInterrupt) as exc:
+            message = str(exc) or "interrupted"
+            get_logger("taxi_loader").error(message, exit_code=exit_code(exc))
+            if click.get_current_context().obj["format"] not in ("kestra",):
+                click.echo(f"Error: {message}", err=True)
+            sys.exit(exit_code(exc))
+        except Exception as exc:  # a bug or an unforeseen failure: exit 1 with the message, traceback in the log
+            get_logger("taxi_loader").exception("unexpected failure")
+            click.echo(f"Error: unexpected failure: {exc.__class__.__name__}: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted("stopped by SIGTERM")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="taxi-loader")
+@option("--log-format", type=click.Choice(["auto", "console", "json", "kestra"]), default="auto",
+        show_default=True, help="Logs: console on a terminal, JSON lines otherwise; kestra for Kestra tasks.")
+@option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        default="info", show_default=True)
+@click.pass_context
+def main(ctx: click.Context, log_format: str, log_level: str) -> None:
+    """Load the NYC taxi trip files into PostgreSQL, once per row, safely re-runnable.
+
+    MONTH-SELECTION: --month YYYY-MM | --year YYYY --month MM | --trigger-date DATE (loads the month before).
+    """
+    ctx.obj = {"format": configure(log_format, log_level)}
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+@main.command()
+@month_options
+@source_options
+@handled
+def download(**kw) -> None:
+    """Download the month's file into the data dir (resumes, verifies, reuses a complete file)."""
+    job = _job(kw)
+    result = pipeline.download(job, progress_bar(f"{job.taxi.name} {job.month}"))
+    report("download", result, job.tags)
+
+
+@main.command()
+@month_options
+@source_options
+@pg_options
+@option("--max-rejects", default="0.1%", show_default=True,
+        help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).")
+@handled
+def stage(**kw) -> None:
+    """Validate the month's file and COPY it into its own staging table (fetches it when needed)."""
+    job, settings = _job(kw), _pg(kw)
+    report("stage", pipeline.stage(job, settings), job.tags)
+
+
+@main.command("dedup-merge")
+@month_options
+@pg_options
+@option("--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file.")
+@handled
+def dedup_merge(**kw) -> None:
+    """Insert the staged rows not yet in the main table, in one transaction; record the load in the ledger."""
+    job, settings = _job(kw), _pg(kw)
+    report("dedup-merge", pipeline.dedup_merge(job, settings), job.tags)
+
+
+@main.command()
+@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@month_options
+@source_options
+@pg_options
+@handled
+def cleanup(**kw) -> None:
+    """Drop the month's staging table and delete its downloaded file."""
+    kw.pop("sink")
+    job, settings = _job(kw), _pg(kw)
+    report("cleanup", pipeline.cleanup(job, settings), job.tags)
+
+
+@main.command()
+@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@month_options
+@source_options
+@pg_options
+@merge_options
+@handled
+def load(**kw) -> None:
+    """download, stage, dedup-merge and cleanup for one month, in one process."""
+    kw.pop("sink")
+    job, settings = _job(kw), _pg(kw)
+    report("load", pipeline.load(job, settings, progress_bar(f"{job.taxi.name} {job.month}")), job.tags)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    main(prog_name="taxi-loader")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
+
+

@@ -1,0 +1,57 @@
+"""The one exception tree of taxi-loader, and the exit code of each branch.
+
+Library code raises these; only the CLI turns them into exit codes and messages (see `exit_code`).
+"""
+
+from __future__ import annotations
+
+
+class TaxiLoaderError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class UsageError(TaxiLoaderError):
+    """Invalid options or arguments (a month 2021-13, an unknown taxi type)."""
+
+    exit_code = 2
+
+
+class ConfigError(TaxiLoaderError):
+    """Missing or wrong settings or credentials (a wrong password, a missing bucket setting)."""
+
+    exit_code = 3
+
+
+class SourceNotFound(TaxiLoaderError):
+    """The month's file is not published (HTTP 404/403, a missing local file)."""
+
+    exit_code = 4
+
+
+class BadData(TaxiLoaderError):
+    """The file is unusable: wrong header, corrupt or truncated, too many rejected rows."""
+
+    exit_code = 5
+
+
+class TransientError(TaxiLoaderError):
+    """A network, database or cloud failure that outlived its retries."""
+
+    exit_code = 6
+
+
+class Interrupted(TaxiLoaderError):
+    """The run was stopped by SIGINT or SIGTERM."""
+
+    exit_code = 130
+
+
+def exit_code(exc: BaseException) -> int:
+    """The process exit code for `exc`: the mapping DESIGN.md lists, in one place."""
+    if isinstance(exc, TaxiLoaderError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted.exit_code
+    return 1

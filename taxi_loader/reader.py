@@ -1,0 +1,285 @@
+"""Reading one month's file: one streaming pass, bounded memory.
+
+`open_month_file` checks the file and its header and yields the data as normalised UTF-8 chunks of whole lines
+(LF endings; a byte that is not UTF-8 read as latin-1), which PostgreSQL's COPY parses and types. When COPY
+finds a bad value, `validated_rows` re-reads the file in Python, checks every value for its column, and yields
+the good rows in canonical form and the rejected ones with their reasons.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import io
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from taxi_loader.errors import BadData
+from taxi_loader.taxis import Column, Kind, TaxiType
+
+CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _latin1_fallback(err: UnicodeDecodeError) -> tuple[str, int]:
+    # Read the offending byte as latin-1 (0xA0 becomes U+00A0) instead of failing the load.
+    return err.object[err.start : err.start + 1].decode("latin-1"), err.start + 1
+
+
+codecs.register_error("taxi_loader_latin1", _latin1_fallback)
+
+
+@dataclass
+class FileStats:
+    """What one pass learnt about the source file: its size and checksum, lines and data rows."""
+
+    size: int = 0
+    sha256: str = ""
+    data_lines: int = 0
+    extra_columns: list[str] = field(default_factory=list)
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes the raw (compressed) bytes as they are read, so the checksum costs no second pass."""
+
+    def __init__(self, raw: io.BufferedReader):
+        self._raw, self.hash, self.size = raw, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._raw.readinto(b)
+        if n:
+            self.hash.update(memoryview(b)[:n])
+            self.size += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+@dataclass
+class Header:
+    """The file's header matched against the taxi type: the known columns in file order, the unknown ones."""
+
+    names: list[str]  # as in the file
+    columns: list[Column | None]  # the spec column at each position, None for an unknown one
+
+    @property
+    def extra(self) -> list[str]:
+        return [n for n, c in zip(self.names, self.columns) if c is None]
+
+
+def match_header(line: str, taxi: TaxiType, source: str) -> Header:
+    """Match a header line against `taxi`: order may differ, names match case-insensitively.
+
+    Raises BadData naming the missing columns (and, when the file looks like another taxi type, which one).
+    """
+    names = next(csv.reader([line.strip().lstrip("\ufeff")]), [])
+    by_lower = {c.name.lower(): c for c in taxi.columns}
+    columns = [by_lower.get(n.strip().lower()) for n in names]
+    missing = [c.name for c in taxi.columns if c not in columns]
+    if missing:
+        from taxi_loader.taxis import TAXI_TYPES
+
+        looks_like = [
+            t.name for t in TAXI_TYPES.values()
+            if t is not taxi and {c.name.lower() for c in t.columns} <= {n.strip().lower() for n in names}
+        ]
+        hint = f"; the header looks like a {looks_like[0]} file" if looks_like else ""
+        raise BadData(f"{source}: the header lacks {taxi.name} column(s) {', '.join(missing)}{hint}")
+    return Header(names, columns)
+
+
+class MonthFile:
+    """An open month file: its header and a stream of normalised chunks; closes the file when done."""
+
+    def __init__(self, path: Path, taxi: TaxiType):
+        self.path, self.taxi, self.stats = path, taxi, FileStats()
+        raw = open(path, "rb")  # noqa: SIM115 (closed in close())
+        head = raw.peek(64)[:64] if hasattr(raw, "peek") else b""
+        self._hashing = _HashingReader(raw)
+        buffered = io.BufferedReader(self._hashing, CHUNK)
+        if head.startswith(GZIP_MAGIC):
+            self._stream: io.BufferedIOBase = gzip.GzipFile(fileobj=buffered)
+        elif path.suffix == ".gz":
+            self.close()
+            kind = "an HTML page" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) else "not gzip data"
+            raise BadData(f"{path.name}: not a gzipped file (it holds {kind}); delete it and download again")
+        else:
+            self._stream = buffered
+        try:
+            first = self._stream.readline(1 << 16)
+        except (OSError, EOFError, zlib.error) as exc:
+            self.close()
+            raise BadData(f"{path.name}: corrupt or truncated file ({exc})") from None
+        if not first.strip():
+            self.close()
+            raise BadData(f"{path.name}: the file is empty (no header line)")
+        text = first.decode("utf-8", "taxi_loader_latin1")
+        if text.lstrip().lower().startswith(("<!doctype", "<html")):
+            self.close()
+            raise BadData(f"{path.name}: the file holds an HTML page, not CSV; check the source URL")
+        self.header = match_header(text, taxi, path.name)
+        self.stats.extra_columns = self.header.extra
+
+    def chunks(self) -> Iterator[bytes]:
+        """The data lines after the header as UTF-8 chunks of whole lines with LF endings."""
+        rest = b""
+        try:
+            while True:
+                block = self._stream.read(CHUNK)
+                if not block:
+                    break
+                block = rest + block
+                cut = block.rfind(b"\n") + 1
+                if cut == 0:
+                    rest = block
+                    continue
+                rest = block[cut:]
+                yield self._normalise(block[:cut])
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BadData(f"{self.path.name}: corrupt or truncated file ({exc}); delete it and download again") from None
+        if rest.strip():
+            yield self._normalise(rest + b"\n")
+        self._finish()
+
+    def _normalise(self, block: bytes) -> bytes:
+        if b"\r" in block:
+            block = block.replace(b"\r\n", b"\n")
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            block = block.decode("utf-8", "taxi_loader_latin1").encode("utf-8")
+        if b"\n\n" in block:  # blank lines carry no row
+            block = re.sub(rb"\n\n+", b"\n", block)
+        self.stats.data_lines += block.count(b"\n") - block.startswith(b"\n")
+        return block.lstrip(b"\n")
+
+    def _finish(self) -> None:
+        # Drain what the decompressor did not need, so size and checksum cover the whole file.
+        while self._hashing.readinto(bytearray(CHUNK)):
+            pass
+        self.stats.size = self._hashing.size
+        self.stats.sha256 = self._hashing.hash.hexdigest()
+
+    def close(self) -> None:
+        self._hashing.close()
+
+    def __enter__(self) -> MonthFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ChunkStream(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks, for psycopg2's copy_expert."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._buf = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return b""
+        if size < 0 or size >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:size], self._buf[size:]
+        return out
+
+
+# ---- the validating pass (used when COPY finds a bad value) ----
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+
+
+def parse_value(value: str, kind: Kind) -> str | None:
+    """The canonical text of `value` for a column of `kind` (None for an empty field).
+
+    Raises ValueError with the reason when the value is not valid for its column. Integers written as
+    integral floats (`1.0`) are accepted as the integer.
+    """
+    v = value.strip()
+    if v == "":
+        return None
+    if kind in (Kind.INT, Kind.CODE):
+        if v.lstrip("+-").isdigit():
+            n = int(v)
+        elif _NUMBER.match(v) and float(v).is_integer():
+            n = int(float(v))
+        else:
+            raise ValueError(f"not an integer: {value!r}")
+        if kind is Kind.INT and not -(2**31) <= n < 2**31:
+            raise ValueError(f"integer out of range: {value!r}")
+        if not -(2**63) <= n < 2**63:
+            raise ValueError(f"integer out of range: {value!r}")
+        return str(n)
+    if kind is Kind.FLOAT:
+        if not _NUMBER.match(v):
+            raise ValueError(f"not a number: {value!r}")
+        if abs(float(v)) == float("inf"):
+            raise ValueError(f"number out of range: {value!r}")
+        return v
+    if kind is Kind.TIMESTAMP:
+        if not _TIMESTAMP.match(v):
+            raise ValueError(f"not a timestamp YYYY-MM-DD HH:MM:SS: {value!r}")
+        try:
+            return datetime.fromisoformat(v).isoformat(" ")
+        except ValueError as exc:
+            raise ValueError(f"invalid timestamp {value!r}: {exc}") from None
+    return v.replace("\x00", "")
+
+
+@dataclass
+class Reject:
+    """A row that could not be loaded: where it was, which column, why, and the raw line."""
+
+    line: int
+    column: str | None
+    reason: str
+    raw: str
+
+
+def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]:
+    """Every data row of the file, checked: a list of canonical values in spec order, or a Reject.
+
+    Line numbers count the header as line 1, like an editor shows them.
+    """
+    taxi, header = month_file.taxi, month_file.header
+    width = len(header.names)
+    positions = [header.columns.index(c) for c in taxi.columns]
+    lines = (line for chunk in month_file.chunks() for line in chunk.decode("utf-8").split("\n")[:-1])
+    for lineno, (raw, fields) in enumerate(_with_fields(lines), start=2):
+        if len(fields) != width:
+            yield Reject(lineno, None, f"{len(fields)} fields, the header has {width}", raw)
+            continue
+        row: list[str | None] = []
+        for col, pos in zip(taxi.columns, positions):
+            try:
+                row.append(parse_value(fields[pos], col.kind))
+            except ValueError as exc:
+                yield Reject(lineno, col.name, str(exc), raw)
+                break
+        else:
+            yield row
+
+
+def _with_fields(lines: Iterator[str]) -> Iterator[tuple[str, list[str]]]:
+    for line in lines:
+        yield line, next(csv.reader([line]), [])

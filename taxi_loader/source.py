@@ -1,0 +1,214 @@
+"""Finding and downloading a month's file: HTTP with retries and resume, or a local mirror."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import os
+import sys
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import tenacity
+
+from taxi_loader.errors import BadData, SourceNotFound, TransientError
+from taxi_loader.months import Month
+from taxi_loader.taxis import TaxiType
+
+DEFAULT_SOURCE_URL = (
+    "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{taxi}/{taxi}_tripdata_{year}-{month}.csv.gz"
+)
+USER_AGENT = "taxi-loader"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a transient failure is retried (exponential backoff, bounded)."""
+
+    attempts: int = 5
+    initial_wait: float = 1.0
+    max_wait: float = 30.0
+    timeout: float = 60.0  # per network operation, seconds
+
+    def retrying(self, retry_on: tuple[type[BaseException], ...]) -> tenacity.Retrying:
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.initial_wait, max=self.max_wait),
+            retry=tenacity.retry_if_exception_type(retry_on),
+            reraise=True,
+        )
+
+
+def source_location(template: str, taxi: TaxiType, month: Month) -> str:
+    """The URL or path of the month's file: `template` with {taxi}, {year} and {month} filled in."""
+    try:
+        return template.format(taxi=taxi.name, year=f"{month.year:04d}", month=month.mm)
+    except (KeyError, IndexError, ValueError) as exc:
+        from taxi_loader.errors import UsageError
+
+        raise UsageError(f"bad --source-url template {template!r}: use {{taxi}}, {{year}} and {{month}} ({exc})")
+
+
+def local_path(location: str) -> Path | None:
+    """The local path a location names (a plain path or a file:// URL), or None for a remote URL."""
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme in ("http", "https"):
+        return None
+    return Path(location)
+
+
+def local_name(location: str) -> str:
+    """The name the downloaded file keeps in the data dir."""
+    return Path(unquote(urlparse(location).path)).name
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt: connection trouble, a timeout, 5xx or 429."""
+
+
+def fetch(
+    taxi: TaxiType,
+    month: Month,
+    data_dir: Path,
+    template: str = DEFAULT_SOURCE_URL,
+    retry: RetryPolicy = RetryPolicy(),
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """Make the month's file available locally and return its path.
+
+    A local path or file:// source is used where it lies (never copied, never deleted by cleanup). An HTTP
+    source is downloaded into `data_dir` under a temporary name, resumed with a Range request after a dropped
+    connection, checked for size and gzip integrity, then renamed; a complete file already there is reused.
+    """
+    location = source_location(template, taxi, month)
+    path = local_path(location)
+    if path is not None:
+        if not path.is_file():
+            raise SourceNotFound(f"{taxi.name} {month}: no file at {path}")
+        return path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    target = data_dir / local_name(location)
+    if target.is_file():
+        return target
+    part = target.with_name(target.name + ".part")
+    try:
+        for attempt in retry.retrying((_Retryable,)):
+            with attempt:
+                _download(location, part, retry.timeout, progress)
+    except _Retryable as exc:
+        raise TransientError(
+            f"{taxi.name} {month}: download of {location} failed after {retry.attempts} attempts ({exc}); "
+            "check the network and run the command again (it resumes)"
+        ) from None
+    except SourceNotFound as exc:
+        raise SourceNotFound(f"{taxi.name} {month}: {exc}") from None
+    try:
+        verify(part, location)
+    except BadData:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, target)
+    return target
+
+
+def _download(url: str, part: Path, timeout: float, progress: Callable[[int, int | None], None] | None) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # we already hold every byte
+            return
+        if exc.code in (429,) or exc.code >= 500:
+            raise _Retryable(f"HTTP {exc.code} from {url}") from None
+        if exc.code in (403, 404, 410):
+            raise SourceNotFound(f"not published: HTTP {exc.code} for {url}") from None
+        raise SourceNotFound(f"HTTP {exc.code} for {url}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _Retryable(f"{getattr(exc, 'reason', exc)}") from None
+    with response:
+        resumed = response.status == 206
+        length = response.headers.get("Content-Length")
+        expected = int(length) + (have if resumed else 0) if length is not None else None
+        mode = "ab" if resumed else "wb"
+        done = have if resumed else 0
+        try:
+            with open(part, mode) as out:
+                while True:
+                    block = response.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, expected)
+        except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, IncompleteRead
+            raise _Retryable(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
+    if expected is not None and done < expected:
+        raise _Retryable(f"connection dropped after {done} of {expected} bytes")
+
+
+def verify(path: Path, location: str) -> None:
+    """Check that a downloaded file is whole: a .gz must be a complete gzip stream; raises BadData if not."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"\x1f\x8b":
+        if location.endswith(".gz"):
+            with open(path, "rb") as f:
+                start = f.read(200).lstrip().lower()
+            kind = "an HTML page" if start.startswith((b"<!doctype", b"<html")) else "not gzip data"
+            raise BadData(f"{location}: not a gzipped file (the server sent {kind}); check the source URL")
+        if path.stat().st_size == 0:
+            raise BadData(f"{location}: the file is empty")
+        return
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BadData(f"{location}: corrupt or truncated gzip ({exc}); it was removed, download it again") from None
+
+
+def progress_bar(label: str) -> Callable[[int, int | None], None] | None:
+    """A click progress bar for downloads when stderr is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    import click
+
+    state: dict = {}
+
+    def update(done: int, total: int | None) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total or 0, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+            state["last"] = 0
+        state["bar"].update(done - state["last"])
+        state["last"] = done
+        if total and done >= total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
+
+
+def remove_downloads(taxi: TaxiType, month: Month, data_dir: Path, template: str) -> list[Path]:
+    """Delete the month's downloaded file (and a partial one) from the data dir; never touches a local mirror."""
+    location = source_location(template, taxi, month)
+    if local_path(location) is not None:
+        return []
+    removed = []
+    target = data_dir / local_name(location)
+    for p in (target, target.with_name(target.name + ".part")):
+        if p.exists():
+            p.unlink()
+            removed.append(p)
+    return removed
+

@@ -1,0 +1,149 @@
+"""The taxi types, described once as data.
+
+Everything else derives from these specs: the DDL of the main, staging and rejects tables, the COPY
+column lists, header matching, value validation, the Parquet and BigQuery schemas and the row identity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from enum import Enum
+
+
+class Kind(str, Enum):
+    """How a source column is parsed, stored and rendered for the row identity."""
+
+    CODE = "code"  # an integer code the course stores as text (VendorID, PULocationID, ...)
+    INT = "int"  # a count stored as integer (passenger_count, payment_type, trip_type)
+    TIMESTAMP = "timestamp"  # 'YYYY-MM-DD HH:MM:SS', no zone
+    FLOAT = "float"  # distances and money, double precision as in the course tables
+    TEXT = "text"  # free text (store_and_fwd_flag, dispatching_base_num, ...)
+
+
+# PostgreSQL type of each kind in the main table: the types the DE Zoomcamp flows create.
+PG_MAIN_TYPE = {
+    Kind.CODE: "text",
+    Kind.INT: "integer",
+    Kind.TIMESTAMP: "timestamp",
+    Kind.FLOAT: "double precision",
+    Kind.TEXT: "text",
+}
+
+# Staging types are stricter than the main table's: a code must be an integer even though the course
+# stores it as text, so COPY itself validates it; the merge casts it back to its canonical text.
+PG_STAGE_TYPE = {**PG_MAIN_TYPE, Kind.CODE: "bigint"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One source column: its name as the published CSV header spells it, and its kind."""
+
+    name: str
+    kind: Kind
+
+    @property
+    def db_name(self) -> str:
+        """The column name in PostgreSQL: unquoted in the course's DDL, hence lower-case."""
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class TaxiType:
+    """A taxi type: its columns in file order, its pickup column and the fields of its row identity."""
+
+    name: str
+    columns: tuple[Column, ...]
+    pickup: str
+    dropoff: str
+    key_fields: tuple[str, ...]
+    amount_fields: tuple[str, ...] = ()
+
+    @property
+    def table(self) -> str:
+        """Name of the main table."""
+        return f"{self.name}_tripdata"
+
+    @property
+    def rejects_table(self) -> str:
+        """Name of the table that keeps rejected rows."""
+        return f"{self.name}_tripdata_rejects"
+
+    def column(self, name: str) -> Column:
+        """The column called `name` (case-insensitive)."""
+        return self._by_lower[name.lower()]
+
+    @cached_property
+    def _by_lower(self) -> dict[str, Column]:
+        return {c.name.lower(): c for c in self.columns}
+
+    def filename(self, month: str) -> str:
+        """The uncompressed CSV name, which the tables record in `filename` (e.g. yellow_tripdata_2021-01.csv)."""
+        return f"{self.name}_tripdata_{month}.csv"
+
+
+def _cols(spec: str) -> tuple[Column, ...]:
+    return tuple(Column(name, Kind(kind)) for name, kind in (item.split(":") for item in spec.split()))
+
+
+_MONEY = ("fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge", "total_amount")
+
+YELLOW = TaxiType(
+    name="yellow",
+    columns=_cols(
+        "VendorID:code tpep_pickup_datetime:timestamp tpep_dropoff_datetime:timestamp passenger_count:int "
+        "trip_distance:float RatecodeID:code store_and_fwd_flag:text PULocationID:code DOLocationID:code "
+        "payment_type:int fare_amount:float extra:float mta_tax:float tip_amount:float tolls_amount:float "
+        "improvement_surcharge:float total_amount:float congestion_surcharge:float"
+    ),
+    pickup="tpep_pickup_datetime",
+    dropoff="tpep_dropoff_datetime",
+    key_fields=(
+        "VendorID", "tpep_pickup_datetime", "tpep_dropoff_datetime", "PULocationID", "DOLocationID",
+        "fare_amount", "trip_distance",
+    ),
+    amount_fields=_MONEY,
+)
+
+GREEN = TaxiType(
+    name="green",
+    columns=_cols(
+        "VendorID:code lpep_pickup_datetime:timestamp lpep_dropoff_datetime:timestamp store_and_fwd_flag:text "
+        "RatecodeID:code PULocationID:code DOLocationID:code passenger_count:int trip_distance:float "
+        "fare_amount:float extra:float mta_tax:float tip_amount:float tolls_amount:float ehail_fee:float "
+        "improvement_surcharge:float total_amount:float payment_type:int trip_type:int congestion_surcharge:float"
+    ),
+    pickup="lpep_pickup_datetime",
+    dropoff="lpep_dropoff_datetime",
+    key_fields=(
+        "VendorID", "lpep_pickup_datetime", "lpep_dropoff_datetime", "PULocationID", "DOLocationID",
+        "fare_amount", "trip_distance",
+    ),
+    amount_fields=_MONEY,
+)
+
+FHV = TaxiType(
+    name="fhv",
+    columns=_cols(
+        "dispatching_base_num:text pickup_datetime:timestamp dropoff_datetime:timestamp PULocationID:code "
+        "DOLocationID:code SR_Flag:code Affiliated_base_number:text"
+    ),
+    pickup="pickup_datetime",
+    dropoff="dropoff_datetime",
+    key_fields=(
+        "dispatching_base_num", "pickup_datetime", "dropoff_datetime", "PULocationID", "DOLocationID",
+        "SR_Flag", "Affiliated_base_number",
+    ),
+)
+
+TAXI_TYPES: dict[str, TaxiType] = {t.name: t for t in (YELLOW, GREEN, FHV)}
+
+
+def get_taxi(name: str) -> TaxiType:
+    """The taxi type called `name`; raises UsageError naming the allowed values."""
+    from taxi_loader.errors import UsageError
+
+    try:
+        return TAXI_TYPES[name.lower()]
+    except KeyError:
+        raise UsageError(f"unknown taxi type {name!r}; choose one of: {', '.join(TAXI_TYPES)}") from None
