@@ -144,7 +144,7 @@ def ensure_support_tables(conn, tables: Tables) -> None:
                 sink text NOT NULL, taxi text NOT NULL, month text NOT NULL, filename text NOT NULL,
                 source text, source_size bigint, source_sha256 text,
                 rows_read bigint, rows_rejected bigint, rows_repeated bigint, rows_inserted bigint,
-                rows_present bigint, rows_suspicious bigint,
+                rows_present bigint, rows_suspicious bigint, rows_after bigint,
                 started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,
                 status text NOT NULL, error text, loader_version text)""").format(ledger=tables.ledger))
         cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (sink, taxi, month, load_id)").format(
@@ -156,33 +156,50 @@ def ensure_support_tables(conn, tables: Tables) -> None:
     conn.commit()
 
 
-def main_table_ddl(tables: Tables) -> sql.Composed:
-    """CREATE TABLE for the main table: the course's columns and types, and a unique key on unique_row_id.
+def main_table_ddl(tables: Tables) -> list[sql.Composed]:
+    """CREATE TABLE and indexes for a new main table: the course's columns and types, plus two indexes.
 
-    unique_row_id is text as in the course, with the "C" collation: byte-wise comparison makes the unique
-    index cheaper to maintain than a linguistic collation, and equality on hex strings is the same.
+    unique_row_id stays text, as in the course, but its unique index is on `unique_row_id::uuid`: an md5 in
+    16 bytes instead of 33 makes the index half the size, and the merge, which inserts a month's keys in
+    one sorted batch, measured faster with it. The filename index lets a re-run prove in one count that
+    the month's rows are all still there.
     """
-    cols = [sql.SQL("unique_row_id text COLLATE \"C\" NOT NULL"), sql.SQL("filename text")]
+    t = tables.taxi.table
+    cols = [sql.SQL("unique_row_id text NOT NULL"), sql.SQL("filename text")]
     cols += [sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_MAIN_TYPE[c.kind])) for c in tables.taxi.columns]
-    return sql.SQL("CREATE TABLE IF NOT EXISTS {t} ({cols}, CONSTRAINT {pk} PRIMARY KEY (unique_row_id))").format(
-        t=tables.main, cols=sql.SQL(", ").join(cols), pk=sql.Identifier(f"{tables.taxi.table}_pkey"))
+    return [
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(tables.main, sql.SQL(", ").join(cols)),
+        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ((unique_row_id::uuid))").format(
+            sql.Identifier(f"{t}_unique_row_id_key"), tables.main),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (filename)").format(sql.Identifier(f"{t}_filename_idx"), tables.main),
+    ]
 
 
-def ensure_main_table(conn, tables: Tables) -> bool:
-    """Create the main table when missing; return whether it has a unique index on unique_row_id.
+UUID_KEY, TEXT_KEY = "uuid", "text"
 
-    A table the course's flows created (no index) is accepted as it is.
+
+def ensure_main_table(conn, tables: Tables) -> str | None:
+    """Create the main table when missing; return which unique index guards unique_row_id.
+
+    UUID_KEY for the index taxi-loader creates, TEXT_KEY for a unique index on the column itself, None for
+    a table the course's flows created (no index): that table is accepted as it is.
     """
     with conn.cursor() as cur:
         _xact_lock(cur, "ddl", tables.schema, tables.taxi.table)
-        cur.execute(main_table_ddl(tables))
+        cur.execute("SELECT to_regclass(%s) IS NULL", (tables.main.as_string(cur),))
+        if cur.fetchone()[0]:
+            for statement in main_table_ddl(tables):
+                cur.execute(statement)
         cur.execute("""
-            SELECT EXISTS (
-              SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-              WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnatts = 1
-                AND a.attname = 'unique_row_id' AND i.indexprs IS NULL AND i.indpred IS NULL)""",
-                    (sql.SQL(".").join([sql.Identifier(tables.schema), sql.Identifier(tables.taxi.table)]).as_string(cur),))
-        return cur.fetchone()[0]
+            SELECT CASE WHEN i.indexprs IS NULL THEN 'text' ELSE 'uuid' END
+            FROM pg_index i
+            WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL
+              AND ((i.indexprs IS NULL AND i.indkey[0] = (SELECT attnum FROM pg_attribute
+                                                          WHERE attrelid = i.indrelid AND attname = 'unique_row_id'))
+                   OR pg_get_indexdef(i.indexrelid) LIKE '%%((unique_row_id)::uuid)%%')
+            ORDER BY 1 DESC LIMIT 1""", (tables.main.as_string(cur),))
+        found = cur.fetchone()
+        return found[0] if found else None
 
 
 def staging_exists(cur, tables: Tables, month: Month) -> bool:
@@ -344,6 +361,10 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
 
     Repeats of a key inside the file keep their own ids (the k-th gets md5(key || '|' || k)), or are dropped
     with `drop_duplicates`. The ledger's 'staged' row of the month becomes 'succeeded' with the counts.
+
+    A re-run of a file whose last successful load had the same checksum, and whose rows are all still in the
+    table (the count by filename matches the one recorded then), has nothing to insert: the ids are a
+    function of the file's content, so the merge is skipped and every staged row reported as present.
     """
     taxi = tables.taxi
     filename = taxi.filename(str(month))
@@ -352,46 +373,65 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
         _xact_lock(cur, "month", tables.schema, taxi.name, str(month))
         if not staging_exists(cur, tables, month):
             raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
-        cur.execute(sql.SQL("SELECT load_id, rows_rejected FROM {} WHERE sink = 'postgres' AND taxi = %s AND month = %s "
-                            "AND status = 'staged' ORDER BY load_id DESC LIMIT 1").format(tables.ledger),
-                    (taxi.name, str(month)))
-        found = cur.fetchone()
-        load_id, rejected = (found[0], found[1] or 0) if found else (None, 0)
-        indexed = ensure_main_table(conn, tables)
-        if not indexed:
+        staged_load = _last_load(cur, tables, month, "staged")
+        key = ensure_main_table(conn, tables)
+        if key is None:
             # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
             cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
         # Pin the text forms the identity depends on, whatever the server's defaults are.
-        cur.execute("SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL work_mem = %s",
-                    (MERGE_WORK_MEM,))
-        suspicious = _count_suspicious(cur, tables, month)
-        cur.execute(_merge_sql(tables, month, indexed, drop_duplicates), {"filename": filename})
-        staged, inserted, repeated = cur.fetchone()
+        cur.execute("SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL jit = off;"
+                    "SET LOCAL work_mem = %s", (MERGE_WORK_MEM,))
+        previous = _last_load(cur, tables, month, "succeeded")
+        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
+        rows_of_file = cur.fetchone()[0]
+        if (staged_load and previous and previous["source_sha256"] == staged_load["source_sha256"]
+                and previous["rows_after"] == rows_of_file and not drop_duplicates):
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
+            staged, inserted, repeated = cur.fetchone()[0], 0, previous["rows_repeated"] or 0
+            suspicious = previous["rows_suspicious"] or 0
+        else:
+            suspicious = _count_suspicious(cur, tables, month)
+            cur.execute(_merge_sql(tables, month, key, drop_duplicates), {"filename": filename})
+            staged, inserted, repeated = cur.fetchone()
+            rows_of_file += inserted
         dropped = repeated if drop_duplicates else 0
         present = staged - inserted - dropped
-        if load_id is not None:
+        rejected = (staged_load or {}).get("rows_rejected") or 0
+        if staged_load:
             cur.execute(sql.SQL("""
                 UPDATE {} SET rows_repeated = %s, rows_inserted = %s, rows_present = %s, rows_suspicious = %s,
-                              finished_at = now(), status = 'succeeded' WHERE load_id = %s""").format(tables.ledger),
-                        (repeated, inserted, present, suspicious, load_id))
+                              rows_after = %s, finished_at = now(), status = 'succeeded'
+                WHERE load_id = %s""").format(tables.ledger),
+                        (repeated, inserted, present, suspicious, rows_of_file, staged_load["load_id"]))
     conn.commit()
     return MergeResult(taxi.name, str(month), filename, staged, inserted, present, repeated, dropped, rejected, suspicious)
 
 
-def _merge_sql(tables: Tables, month: Month, indexed: bool, drop_duplicates: bool) -> sql.Composed:
+def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
+    cur.execute(sql.SQL("""
+        SELECT load_id, source_sha256, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
+        WHERE sink = 'postgres' AND taxi = %s AND month = %s AND status = %s
+        ORDER BY load_id DESC LIMIT 1""").format(tables.ledger), (tables.taxi.name, str(month), status))
+    row = cur.fetchone()
+    return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+
+def _merge_sql(tables: Tables, month: Month, key: str | None, drop_duplicates: bool) -> sql.Composed:
     taxi = tables.taxi
     # Codes are bigint in staging (so COPY validates them) and text in the main table, as in the course.
     select_cols = [sql.SQL("{}::text").format(sql.Identifier("s", c.db_name)) if c.kind is Kind.CODE
                    else sql.Identifier("s", c.db_name) for c in taxi.columns]
     main_cols = [sql.Identifier("unique_row_id"), sql.Identifier("filename")] + [sql.Identifier(c.db_name) for c in taxi.columns]
-    key = key_text_sql(taxi, "s")
     # Only keys seen more than once are numbered: a window over every row would sort the whole month.
     keep = sql.SQL("WHERE n.rn IS NULL OR n.rn = 1") if drop_duplicates else sql.SQL("")
-    if indexed:
-        guard, conflict = sql.SQL(""), sql.SQL("ON CONFLICT DO NOTHING")
+    # Inserting in key order keeps the b-tree's leaf pages hot instead of touching one at random per row.
+    if key == UUID_KEY:
+        guard, order = sql.SQL(""), sql.SQL("ORDER BY x.id::uuid ON CONFLICT ((unique_row_id::uuid)) DO NOTHING")
+    elif key == TEXT_KEY:
+        guard, order = sql.SQL(""), sql.SQL("ORDER BY x.id ON CONFLICT (unique_row_id) DO NOTHING")
     else:
         guard = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {main} m WHERE m.unique_row_id = x.id)").format(main=tables.main)
-        conflict = sql.SQL("")
+        order = sql.SQL("")
     return sql.SQL("""
         WITH src AS MATERIALIZED (
             SELECT t.*, md5(t.k) AS h FROM (SELECT s.ctid AS tid, {key} AS k, {select_cols} FROM {stg} s) t),
@@ -403,16 +443,17 @@ def _merge_sql(tables: Tables, month: Month, indexed: bool, drop_duplicates: boo
             FROM src LEFT JOIN numbered n ON n.tid = src.tid {keep}),
         ins AS (
             INSERT INTO {main} ({main_cols})
-            SELECT x.id, %(filename)s, {x_cols} FROM x {guard} ORDER BY x.id {conflict}
+            SELECT x.id, %(filename)s, {x_cols} FROM x {guard} {order}
             RETURNING 1)
         SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM ins), (SELECT count(*) FROM numbered WHERE rn > 1)
     """).format(
-        key=key, stg=tables.staging(month), sep=sql.Literal(REPEAT_SEPARATOR), keep=keep, main=tables.main,
+        key=key_text_sql(taxi, "s"), stg=tables.staging(month), sep=sql.Literal(REPEAT_SEPARATOR), keep=keep,
+        main=tables.main,
         select_cols=sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, sql.Identifier(c.db_name))
                                        for e, c in zip(select_cols, taxi.columns)),
         main_cols=sql.SQL(", ").join(main_cols),
         x_cols=sql.SQL(", ").join(sql.Identifier("x", c.db_name) for c in taxi.columns),
-        guard=guard, conflict=conflict)
+        guard=guard, order=order)
 
 
 def _count_suspicious(cur, tables: Tables, month: Month) -> int:

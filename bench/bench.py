@@ -1,0 +1,131 @@
+"""taxi-loader benchmark: the loader against PostgreSQL's own COPY of the same file, in the same run.
+
+Not a test: it prints figures, it asserts nothing. For one generated month with the real size of yellow
+2021-01 (or --rows), it times
+  (a) the anchor: psql's \\copy of the file (through zcat) into an unindexed, typed, logged table;
+  (b) `taxi-loader stage` + `taxi-loader dedup-merge` into a main table already holding --preload months;
+  (c) the same two commands again (a re-run, which inserts nothing);
+as whole processes (wall time, median of --runs), and reports b/a, c/a and the loader's peak memory.
+
+    python bench/bench.py                     # 1,369,765 rows
+    python bench/bench.py --rows 7667792      # a yellow 2019-01-sized month
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from taxi_loader.months import Month  # noqa: E402
+from taxi_loader.postgres import PG_MAIN_TYPE  # noqa: E402
+from taxi_loader.synthetic import write_month  # noqa: E402
+from taxi_loader.taxis import YELLOW  # noqa: E402
+
+
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS in MB of that process)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def month_file(out: Path, month: Month, rows: int) -> Path:
+    path = out / f"{rows}" / f"yellow_tripdata_{month}.csv.gz"
+    if not path.exists():
+        print(f"generating {path} ({rows:,} rows)...", flush=True)
+        write_month(path, "yellow", month, rows)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_369_765)
+    ap.add_argument("--preload", type=int, default=3, help="months already in the main table (default 3)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432", help="server URL, no database")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = ap.parse_args()
+
+    db = "taxi_loader_bench"
+    admin = psycopg2.connect(f"{args.server}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {db}")
+        cur.execute(f"CREATE DATABASE {db}")
+    url = f"{args.server}/{db}"
+    target = Month(2021, 1)
+    preload = [Month(2020, m) for m in range(1, args.preload + 1)]
+    files = {m: month_file(args.out, m, args.rows) for m in [*preload, target]}
+    source = str(args.out / f"{args.rows}" / "{taxi}_tripdata_{year}-{month}.csv.gz")
+    loader = [sys.executable, "-m", "taxi_loader", "--log-format", "json", "--log-level", "warning"]
+    common = ["--taxi", "yellow", "--db-url", url]
+    src = ["--source-url", source]
+
+    cols = ", ".join(f"{c.db_name} {PG_MAIN_TYPE[c.kind]}" for c in YELLOW.columns)
+    psql = shutil.which("psql")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+
+    def anchor() -> float:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS anchor; CREATE TABLE anchor ({cols}); CHECKPOINT")
+        copy = f"\\copy anchor from program 'zcat {files[target]}' with (format csv, header true)"
+        return run([psql, url, "-q", "-c", copy])[0]
+
+    print(f"preloading {len(preload)} months of {args.rows:,} rows...", flush=True)
+    for m in preload:
+        run([*loader, "load", *common, *src, "--month", str(m)])
+
+    anchors, firsts, reruns, peaks = [], [], [], []
+    for _ in range(args.runs):
+        anchors.append(anchor())
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM yellow_tripdata WHERE filename = %s", (YELLOW.filename(str(target)),))
+            cur.execute("VACUUM yellow_tripdata")
+            cur.execute("CHECKPOINT")
+        for bucket in (firsts, reruns):
+            total = 0.0
+            for step in ("stage", "dedup-merge"):
+                wall, peak = run([*loader, step, *common, *(src if step == "stage" else []), "--month", str(target)])
+                total += wall
+                peaks.append(peak)
+            bucket.append(total)
+            with conn.cursor() as cur:
+                cur.execute("CHECKPOINT")
+        run([*loader, "cleanup", *common, *src, "--month", str(target)])
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata")
+        rows, distinct = cur.fetchone()
+        cur.execute("SELECT pg_size_pretty(pg_total_relation_size('yellow_tripdata'))")
+        size = cur.fetchone()[0]
+    a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
+    print(f"\nyellow month of {args.rows:,} rows; main table before the load: {len(preload)} months "
+          f"({len(preload) * args.rows:,} rows); median of {args.runs} runs; {os.cpu_count()} cores")
+    print(f"{'what':<58}{'wall s':>8}{'x COPY':>8}")
+    anchor_label = "(a) psql \\copy into a typed, unindexed, logged table"
+    print(f"{anchor_label:<58}{a:8.2f}{1:8.2f}")
+    print(f"{'(b) taxi-loader stage + dedup-merge, first load':<58}{f:8.2f}{f / a:8.2f}")
+    print(f"{'(c) taxi-loader stage + dedup-merge, re-run (inserts 0)':<58}{r:8.2f}{r / a:8.2f}")
+    print(f"peak memory of a loader process: {max(peaks):.0f} MB")
+    print(f"main table after: {rows:,} rows, {distinct:,} distinct ids, {size}")
+
+
+if __name__ == "__main__":
+    main()
