@@ -215,9 +215,11 @@ def parse_value(value: str, kind: Kind) -> str | None:
     Raises ValueError with the reason when the value is not valid for its column. Integers written as
     integral floats (`1.0`) are accepted as the integer.
     """
-    v = value.strip()
-    if v == "":
+    if value == "":
         return None
+    if kind is Kind.TEXT:
+        return value.replace("\x00", "")
+    v = value.strip(" \t")
     if kind in (Kind.INT, Kind.CODE):
         if v.lstrip("+-").isdigit():
             n = int(v)
@@ -243,7 +245,7 @@ def parse_value(value: str, kind: Kind) -> str | None:
             return datetime.fromisoformat(v).isoformat(" ")
         except ValueError as exc:
             raise ValueError(f"invalid timestamp {value!r}: {exc}") from None
-    return v.replace("\x00", "")
+    raise AssertionError(f"unknown kind {kind}")
 
 
 @dataclass

@@ -1,0 +1,248 @@
+"""Fixtures: a throwaway PostgreSQL database, a fresh schema per test, a local HTTP mirror with faults.
+
+Everything is real: the tests talk to the PostgreSQL server at TAXI_LOADER_TEST_SERVER (default
+postgresql://postgres@127.0.0.1:5432) and download over HTTP from a server on 127.0.0.1. They create a
+database of their own and drop it afterwards; a user's tables are never touched.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+
+from taxi_loader.cli import main
+from taxi_loader.months import Month
+from taxi_loader.synthetic import write_month
+
+DATA = Path(__file__).parent / "data"
+SERVER = os.environ.get("TAXI_LOADER_TEST_SERVER", "postgresql://postgres@127.0.0.1:5432")
+URL_TEMPLATE = "{taxi}/{taxi}_tripdata_{year}-{month}.csv.gz"
+
+# The real samples, as the mirror serves them: (taxi, month, sample file)
+SAMPLES = [
+    ("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv"),
+    ("yellow", Month(2020, 1), "yellow_tripdata_2020-01.head499_tail500.crlf.csv"),
+    ("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv"),
+    ("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv"),
+    ("yellow", Month(2021, 1), "yellow_tripdata_2021-01.head22792.csv"),
+]
+
+
+def data_rows(path: Path) -> int:
+    """Data rows of a CSV (gzip or not): its non-empty lines minus the header."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        return sum(1 for line in f if line.strip()) - 1
+
+
+@pytest.fixture(scope="session")
+def test_database():
+    """A database of our own for the whole session, dropped at the end."""
+    name = f"taxi_loader_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = psycopg2.connect(f"{SERVER}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield f"{SERVER}/{name}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@dataclass
+class Db:
+    """The test's database URL and schema, with helpers to query them."""
+
+    url: str
+    schema: str
+    conn: psycopg2.extensions.connection = field(repr=False)
+
+    def one(self, query: str, params=None):
+        with self.conn.cursor() as cur:
+            cur.execute(f'SET search_path TO "{self.schema}"')
+            cur.execute(query, params)
+            return cur.fetchone()
+
+    def all(self, query: str, params=None):
+        with self.conn.cursor() as cur:
+            cur.execute(f'SET search_path TO "{self.schema}"')
+            cur.execute(query, params)
+            return cur.fetchall()
+
+    def count(self, table: str) -> int:
+        if not self.exists(table):
+            return 0
+        return self.one(f'SELECT count(*) FROM "{table}"')[0]
+
+    def exists(self, table: str) -> bool:
+        return self.one("SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}"."{table}"',))[0]
+
+    def tables(self) -> set[str]:
+        return {r[0] for r in self.all("SELECT tablename FROM pg_tables WHERE schemaname = %s", (self.schema,))}
+
+
+@pytest.fixture
+def db(test_database):
+    """A fresh schema for one test, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(test_database)
+    conn.autocommit = True
+    yield Db(test_database, schema, conn)
+    with conn.cursor() as cur:
+        cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    conn.close()
+
+
+class MirrorHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the mirror directory with Range support, and the faults a test asks for."""
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+    def do_GET(self):  # noqa: N802
+        mirror: Mirror = self.server.mirror  # type: ignore[attr-defined]
+        mirror.requests.append((self.path, self.headers.get("Range")))
+        fault = mirror.faults.get(self.path)
+        if fault:
+            action = fault.pop(0)
+            if not fault:
+                del mirror.faults[self.path]
+            if isinstance(action, int):
+                self.send_error(action)
+                return
+            if action.startswith("drop:"):
+                return self._send(int(action.split(":")[1]))
+            if action == "no-range":
+                return self._send(None, honour_range=False)
+        return self._send(None)
+
+    def _send(self, cut: int | None, honour_range: bool = True):
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        rng = self.headers.get("Range")
+        if rng and honour_range:
+            start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if cut is not None:
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.connection.shutdown(2)  # a dropped connection, mid-body
+            return
+        self.wfile.write(body)
+
+
+@dataclass
+class Mirror:
+    """A local HTTP mirror of the course's release layout: /<taxi>/<taxi>_tripdata_YYYY-MM.csv.gz."""
+
+    root: Path
+    url: str = ""
+    faults: dict[str, list] = field(default_factory=dict)
+    requests: list = field(default_factory=list)
+
+    @property
+    def template(self) -> str:
+        return f"{self.url}/{URL_TEMPLATE}"
+
+    def path(self, taxi: str, month: Month) -> Path:
+        return self.root / taxi / f"{taxi}_tripdata_{month}.csv.gz"
+
+    def url_path(self, taxi: str, month: Month) -> str:
+        return f"/{taxi}/{taxi}_tripdata_{month}.csv.gz"
+
+    def put_bytes(self, taxi: str, month: Month, data: bytes) -> Path:
+        p = self.path(taxi, month)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        return p
+
+    def put_csv(self, taxi: str, month: Month, text: str | bytes) -> Path:
+        raw = text.encode() if isinstance(text, str) else text
+        return self.put_bytes(taxi, month, gzip.compress(raw))
+
+    def put_sample(self, taxi: str, month: Month, sample: str) -> Path:
+        return self.put_csv(taxi, month, (DATA / sample).read_bytes())
+
+    def put_generated(self, taxi: str, month: Month, rows: int, **kw) -> Path:
+        return write_month(self.path(taxi, month), taxi, month, rows, **kw)
+
+    def fail(self, taxi: str, month: Month, *actions) -> None:
+        """Answer the next requests for that month with these actions: an HTTP status, 'drop:<bytes>'."""
+        self.faults[self.url_path(taxi, month)] = list(actions)
+
+
+@pytest.fixture
+def mirror(tmp_path):
+    root = tmp_path / "mirror"
+    root.mkdir()
+    m = Mirror(root)
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+    handler = lambda *a, **kw: MirrorHandler(*a, directory=str(root), **kw)  # noqa: E731
+    server = Server(("127.0.0.1", 0), handler)
+    server.mirror = m  # type: ignore[attr-defined]
+    m.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield m
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class Cli:
+    """Runs taxi-loader through click's CliRunner with the test's database, schema, mirror and data dir."""
+
+    db: Db
+    mirror: Mirror
+    data_dir: Path
+
+    def __call__(self, *args: str, db_url: str | None = None, source: bool = True, pg: bool = True):
+        argv = ["--log-format", "json", *args]
+        command = args[0]
+        if pg and command in ("stage", "dedup-merge", "cleanup", "load"):
+            argv += ["--db-url", db_url or self.db.url, "--schema", self.db.schema]
+        if source and command in ("download", "stage", "cleanup", "load"):
+            argv += ["--source-url", self.mirror.template, "--data-dir", str(self.data_dir), "--retry-wait", "0.01"]
+        return CliRunner().invoke(main, argv, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(db, mirror, tmp_path):
+    return Cli(db, mirror, tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def _no_user_env(monkeypatch):
+    # Tests never pick up a developer's TAXI_LOADER_* settings or PG* variables.
+    for k in list(os.environ):
+        if k.startswith("TAXI_LOADER_") and k != "TAXI_LOADER_TEST_SERVER" or k.startswith("PG"):
+            monkeypatch.delenv(k)
+
+

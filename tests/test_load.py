@@ -1,0 +1,284 @@
+"""End to end on a real PostgreSQL, downloading over real HTTP: counts, ids, re-runs, repeats, rejects."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+
+import psycopg2
+import pytest
+
+from conftest import DATA, SAMPLES, data_rows
+from taxi_loader import pipeline
+from taxi_loader.identity import key_text, row_id
+from taxi_loader.months import Month
+from taxi_loader.taxis import TAXI_TYPES
+
+COURSE_TYPES = {"code": "text", "int": "integer", "timestamp": "timestamp", "float": "double precision", "text": "text"}
+
+
+def outputs(result) -> dict:
+    """The JSON summary line a step printed on stdout."""
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("taxi", "month", "sample"), SAMPLES, ids=[s[2] for s in SAMPLES])
+def test_sample_loads_exactly_its_rows_and_rerun_inserts_nothing(cli, db, mirror, taxi, month, sample):
+    mirror.put_sample(taxi, month, sample)
+    expected = data_rows(DATA / sample)
+
+    first = cli("load", "--taxi", taxi, "--month", str(month))
+    assert first.exit_code == 0, first.output
+    assert outputs(first)["rows_inserted"] == expected
+    assert db.one(f"SELECT count(*), count(DISTINCT unique_row_id) FROM {taxi}_tripdata") == (expected, expected)
+
+    again = cli("load", "--taxi", taxi, "--month", str(month))
+    assert again.exit_code == 0, again.output
+    assert (outputs(again)["rows_inserted"], outputs(again)["rows_present"]) == (0, expected)
+    assert db.count(f"{taxi}_tripdata") == expected
+    assert db.all("SELECT status, rows_inserted FROM taxi_loader_ledger ORDER BY load_id") == [
+        ("succeeded", expected), ("succeeded", 0)]
+    assert f"{taxi}_tripdata_staging_{month.year}_{month.mm}" not in db.tables()
+
+
+def _course_ids(db, taxi_name: str, sample: str) -> list[str]:
+    """unique_row_id as the course's Kestra flow computes it, in PostgreSQL, for every row of the sample."""
+    taxi = TAXI_TYPES[taxi_name]
+    cols = ", ".join(f"{c.name} {COURSE_TYPES[c.kind.value]}" for c in taxi.columns)  # unquoted, like the course
+    key = " || ".join(
+        f"COALESCE({f}, '')" if taxi.column(f).kind.value == "code" else f"COALESCE(CAST({f} AS text), '')"
+        for f in taxi.key_fields)
+    with db.conn.cursor() as cur:
+        cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"; SET search_path TO "{db.schema}"')
+        cur.execute(f"CREATE TABLE course_{taxi_name} (unique_row_id text, filename text, {cols})")
+        with open(DATA / sample, "rb") as f:
+            cur.copy_expert(f"COPY course_{taxi_name} ({', '.join(c.name for c in taxi.columns)}) "
+                            "FROM STDIN WITH (FORMAT csv, HEADER true)", f)
+        cur.execute(f"UPDATE course_{taxi_name} SET unique_row_id = md5({key})")
+        cur.execute(f"SELECT unique_row_id FROM course_{taxi_name}")
+        return [r[0] for r in cur.fetchall()]
+
+
+@pytest.mark.parametrize(("taxi", "month", "sample"), SAMPLES, ids=[s[2] for s in SAMPLES])
+def test_ids_equal_the_course_expression_and_the_python_twin(cli, db, mirror, taxi, month, sample):
+    mirror.put_sample(taxi, month, sample)
+    assert cli("load", "--taxi", taxi, "--month", str(month)).exit_code == 0
+    ours = {r[0] for r in db.all(f"SELECT unique_row_id FROM {taxi}_tripdata")}
+    course = _course_ids(db, taxi, sample)
+    assert set(course) <= ours  # every first occurrence has the course's id
+    assert len(ours) == len(course)  # and repeats (if any) got ids of their own
+
+    # The Python twin (used by the cloud path) gives the same ids, repeats numbered in file order.
+    cols = [c.db_name for c in TAXI_TYPES[taxi].columns]
+    rows = db.all(f"SELECT unique_row_id, {', '.join(cols)} FROM {taxi}_tripdata")
+    seen: dict[str, int] = {}
+    python_ids = set()
+    for r in rows:
+        text = key_text(TAXI_TYPES[taxi], dict(zip(cols, r[1:])))
+        seen[text] = seen.get(text, 0) + 1
+        python_ids.add(row_id(text, seen[text]))
+    assert python_ids == ours
+
+
+def test_repeats_are_kept_with_their_own_ids_or_dropped(cli, db, mirror):
+    month = Month(2021, 3)
+    header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+    row = "1,2021-03-01 00:46:40,2021-03-01 00:53:20,1,1.50,1,N,151,239,1,7,0.5,0.5,1.65,0,0.3,9.95,2.5"
+    other = "2,2021-03-02 10:00:00,2021-03-02 10:10:00,1,2.00,1,N,1,2,1,9,0.5,0.5,0,0,0.3,10.3,2.5"
+    mirror.put_csv("yellow", month, f"{header}\n{row}\n{other}\n{row}\n{row}\n")
+
+    kept = cli("load", "--taxi", "yellow", "--month", "2021-03")
+    assert outputs(kept)["rows_repeated"] == 2 and outputs(kept)["rows_inserted"] == 4
+    ids = {r[0] for r in db.all("SELECT unique_row_id FROM yellow_tripdata")}
+    text = "12021-03-01 00:46:402021-03-01 00:53:2015123971.5"
+    assert ids == {row_id(text), row_id(text, 2), row_id(text, 3),
+                   row_id("22021-03-02 10:00:002021-03-02 10:10:00129" + "2")}
+
+    db.one("DROP TABLE yellow_tripdata; SELECT 1")
+    dropped = cli("load", "--taxi", "yellow", "--month", "2021-03", "--drop-duplicates")
+    assert outputs(dropped)["rows_inserted"] == 2 and outputs(dropped)["rows_dropped"] == 2
+    assert db.count("yellow_tripdata") == 2
+
+
+def test_a_generated_month_with_quirks_loads_every_row(cli, db, mirror):
+    path = mirror.put_generated("yellow", Month(2020, 5), 20_000)
+    result = cli("load", "--taxi", "yellow", "--month", "2020-05")
+    assert result.exit_code == 0, result.output
+    out = outputs(result)
+    assert out["rows_inserted"] == data_rows(path) == 20_000
+    assert out["rows_repeated"] > 0 and out["rows_suspicious"] > 0
+    assert db.one("SELECT count(DISTINCT unique_row_id) FROM yellow_tripdata")[0] == 20_000
+    assert db.one("SELECT count(*) FROM yellow_tripdata WHERE vendorid IS NULL")[0] == 400  # the empty-code tail
+
+
+def test_rejected_rows_are_recorded_and_the_rest_loads(cli, db, mirror):
+    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
+    fields = lines[10].split(",")  # lines[10] is line 11 of the file: the header is line 1
+    fields[7] = "abc"
+    lines[10] = ",".join(fields)
+    fields = lines[20].split(",")
+    fields[10] = "12,5"  # a fare with a comma: one field too many
+    lines[20] = ",".join(fields)
+    fields = lines[30].split(",")
+    fields[1] = "2020-07-01 25:61:00"
+    lines[30] = ",".join(fields)
+    fields = lines[40].split(",")
+    fields[3] = "1.5"
+    lines[40] = ",".join(fields)
+    mirror.put_csv("yellow", Month(2020, 7), "\n".join(lines) + "\n")
+
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "10")
+    assert result.exit_code == 0, result.output
+    assert outputs(result)["rows_rejected"] == 4
+    assert db.count("yellow_tripdata") == 266 - 4
+    rejects = db.all("SELECT line, column_name, reason FROM yellow_tripdata_rejects ORDER BY line")
+    assert [r[0] for r in rejects] == [11, 21, 31, 41]
+    assert rejects[0][1] == "PULocationID" and rejects[1][1] is None and "19 fields" in rejects[1][2]
+    assert rejects[2][1] == "tpep_pickup_datetime" and "invalid timestamp" in rejects[2][2]
+    assert rejects[3][1] == "passenger_count" and "not an integer" in rejects[3][2]
+    # a re-run records the rejects once, not twice
+    cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "10")
+    assert db.count("yellow_tripdata_rejects") == 4
+
+
+def test_integers_written_as_floats_and_a_latin1_byte(cli, db, mirror):
+    fhv = "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number\n"
+    body = ("B00001,2019-01-01 00:30:00,2019-01-01 02:51:55,,,,B00001\n"
+            "B00008,2019-01-01 00:15:00,2019-01-01 00:23:00,264.0,265.0,1.0,B00008\n"
+            "B00009,2019-01-01 00:17:00,2019-01-01 00:25:00,,,,B00009\xa0\n")
+    mirror.put_csv("fhv", Month(2019, 1), fhv.encode() + body.encode("latin-1"))
+    result = cli("load", "--taxi", "fhv", "--month", "2019-01")
+    assert result.exit_code == 0, result.output
+    assert db.all("SELECT pulocationid, sr_flag FROM fhv_tripdata WHERE dispatching_base_num = 'B00008'") == [("264", "1")]
+    assert db.one("SELECT affiliated_base_number FROM fhv_tripdata WHERE dispatching_base_num = 'B00009'")[0] == "B00009\xa0"
+
+
+def test_two_months_staged_at_once_do_not_interfere(cli, db, mirror, tmp_path):
+    a, b = Month(2021, 1), Month(2020, 12)
+    mirror.put_sample("yellow", a, "yellow_tripdata_2021-01.head22792.csv")
+    mirror.put_sample("yellow", b, "yellow_tripdata_2020-12.head1295.csv")
+    settings = pipeline.PgSettings(db.url, db.schema)
+    jobs = [pipeline.Job(TAXI_TYPES["yellow"], m, tmp_path / "d", mirror.template) for m in (a, b)]
+    errors = []
+
+    def run(job):
+        try:
+            pipeline.stage(job, settings)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(j,)) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert db.count("yellow_tripdata_staging_2021_01") == 22792
+    assert db.count("yellow_tripdata_staging_2020_12") == 1295
+    for m in (a, b):
+        assert cli("dedup-merge", "--taxi", "yellow", "--month", str(m)).exit_code == 0
+    assert db.count("yellow_tripdata") == 22792 + 1295
+
+
+def test_a_failure_between_stage_and_merge_leaves_the_main_table_untouched(cli, db, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert cli("stage", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    # The merge dies mid-statement: the staging table lost a column it needs.
+    db.one("ALTER TABLE yellow_tripdata_staging_2020_12 DROP COLUMN fare_amount; SELECT 1")
+    failed = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12")
+    assert failed.exit_code != 0
+    assert db.count("yellow_tripdata") == 266
+    assert db.one("SELECT status FROM taxi_loader_ledger ORDER BY load_id DESC LIMIT 1")[0] == "failed"
+    # Staged again and merged, the month arrives whole.
+    assert cli("stage", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    assert cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    assert db.count("yellow_tripdata") == 266 + 1295
+
+
+def test_steps_one_by_one_with_year_month_and_trigger_date(cli, db, mirror):
+    mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
+    assert cli("download", "--taxi", "green", "--year", "2019", "--month", "1").exit_code == 0
+    assert (cli.data_dir / "green_tripdata_2019-01.csv.gz").exists()
+    assert cli("stage", "--taxi", "green", "--trigger-date", "2019-02-01T09:00:00Z").exit_code == 0
+    merged = cli("dedup-merge", "--taxi", "green", "--month", "2019-01")
+    assert outputs(merged)["rows_inserted"] == 99
+    done = cli("cleanup", "--sink", "postgres", "--taxi", "green", "--month", "2019-01")
+    assert outputs(done)["staging_dropped"] is True
+    assert not (cli.data_dir / "green_tripdata_2019-01.csv.gz").exists()
+    assert "green_tripdata_staging_2019_01" not in db.tables()
+    assert db.one("SELECT filename FROM green_tripdata LIMIT 1")[0] == "green_tripdata_2019-01.csv"
+
+
+def test_a_local_mirror_is_read_in_place_and_never_deleted(db, tmp_path):
+    from click.testing import CliRunner
+
+    from taxi_loader.cli import main
+
+    src = tmp_path / "mirror" / "yellow_tripdata_2020-07.csv"
+    src.parent.mkdir()
+    src.write_bytes((DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes())
+    args = ["load", "--taxi", "yellow", "--month", "2020-07", "--db-url", db.url, "--schema", db.schema,
+            "--source-url", f"file://{tmp_path}/mirror/{{taxi}}_tripdata_{{year}}-{{month}}.csv"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert db.count("yellow_tripdata") == 266 and src.exists()
+
+
+def test_kestra_format_prints_outputs_metrics_and_levelled_logs(cli, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    args = ["--log-format", "kestra", "load", "--taxi", "yellow", "--month", "2020-07", "--db-url", cli.db.url,
+            "--schema", cli.db.schema, "--source-url", mirror.template, "--data-dir", str(cli.data_dir)]
+    from click.testing import CliRunner
+
+    from taxi_loader.cli import main
+
+    result = CliRunner().invoke(main, args)
+    lines = result.stdout.strip().splitlines()
+    assert all(line.startswith("::{") and line.endswith("}::") for line in lines)
+    payloads = [json.loads(line[2:-2]) for line in lines]
+    outputs_ = [p["outputs"] for p in payloads if "outputs" in p]
+    assert outputs_[-1]["rows_inserted"] == 266
+    metrics = [m for p in payloads if "metrics" in p for m in p["metrics"]]
+    assert {"name": "rows_inserted", "type": "counter", "value": 266, "tags": {"taxi": "yellow", "month": "2020-07"}} in metrics
+    assert any(log["level"] == "INFO" for p in payloads if "logs" in p for log in p["logs"])
+
+
+def test_a_course_created_table_is_accepted_as_it_is(cli, db, mirror):
+    _course_ids(db, "yellow", "yellow_tripdata_2020-07.head266.rides.csv")
+    db.one("ALTER TABLE course_yellow RENAME TO yellow_tripdata; "
+           "UPDATE yellow_tripdata SET filename = 'yellow_tripdata_2020-07.csv'; SELECT 1")
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+    again = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert outputs(again)["rows_inserted"] == 0
+    new = cli("load", "--taxi", "yellow", "--month", "2020-12")
+    assert outputs(new)["rows_inserted"] == 1295
+    assert db.count("yellow_tripdata") == 266 + 1295
+    assert db.one("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = 'yellow_tripdata'",
+                  (db.schema,))[0] == 0
+
+
+def test_gzip_and_plain_sources_give_the_same_table(db, tmp_path):
+    from click.testing import CliRunner
+
+    from taxi_loader.cli import main
+
+    d = tmp_path / "m"
+    d.mkdir()
+    raw = (DATA / "yellow_tripdata_2020-12.head1295.csv").read_bytes()
+    (d / "yellow_tripdata_2020-12.csv.gz").write_bytes(gzip.compress(raw))
+    (d / "yellow_tripdata_2020-12.csv").write_bytes(raw)
+    ids = []
+    for suffix in (".csv.gz", ".csv"):
+        schema = f"{db.schema}{suffix.replace('.', '_')}"
+        result = CliRunner().invoke(main, ["load", "--taxi", "yellow", "--month", "2020-12", "--db-url", db.url,
+                                           "--schema", schema, "--source-url", f"{d}/{{taxi}}_tripdata_{{year}}-{{month}}{suffix}"])
+        assert result.exit_code == 0, result.output
+        with psycopg2.connect(db.url) as conn, conn.cursor() as cur:
+            cur.execute(f'SELECT array_agg(unique_row_id ORDER BY unique_row_id) FROM "{schema}".yellow_tripdata')
+            ids.append(cur.fetchone()[0])
+            cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    assert ids[0] == ids[1] and len(ids[0]) == 1295
