@@ -116,8 +116,10 @@ def main() -> None:
         cur.execute("SELECT pg_size_pretty(pg_total_relation_size('yellow_tripdata'))")
         size = cur.fetchone()[0]
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
-    print(f"\nyellow month of {args.rows:,} rows; main table before the load: {len(preload)} months "
-          f"({len(preload) * args.rows:,} rows); median of {args.runs} runs; {os.cpu_count()} cores")
+    print(
+        f"\nyellow month of {args.rows:,} rows; main table before the load: {len(preload)} months "
+        f"({len(preload) * args.rows:,} rows); median of {args.runs} runs; {os.cpu_count()} cores"
+    )
     print(f"{'what':<58}{'wall s':>8}{'x COPY':>8}")
     anchor_label = "(a) psql \\copy into a typed, unindexed, logged table"
     print(f"{anchor_label:<58}{a:8.2f}{1:8.2f}")

@@ -33,48 +33,83 @@ def option(*decls: str, **kwargs):
 
 def month_options(f):
     """--taxi and the three ways of selecting a month."""
-    for opt in reversed([
-        option("--taxi", required=True, type=click.Choice(list(TAXI_TYPES), case_sensitive=False),
-               help="Taxi type."),
-        option("--month", help="YYYY-MM, or MM together with --year."),
-        option("--year", help="YYYY, with --month MM."),
-        option("--trigger-date", help="The date a schedule fired; loads the month before it."),
-    ]):
+    for opt in reversed(
+        [
+            option(
+                "--taxi", required=True, type=click.Choice(list(TAXI_TYPES), case_sensitive=False), help="Taxi type."
+            ),
+            option("--month", help="YYYY-MM, or MM together with --year."),
+            option("--year", help="YYYY, with --month MM."),
+            option("--trigger-date", help="The date a schedule fired; loads the month before it."),
+        ]
+    ):
         f = opt(f)
     return f
 
 
 def source_options(f):
-    for opt in reversed([
-        option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
-               help="Where downloaded files are kept."),
-        option("--source-url", default=DEFAULT_SOURCE_URL, show_default=True,
-               help="URL template with {taxi}, {year}, {month}; or a local path / file:// template."),
-        option("--retries", type=click.IntRange(1, 100), default=5, show_default=True,
-               help="Attempts for a transient network or database failure."),
-        option("--retry-wait", type=click.FloatRange(0), default=1.0, show_default=True,
-               help="First backoff in seconds (doubles each attempt, at most 30)."),
-    ]):
+    for opt in reversed(
+        [
+            option(
+                "--data-dir",
+                type=click.Path(path_type=Path),
+                default=Path("data"),
+                show_default=True,
+                help="Where downloaded files are kept.",
+            ),
+            option(
+                "--source-url",
+                default=DEFAULT_SOURCE_URL,
+                show_default=True,
+                help="URL template with {taxi}, {year}, {month}; or a local path / file:// template.",
+            ),
+            option(
+                "--retries",
+                type=click.IntRange(1, 100),
+                default=5,
+                show_default=True,
+                help="Attempts for a transient network or database failure.",
+            ),
+            option(
+                "--retry-wait",
+                type=click.FloatRange(0),
+                default=1.0,
+                show_default=True,
+                help="First backoff in seconds (doubles each attempt, at most 30).",
+            ),
+        ]
+    ):
         f = opt(f)
     return f
 
 
 def pg_options(f):
-    for opt in reversed([
-        option("--db-url", help="postgresql://user:password@host:port/db; else the PG* variables apply.",
-               show_default=False),
-        option("--schema", default="public", show_default=True, help="Schema of the tables."),
-    ]):
+    for opt in reversed(
+        [
+            option(
+                "--db-url",
+                help="postgresql://user:password@host:port/db; else the PG* variables apply.",
+                show_default=False,
+            ),
+            option("--schema", default="public", show_default=True, help="Schema of the tables."),
+        ]
+    ):
         f = opt(f)
     return f
 
 
 def merge_options(f):
-    for opt in reversed([
-        option("--max-rejects", default="0.1%", show_default=True,
-               help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%)."),
-        option("--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file."),
-    ]):
+    for opt in reversed(
+        [
+            option(
+                "--max-rejects",
+                default="0.1%",
+                show_default=True,
+                help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
+            ),
+            option("--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file."),
+        ]
+    ):
         f = opt(f)
     return f
 
@@ -90,9 +125,12 @@ def _job(kw: dict) -> pipeline.Job:
 
 
 def _pg(kw: dict) -> pipeline.PgSettings:
-    return pipeline.PgSettings(db_url=kw.pop("db_url", None), schema=kw.pop("schema", "public"),
-                               max_rejects=kw.pop("max_rejects", "0.1%"),
-                               drop_duplicates=kw.pop("drop_duplicates", False))
+    return pipeline.PgSettings(
+        db_url=kw.pop("db_url", None),
+        schema=kw.pop("schema", "public"),
+        max_rejects=kw.pop("max_rejects", "0.1%"),
+        drop_duplicates=kw.pop("drop_duplicates", False),
+    )
 
 
 def report(step: str, result: dict, tags: dict) -> None:
@@ -129,10 +167,19 @@ def _on_sigterm(signum, frame):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="taxi-loader")
-@option("--log-format", type=click.Choice(["auto", "console", "json", "kestra"]), default="auto",
-        show_default=True, help="Logs: console on a terminal, JSON lines otherwise; kestra for Kestra tasks.")
-@option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-        default="info", show_default=True)
+@option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json", "kestra"]),
+    default="auto",
+    show_default=True,
+    help="Logs: console on a terminal, JSON lines otherwise; kestra for Kestra tasks.",
+)
+@option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+)
 @click.pass_context
 def main(ctx: click.Context, log_format: str, log_level: str) -> None:
     """Load the NYC taxi trip files into PostgreSQL, once per row, safely re-runnable.
@@ -158,8 +205,12 @@ def download(**kw) -> None:
 @month_options
 @source_options
 @pg_options
-@option("--max-rejects", default="0.1%", show_default=True,
-        help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).")
+@option(
+    "--max-rejects",
+    default="0.1%",
+    show_default=True,
+    help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
+)
 @handled
 def stage(**kw) -> None:
     """Validate the month's file and COPY it into its own staging table (fetches it when needed)."""
@@ -212,5 +263,3 @@ def run() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     run()
-
-

@@ -45,7 +45,7 @@ def pg_timestamp_text(ts: datetime) -> str:
     """A timestamp as PostgreSQL prints it with DateStyle ISO: fraction only when present, trailing zeros cut."""
     text = ts.strftime("%Y-%m-%d %H:%M:%S")
     if len(text) < 19:  # strftime does not pad years below 1000 on every platform
-        text = f"{ts.year:04d}" + text[text.index("-"):]
+        text = f"{ts.year:04d}" + text[text.index("-") :]
     if ts.microsecond:
         text += f".{ts.microsecond:06d}".rstrip("0")
     return text

@@ -14,8 +14,15 @@ from typing import Any, TextIO
 
 import structlog
 
-KESTRA_LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARN", "warn": "WARN", "error": "ERROR",
-                 "critical": "ERROR", "exception": "ERROR"}
+KESTRA_LEVELS = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warning": "WARN",
+    "warn": "WARN",
+    "error": "ERROR",
+    "critical": "ERROR",
+    "exception": "ERROR",
+}
 
 
 def resolve_format(fmt: str, stream: TextIO | None = None) -> str:

@@ -64,7 +64,9 @@ def parse_trigger_date(text: str) -> Month:
     try:
         day = datetime.fromisoformat(raw.replace("Z", "+00:00")).date()
     except ValueError:
-        raise UsageError(f"invalid trigger date {text!r}: use an ISO date or date-time, e.g. 2021-02-01T09:00:00Z")
+        raise UsageError(
+            f"invalid trigger date {text!r}: use an ISO date or date-time, e.g. 2021-02-01T09:00:00Z"
+        ) from None
     return Month(day.year, day.month).previous()
 
 

@@ -84,8 +84,15 @@ def dedup_merge(job: Job, settings: PgSettings, conn=None) -> dict[str, Any]:
         except BaseException as exc:
             _note_failure(c, tables, job, exc)
             raise
-        log.info("merged", inserted=result.rows_inserted, present=result.rows_present,
-                 repeated=result.rows_repeated, suspicious=result.rows_suspicious, table=job.taxi.table, **job.tags)
+        log.info(
+            "merged",
+            inserted=result.rows_inserted,
+            present=result.rows_present,
+            repeated=result.rows_repeated,
+            suspicious=result.rows_suspicious,
+            table=job.taxi.table,
+            **job.tags,
+        )
         return asdict(result)
 
 

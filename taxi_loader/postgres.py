@@ -11,9 +11,9 @@ import csv
 import io
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -47,8 +47,14 @@ def describe_target(db_url: str | None) -> str:
     return f"{host}:{port}/{db}" if db else f"{host}:{port}"
 
 
-_CONFIG_PROBLEMS = ("password authentication failed", "authentication failed", "does not exist", "no password supplied",
-                    "permission denied", "pg_hba.conf")
+_CONFIG_PROBLEMS = (
+    "password authentication failed",
+    "authentication failed",
+    "does not exist",
+    "no password supplied",
+    "permission denied",
+    "pg_hba.conf",
+)
 
 
 def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> psycopg2.extensions.connection:
@@ -61,7 +67,9 @@ def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> psycopg2.
     try:
         params = psycopg2.extensions.parse_dsn(db_url or "")
     except psycopg2.ProgrammingError:
-        raise ConfigError("the database URL cannot be parsed; use postgresql://user:password@host:port/dbname") from None
+        raise ConfigError(
+            "the database URL cannot be parsed; use postgresql://user:password@host:port/dbname"
+        ) from None
 
     class _Unreachable(Exception):
         pass
@@ -70,18 +78,23 @@ def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> psycopg2.
         for attempt in retry.retrying((_Unreachable,)):
             with attempt:
                 try:
-                    conn = psycopg2.connect(db_url or "", connect_timeout=max(1, int(retry.timeout)),
-                                            application_name="taxi-loader")
+                    conn = psycopg2.connect(
+                        db_url or "", connect_timeout=max(1, int(retry.timeout)), application_name="taxi-loader"
+                    )
                 except psycopg2.OperationalError as exc:
                     text = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
                     if any(p in text for p in _CONFIG_PROBLEMS):
                         user = params.get("user") or "(PGUSER)"
-                        raise ConfigError(f"cannot log in to PostgreSQL at {where} as {user}: {_scrub(text, params)}; "
-                                          "check --db-url / TAXI_LOADER_DB_URL or the PG* variables") from None
+                        raise ConfigError(
+                            f"cannot log in to PostgreSQL at {where} as {user}: {_scrub(text, params)}; "
+                            "check --db-url / TAXI_LOADER_DB_URL or the PG* variables"
+                        ) from None
                     raise _Unreachable(_scrub(text, params)) from None
     except _Unreachable as exc:
-        raise TransientError(f"PostgreSQL at {where} is unreachable after {retry.attempts} attempts ({exc}); "
-                             "start it or fix --db-url, then run the command again") from None
+        raise TransientError(
+            f"PostgreSQL at {where} is unreachable after {retry.attempts} attempts ({exc}); "
+            "start it or fix --db-url, then run the command again"
+        ) from None
     conn.autocommit = False
     return conn
 
@@ -138,7 +151,8 @@ def ensure_support_tables(conn, tables: Tables) -> None:
     with conn.cursor() as cur:
         _xact_lock(cur, "ddl", tables.schema)
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(tables.schema)))
-        cur.execute(sql.SQL("""
+        cur.execute(
+            sql.SQL("""
             CREATE TABLE IF NOT EXISTS {ledger} (
                 load_id bigserial PRIMARY KEY,
                 sink text NOT NULL, taxi text NOT NULL, month text NOT NULL, filename text NOT NULL,
@@ -146,13 +160,19 @@ def ensure_support_tables(conn, tables: Tables) -> None:
                 rows_read bigint, rows_rejected bigint, rows_repeated bigint, rows_inserted bigint,
                 rows_present bigint, rows_suspicious bigint, rows_after bigint,
                 started_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz,
-                status text NOT NULL, error text, loader_version text)""").format(ledger=tables.ledger))
-        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (sink, taxi, month, load_id)").format(
-            sql.Identifier(f"{LEDGER}_month_idx"), tables.ledger))
-        cur.execute(sql.SQL("""
+                status text NOT NULL, error text, loader_version text)""").format(ledger=tables.ledger)
+        )
+        cur.execute(
+            sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (sink, taxi, month, load_id)").format(
+                sql.Identifier(f"{LEDGER}_month_idx"), tables.ledger
+            )
+        )
+        cur.execute(
+            sql.SQL("""
             CREATE TABLE IF NOT EXISTS {rejects} (
                 filename text NOT NULL, line bigint NOT NULL, column_name text, reason text NOT NULL,
-                raw_line text, recorded_at timestamptz NOT NULL DEFAULT now())""").format(rejects=tables.rejects))
+                raw_line text, recorded_at timestamptz NOT NULL DEFAULT now())""").format(rejects=tables.rejects)
+        )
     conn.commit()
 
 
@@ -166,12 +186,17 @@ def main_table_ddl(tables: Tables) -> list[sql.Composed]:
     """
     t = tables.taxi.table
     cols = [sql.SQL("unique_row_id text NOT NULL"), sql.SQL("filename text")]
-    cols += [sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_MAIN_TYPE[c.kind])) for c in tables.taxi.columns]
+    cols += [
+        sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_MAIN_TYPE[c.kind])) for c in tables.taxi.columns
+    ]
     return [
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(tables.main, sql.SQL(", ").join(cols)),
         sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ((unique_row_id::uuid))").format(
-            sql.Identifier(f"{t}_unique_row_id_key"), tables.main),
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (filename)").format(sql.Identifier(f"{t}_filename_idx"), tables.main),
+            sql.Identifier(f"{t}_unique_row_id_key"), tables.main
+        ),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (filename)").format(
+            sql.Identifier(f"{t}_filename_idx"), tables.main
+        ),
     ]
 
 
@@ -190,14 +215,17 @@ def ensure_main_table(conn, tables: Tables) -> str | None:
         if cur.fetchone()[0]:
             for statement in main_table_ddl(tables):
                 cur.execute(statement)
-        cur.execute("""
+        cur.execute(
+            """
             SELECT CASE WHEN i.indexprs IS NULL THEN 'text' ELSE 'uuid' END
             FROM pg_index i
             WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL
               AND ((i.indexprs IS NULL AND i.indkey[0] = (SELECT attnum FROM pg_attribute
                                                           WHERE attrelid = i.indrelid AND attname = 'unique_row_id'))
                    OR pg_get_indexdef(i.indexrelid) LIKE '%%((unique_row_id)::uuid)%%')
-            ORDER BY 1 DESC LIMIT 1""", (tables.main.as_string(cur),))
+            ORDER BY 1 DESC LIMIT 1""",
+            (tables.main.as_string(cur),),
+        )
         found = cur.fetchone()
         return found[0] if found else None
 
@@ -249,13 +277,15 @@ def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejec
     taxi = tables.taxi
     filename = taxi.filename(str(month))
     ensure_support_tables(conn, tables)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     stg = tables.staging(month)
     with conn.cursor() as cur:
         _xact_lock(cur, "month", tables.schema, taxi.name, str(month))
         with MonthFile(path, taxi) as mf:
             extra = mf.header.extra
-            col_defs = [sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_STAGE_TYPE[c.kind])) for c in taxi.columns]
+            col_defs = [
+                sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_STAGE_TYPE[c.kind])) for c in taxi.columns
+            ]
             col_defs += [sql.SQL("{} text").format(sql.Identifier(f"_extra_{i}")) for i in range(len(extra))]
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stg))
             cur.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(stg, sql.SQL(", ").join(col_defs)))
@@ -265,7 +295,9 @@ def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejec
             try:
                 cur.copy_expert(
                     sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stg, sql.SQL(", ").join(file_order)),
-                    ChunkStream(mf.chunks()), size=1 << 20)
+                    ChunkStream(mf.chunks()),
+                    size=1 << 20,
+                )
                 staged, rejects, stats, validated = cur.rowcount, [], mf.stats, False
             except (psycopg2.DataError, psycopg2.errors.BadCopyFileFormat, psycopg2.errors.CharacterNotInRepertoire):
                 cur.execute("ROLLBACK TO SAVEPOINT fast_copy")
@@ -278,26 +310,56 @@ def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejec
         allowed = limit_count if limit_count is not None else int(limit_fraction * stats.data_lines)
         if len(rejects) > allowed:
             conn.rollback()
-            sample = "; ".join(f"line {r.line}" + (f" {r.column}" if r.column else "") + f": {r.reason}" for r in rejects[:3])
-            raise BadData(f"{filename}: {len(rejects)} of {stats.data_lines} rows rejected, more than --max-rejects "
-                          f"{max_rejects} allows; nothing was loaded. First: {sample}")
+            sample = "; ".join(
+                f"line {r.line}" + (f" {r.column}" if r.column else "") + f": {r.reason}" for r in rejects[:3]
+            )
+            raise BadData(
+                f"{filename}: {len(rejects)} of {stats.data_lines} rows rejected, more than --max-rejects "
+                f"{max_rejects} allows; nothing was loaded. First: {sample}"
+            )
         cur.execute(sql.SQL("DELETE FROM {} WHERE filename = %s").format(tables.rejects), (filename,))
         if rejects:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
             w.writerows((filename, r.line, r.column, r.reason, r.raw) for r in rejects)
             buf.seek(0)
-            cur.copy_expert(sql.SQL("COPY {} (filename, line, column_name, reason, raw_line) FROM STDIN WITH (FORMAT csv)")
-                            .format(tables.rejects), buf)
-        cur.execute(sql.SQL("""
+            cur.copy_expert(
+                sql.SQL("COPY {} (filename, line, column_name, reason, raw_line) FROM STDIN WITH (FORMAT csv)").format(
+                    tables.rejects
+                ),
+                buf,
+            )
+        cur.execute(
+            sql.SQL("""
             INSERT INTO {} (sink, taxi, month, filename, source, source_size, source_sha256, rows_read, rows_rejected,
                             started_at, status, loader_version)
             VALUES ('postgres', %s, %s, %s, %s, %s, %s, %s, %s, %s, 'staged', %s)""").format(tables.ledger),
-                    (taxi.name, str(month), filename, source, stats.size, stats.sha256, stats.data_lines, len(rejects),
-                     started, __version__))
+            (
+                taxi.name,
+                str(month),
+                filename,
+                source,
+                stats.size,
+                stats.sha256,
+                stats.data_lines,
+                len(rejects),
+                started,
+                __version__,
+            ),
+        )
     conn.commit()
-    return StageResult(taxi.name, str(month), filename, stats.data_lines, staged, len(rejects), stats.size,
-                       stats.sha256, extra, validated)
+    return StageResult(
+        taxi.name,
+        str(month),
+        filename,
+        stats.data_lines,
+        staged,
+        len(rejects),
+        stats.size,
+        stats.sha256,
+        extra,
+        validated,
+    )
 
 
 def _copy_validated(cur, stg: sql.Identifier, taxi: TaxiType, mf: MonthFile) -> tuple[int, list[Reject]]:
@@ -320,8 +382,9 @@ def _copy_validated(cur, stg: sql.Identifier, taxi: TaxiType, mf: MonthFile) -> 
         yield buf.getvalue().encode()
 
     cols = sql.SQL(", ").join(sql.Identifier(c.db_name) for c in taxi.columns)
-    cur.copy_expert(sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stg, cols), ChunkStream(good_rows()),
-                    size=1 << 20)
+    cur.copy_expert(
+        sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stg, cols), ChunkStream(good_rows()), size=1 << 20
+    )
     return cur.rowcount, rejects
 
 
@@ -333,8 +396,11 @@ def key_text_sql(taxi: TaxiType, alias: str) -> sql.Composed:
 
     This is the course flow's expression; `identity.key_text` is its Python twin, tested against it.
     """
-    return sql.SQL("concat({})").format(sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier(alias, taxi.column(f).db_name)) for f in taxi.key_fields))
+    return sql.SQL("concat({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{}::text").format(sql.Identifier(alias, taxi.column(f).db_name)) for f in taxi.key_fields
+        )
+    )
 
 
 # ---------------------------------------------------------------- dedup-merge
@@ -379,13 +445,21 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
             # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
             cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
         # Pin the text forms the identity depends on, whatever the server's defaults are.
-        cur.execute("SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL jit = off;"
-                    "SET LOCAL work_mem = %s", (MERGE_WORK_MEM,))
+        cur.execute(
+            "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL jit = off;"
+            "SET LOCAL work_mem = %s",
+            (MERGE_WORK_MEM,),
+        )
         previous = _last_load(cur, tables, month, "succeeded")
         cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
         rows_of_file = cur.fetchone()[0]
-        if (staged_load and previous and previous["source_sha256"] == staged_load["source_sha256"]
-                and previous["rows_after"] == rows_of_file and not drop_duplicates):
+        if (
+            staged_load
+            and previous
+            and previous["source_sha256"] == staged_load["source_sha256"]
+            and previous["rows_after"] == rows_of_file
+            and not drop_duplicates
+        ):
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
             staged, inserted, repeated = cur.fetchone()[0], 0, previous["rows_repeated"] or 0
             suspicious = previous["rows_suspicious"] or 0
@@ -398,30 +472,43 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
         present = staged - inserted - dropped
         rejected = (staged_load or {}).get("rows_rejected") or 0
         if staged_load:
-            cur.execute(sql.SQL("""
+            cur.execute(
+                sql.SQL("""
                 UPDATE {} SET rows_repeated = %s, rows_inserted = %s, rows_present = %s, rows_suspicious = %s,
                               rows_after = %s, finished_at = now(), status = 'succeeded'
                 WHERE load_id = %s""").format(tables.ledger),
-                        (repeated, inserted, present, suspicious, rows_of_file, staged_load["load_id"]))
+                (repeated, inserted, present, suspicious, rows_of_file, staged_load["load_id"]),
+            )
     conn.commit()
-    return MergeResult(taxi.name, str(month), filename, staged, inserted, present, repeated, dropped, rejected, suspicious)
+    return MergeResult(
+        taxi.name, str(month), filename, staged, inserted, present, repeated, dropped, rejected, suspicious
+    )
 
 
 def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
-    cur.execute(sql.SQL("""
+    cur.execute(
+        sql.SQL("""
         SELECT load_id, source_sha256, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
         WHERE sink = 'postgres' AND taxi = %s AND month = %s AND status = %s
-        ORDER BY load_id DESC LIMIT 1""").format(tables.ledger), (tables.taxi.name, str(month), status))
+        ORDER BY load_id DESC LIMIT 1""").format(tables.ledger),
+        (tables.taxi.name, str(month), status),
+    )
     row = cur.fetchone()
-    return dict(zip([d[0] for d in cur.description], row)) if row else None
+    return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
 
 
 def _merge_sql(tables: Tables, month: Month, key: str | None, drop_duplicates: bool) -> sql.Composed:
     taxi = tables.taxi
     # Codes are bigint in staging (so COPY validates them) and text in the main table, as in the course.
-    select_cols = [sql.SQL("{}::text").format(sql.Identifier("s", c.db_name)) if c.kind is Kind.CODE
-                   else sql.Identifier("s", c.db_name) for c in taxi.columns]
-    main_cols = [sql.Identifier("unique_row_id"), sql.Identifier("filename")] + [sql.Identifier(c.db_name) for c in taxi.columns]
+    select_cols = [
+        sql.SQL("{}::text").format(sql.Identifier("s", c.db_name))
+        if c.kind is Kind.CODE
+        else sql.Identifier("s", c.db_name)
+        for c in taxi.columns
+    ]
+    main_cols = [sql.Identifier("unique_row_id"), sql.Identifier("filename")] + [
+        sql.Identifier(c.db_name) for c in taxi.columns
+    ]
     # Only keys seen more than once are numbered: a window over every row would sort the whole month.
     keep = sql.SQL("WHERE n.rn IS NULL OR n.rn = 1") if drop_duplicates else sql.SQL("")
     # Inserting in key order keeps the b-tree's leaf pages hot instead of touching one at random per row.
@@ -430,7 +517,9 @@ def _merge_sql(tables: Tables, month: Month, key: str | None, drop_duplicates: b
     elif key == TEXT_KEY:
         guard, order = sql.SQL(""), sql.SQL("ORDER BY x.id ON CONFLICT (unique_row_id) DO NOTHING")
     else:
-        guard = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {main} m WHERE m.unique_row_id = x.id)").format(main=tables.main)
+        guard = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {main} m WHERE m.unique_row_id = x.id)").format(
+            main=tables.main
+        )
         order = sql.SQL("")
     return sql.SQL("""
         WITH src AS MATERIALIZED (
@@ -447,23 +536,38 @@ def _merge_sql(tables: Tables, month: Month, key: str | None, drop_duplicates: b
             RETURNING 1)
         SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM ins), (SELECT count(*) FROM numbered WHERE rn > 1)
     """).format(
-        key=key_text_sql(taxi, "s"), stg=tables.staging(month), sep=sql.Literal(REPEAT_SEPARATOR), keep=keep,
+        key=key_text_sql(taxi, "s"),
+        stg=tables.staging(month),
+        sep=sql.Literal(REPEAT_SEPARATOR),
+        keep=keep,
         main=tables.main,
-        select_cols=sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, sql.Identifier(c.db_name))
-                                       for e, c in zip(select_cols, taxi.columns)),
+        select_cols=sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(e, sql.Identifier(c.db_name))
+            for e, c in zip(select_cols, taxi.columns, strict=True)
+        ),
         main_cols=sql.SQL(", ").join(main_cols),
         x_cols=sql.SQL(", ").join(sql.Identifier("x", c.db_name) for c in taxi.columns),
-        guard=guard, order=order)
+        guard=guard,
+        order=order,
+    )
 
 
 def _count_suspicious(cur, tables: Tables, month: Month) -> int:
     """Rows that are loaded but worth a look: pickup outside the month, a negative amount, dropoff before pickup."""
     taxi = tables.taxi
-    pickup, dropoff = sql.Identifier(taxi.column(taxi.pickup).db_name), sql.Identifier(taxi.column(taxi.dropoff).db_name)
-    conds = [sql.SQL("{p} < %(start)s OR {p} >= %(end)s").format(p=pickup), sql.SQL("{d} < {p}").format(d=dropoff, p=pickup)]
+    pickup, dropoff = (
+        sql.Identifier(taxi.column(taxi.pickup).db_name),
+        sql.Identifier(taxi.column(taxi.dropoff).db_name),
+    )
+    conds = [
+        sql.SQL("{p} < %(start)s OR {p} >= %(end)s").format(p=pickup),
+        sql.SQL("{d} < {p}").format(d=dropoff, p=pickup),
+    ]
     conds += [sql.SQL("{} < 0").format(sql.Identifier(taxi.column(a).db_name)) for a in taxi.amount_fields]
-    cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(tables.staging(month), sql.SQL(" OR ").join(conds)),
-                {"start": month.first_day, "end": month.next().first_day})
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(tables.staging(month), sql.SQL(" OR ").join(conds)),
+        {"start": month.first_day, "end": month.next().first_day},
+    )
     return cur.fetchone()[0]
 
 
@@ -475,17 +579,28 @@ def record_failure(conn, tables: Tables, month: Month, source: str | None, statu
     conn.rollback()
     ensure_support_tables(conn, tables)
     with conn.cursor() as cur:
-        cur.execute(sql.SQL("""
+        cur.execute(
+            sql.SQL("""
             UPDATE {} SET status = %s, error = %s, finished_at = now()
             WHERE load_id = (SELECT max(load_id) FROM {} WHERE sink = 'postgres' AND taxi = %s AND month = %s
                              AND status = 'staged')""").format(tables.ledger, tables.ledger),
-                    (status, error[:2000], tables.taxi.name, str(month)))
+            (status, error[:2000], tables.taxi.name, str(month)),
+        )
         if cur.rowcount == 0:
-            cur.execute(sql.SQL("""
+            cur.execute(
+                sql.SQL("""
                 INSERT INTO {} (sink, taxi, month, filename, source, finished_at, status, error, loader_version)
                 VALUES ('postgres', %s, %s, %s, %s, now(), %s, %s, %s)""").format(tables.ledger),
-                        (tables.taxi.name, str(month), tables.taxi.filename(str(month)), source, status, error[:2000],
-                         __version__))
+                (
+                    tables.taxi.name,
+                    str(month),
+                    tables.taxi.filename(str(month)),
+                    source,
+                    status,
+                    error[:2000],
+                    __version__,
+                ),
+            )
     conn.commit()
 
 
@@ -506,10 +621,10 @@ def session(db_url: str | None, retry: RetryPolicy = RetryPolicy()):
     try:
         yield conn
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-        raise TransientError(f"lost the connection to PostgreSQL at {describe_target(db_url)} ({str(exc).strip()}); "
-                             "run the command again") from None
+        raise TransientError(
+            f"lost the connection to PostgreSQL at {describe_target(db_url)} ({str(exc).strip()}); "
+            "run the command again"
+        ) from None
     finally:
-        try:
+        with suppress(psycopg2.Error):
             conn.close()
-        except psycopg2.Error:
-            pass

@@ -75,7 +75,7 @@ class Header:
 
     @property
     def extra(self) -> list[str]:
-        return [n for n, c in zip(self.names, self.columns) if c is None]
+        return [n for n, c in zip(self.names, self.columns, strict=True) if c is None]
 
 
 def match_header(line: str, taxi: TaxiType, source: str) -> Header:
@@ -91,7 +91,8 @@ def match_header(line: str, taxi: TaxiType, source: str) -> Header:
         from taxi_loader.taxis import TAXI_TYPES
 
         looks_like = [
-            t.name for t in TAXI_TYPES.values()
+            t.name
+            for t in TAXI_TYPES.values()
             if t is not taxi and {c.name.lower() for c in t.columns} <= {n.strip().lower() for n in names}
         ]
         hint = f"; the header looks like a {looks_like[0]} file" if looks_like else ""
@@ -147,7 +148,9 @@ class MonthFile:
                 rest = block[cut:]
                 yield self._normalise(block[:cut])
         except (OSError, EOFError, zlib.error) as exc:
-            raise BadData(f"{self.path.name}: corrupt or truncated file ({exc}); delete it and download again") from None
+            raise BadData(
+                f"{self.path.name}: corrupt or truncated file ({exc}); delete it and download again"
+            ) from None
         if rest.strip():
             yield self._normalise(rest + b"\n")
         self._finish()
@@ -272,7 +275,7 @@ def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]
             yield Reject(lineno, None, f"{len(fields)} fields, the header has {width}", raw)
             continue
         row: list[str | None] = []
-        for col, pos in zip(taxi.columns, positions):
+        for col, pos in zip(taxi.columns, positions, strict=True):
             try:
                 row.append(parse_value(fields[pos], col.kind))
             except ValueError as exc:

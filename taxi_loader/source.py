@@ -51,7 +51,9 @@ def source_location(template: str, taxi: TaxiType, month: Month) -> str:
     except (KeyError, IndexError, ValueError) as exc:
         from taxi_loader.errors import UsageError
 
-        raise UsageError(f"bad --source-url template {template!r}: use {{taxi}}, {{year}} and {{month}} ({exc})")
+        raise UsageError(
+            f"bad --source-url template {template!r}: use {{taxi}}, {{year}} and {{month}} ({exc})"
+        ) from None
 
 
 def local_path(location: str) -> Path | None:
@@ -211,4 +213,3 @@ def remove_downloads(taxi: TaxiType, month: Month, data_dir: Path, template: str
             p.unlink()
             removed.append(p)
     return removed
-

@@ -49,12 +49,50 @@ def _row(rng: random.Random, taxi: str, start: datetime, tail: bool) -> list[str
     pay = "" if tail else str(rng.choice((1, 1, 2, 3, 4)))
     flag = "" if tail else rng.choice("NNNNNNNNNY")
     if taxi == "yellow":
-        return [vendor, p, d, pax, _distance(dist), rate, flag, pu, do, pay, _money(fare), "0.5", "0.5",
-                _money(tip), "0", "0.3", _money(total), "2.5"]
+        return [
+            vendor,
+            p,
+            d,
+            pax,
+            _distance(dist),
+            rate,
+            flag,
+            pu,
+            do,
+            pay,
+            _money(fare),
+            "0.5",
+            "0.5",
+            _money(tip),
+            "0",
+            "0.3",
+            _money(total),
+            "2.5",
+        ]
     if taxi == "green":
         trip_type = "" if tail else "1"
-        return [vendor, p, d, flag, rate, pu, do, pax, _distance(dist), _money(fare), "0.5", "0.5", _money(tip),
-                "0", "", "0.3", _money(total), pay, trip_type, "" if start.year < 2019 else "0"]
+        return [
+            vendor,
+            p,
+            d,
+            flag,
+            rate,
+            pu,
+            do,
+            pax,
+            _distance(dist),
+            _money(fare),
+            "0.5",
+            "0.5",
+            _money(tip),
+            "0",
+            "",
+            "0.3",
+            _money(total),
+            pay,
+            trip_type,
+            "" if start.year < 2019 else "0",
+        ]
     base = f"B{rng.randrange(1, 3000):05d}"
     return [base, p, d, pu if rng.random() < 0.3 else "", do if rng.random() < 0.3 else "", "", base]
 

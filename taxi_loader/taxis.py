@@ -7,11 +7,11 @@ column lists, header matching, value validation, the Parquet and BigQuery schema
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
-from enum import Enum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """How a source column is parsed, stored and rendered for the row identity."""
 
     CODE = "code"  # an integer code the course stores as text (VendorID, PULocationID, ...)
@@ -99,8 +99,13 @@ YELLOW = TaxiType(
     pickup="tpep_pickup_datetime",
     dropoff="tpep_dropoff_datetime",
     key_fields=(
-        "VendorID", "tpep_pickup_datetime", "tpep_dropoff_datetime", "PULocationID", "DOLocationID",
-        "fare_amount", "trip_distance",
+        "VendorID",
+        "tpep_pickup_datetime",
+        "tpep_dropoff_datetime",
+        "PULocationID",
+        "DOLocationID",
+        "fare_amount",
+        "trip_distance",
     ),
     amount_fields=_MONEY,
 )
@@ -116,8 +121,13 @@ GREEN = TaxiType(
     pickup="lpep_pickup_datetime",
     dropoff="lpep_dropoff_datetime",
     key_fields=(
-        "VendorID", "lpep_pickup_datetime", "lpep_dropoff_datetime", "PULocationID", "DOLocationID",
-        "fare_amount", "trip_distance",
+        "VendorID",
+        "lpep_pickup_datetime",
+        "lpep_dropoff_datetime",
+        "PULocationID",
+        "DOLocationID",
+        "fare_amount",
+        "trip_distance",
     ),
     amount_fields=_MONEY,
 )
@@ -131,8 +141,13 @@ FHV = TaxiType(
     pickup="pickup_datetime",
     dropoff="dropoff_datetime",
     key_fields=(
-        "dispatching_base_num", "pickup_datetime", "dropoff_datetime", "PULocationID", "DOLocationID",
-        "SR_Flag", "Affiliated_base_number",
+        "dispatching_base_num",
+        "pickup_datetime",
+        "dropoff_datetime",
+        "PULocationID",
+        "DOLocationID",
+        "SR_Flag",
+        "Affiliated_base_number",
     ),
 )
 

@@ -244,5 +244,3 @@ def _no_user_env(monkeypatch):
     for k in list(os.environ):
         if k.startswith("TAXI_LOADER_") and k != "TAXI_LOADER_TEST_SERVER" or k.startswith("PG"):
             monkeypatch.delenv(k)
-
-

@@ -8,8 +8,8 @@ import threading
 
 import psycopg2
 import pytest
-
 from conftest import DATA, SAMPLES, data_rows
+
 from taxi_loader import pipeline
 from taxi_loader.identity import key_text, row_id
 from taxi_loader.months import Month
@@ -38,7 +38,9 @@ def test_sample_loads_exactly_its_rows_and_rerun_inserts_nothing(cli, db, mirror
     assert (outputs(again)["rows_inserted"], outputs(again)["rows_present"]) == (0, expected)
     assert db.count(f"{taxi}_tripdata") == expected
     assert db.all("SELECT status, rows_inserted FROM taxi_loader_ledger ORDER BY load_id") == [
-        ("succeeded", expected), ("succeeded", 0)]
+        ("succeeded", expected),
+        ("succeeded", 0),
+    ]
     assert f"{taxi}_tripdata_staging_{month.year}_{month.mm}" not in db.tables()
 
 
@@ -48,13 +50,17 @@ def _course_ids(db, taxi_name: str, sample: str) -> list[str]:
     cols = ", ".join(f"{c.name} {COURSE_TYPES[c.kind.value]}" for c in taxi.columns)  # unquoted, like the course
     key = " || ".join(
         f"COALESCE({f}, '')" if taxi.column(f).kind.value == "code" else f"COALESCE(CAST({f} AS text), '')"
-        for f in taxi.key_fields)
+        for f in taxi.key_fields
+    )
     with db.conn.cursor() as cur:
         cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{db.schema}"; SET search_path TO "{db.schema}"')
         cur.execute(f"CREATE TABLE course_{taxi_name} (unique_row_id text, filename text, {cols})")
         with open(DATA / sample, "rb") as f:
-            cur.copy_expert(f"COPY course_{taxi_name} ({', '.join(c.name for c in taxi.columns)}) "
-                            "FROM STDIN WITH (FORMAT csv, HEADER true)", f)
+            cur.copy_expert(
+                f"COPY course_{taxi_name} ({', '.join(c.name for c in taxi.columns)}) "
+                "FROM STDIN WITH (FORMAT csv, HEADER true)",
+                f,
+            )
         cur.execute(f"UPDATE course_{taxi_name} SET unique_row_id = md5({key})")
         cur.execute(f"SELECT unique_row_id FROM course_{taxi_name}")
         return [r[0] for r in cur.fetchall()]
@@ -75,7 +81,7 @@ def test_ids_equal_the_course_expression_and_the_python_twin(cli, db, mirror, ta
     seen: dict[str, int] = {}
     python_ids = set()
     for r in rows:
-        text = key_text(TAXI_TYPES[taxi], dict(zip(cols, r[1:])))
+        text = key_text(TAXI_TYPES[taxi], dict(zip(cols, r[1:], strict=True)))
         seen[text] = seen.get(text, 0) + 1
         python_ids.add(row_id(text, seen[text]))
     assert python_ids == ours
@@ -92,8 +98,12 @@ def test_repeats_are_kept_with_their_own_ids_or_dropped(cli, db, mirror):
     assert outputs(kept)["rows_repeated"] == 2 and outputs(kept)["rows_inserted"] == 4
     ids = {r[0] for r in db.all("SELECT unique_row_id FROM yellow_tripdata")}
     text = "12021-03-01 00:46:402021-03-01 00:53:2015123971.5"
-    assert ids == {row_id(text), row_id(text, 2), row_id(text, 3),
-                   row_id("22021-03-02 10:00:002021-03-02 10:10:00129" + "2")}
+    assert ids == {
+        row_id(text),
+        row_id(text, 2),
+        row_id(text, 3),
+        row_id("22021-03-02 10:00:002021-03-02 10:10:00129" + "2"),
+    }
 
     db.one("DROP TABLE yellow_tripdata; SELECT 1")
     dropped = cli("load", "--taxi", "yellow", "--month", "2021-03", "--drop-duplicates")
@@ -143,15 +153,25 @@ def test_rejected_rows_are_recorded_and_the_rest_loads(cli, db, mirror):
 
 
 def test_integers_written_as_floats_and_a_latin1_byte(cli, db, mirror):
-    fhv = "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,Affiliated_base_number\n"
-    body = ("B00001,2019-01-01 00:30:00,2019-01-01 02:51:55,,,,B00001\n"
-            "B00008,2019-01-01 00:15:00,2019-01-01 00:23:00,264.0,265.0,1.0,B00008\n"
-            "B00009,2019-01-01 00:17:00,2019-01-01 00:25:00,,,,B00009\xa0\n")
+    fhv = (
+        "dispatching_base_num,pickup_datetime,dropOff_datetime,PUlocationID,DOlocationID,SR_Flag,"
+        "Affiliated_base_number\n"
+    )
+    body = (
+        "B00001,2019-01-01 00:30:00,2019-01-01 02:51:55,,,,B00001\n"
+        "B00008,2019-01-01 00:15:00,2019-01-01 00:23:00,264.0,265.0,1.0,B00008\n"
+        "B00009,2019-01-01 00:17:00,2019-01-01 00:25:00,,,,B00009\xa0\n"
+    )
     mirror.put_csv("fhv", Month(2019, 1), fhv.encode() + body.encode("latin-1"))
     result = cli("load", "--taxi", "fhv", "--month", "2019-01")
     assert result.exit_code == 0, result.output
-    assert db.all("SELECT pulocationid, sr_flag FROM fhv_tripdata WHERE dispatching_base_num = 'B00008'") == [("264", "1")]
-    assert db.one("SELECT affiliated_base_number FROM fhv_tripdata WHERE dispatching_base_num = 'B00009'")[0] == "B00009\xa0"
+    assert db.all("SELECT pulocationid, sr_flag FROM fhv_tripdata WHERE dispatching_base_num = 'B00008'") == [
+        ("264", "1")
+    ]
+    assert (
+        db.one("SELECT affiliated_base_number FROM fhv_tripdata WHERE dispatching_base_num = 'B00009'")[0]
+        == "B00009\xa0"
+    )
 
 
 def test_two_months_staged_at_once_do_not_interfere(cli, db, mirror, tmp_path):
@@ -220,8 +240,19 @@ def test_a_local_mirror_is_read_in_place_and_never_deleted(db, tmp_path):
     src = tmp_path / "mirror" / "yellow_tripdata_2020-07.csv"
     src.parent.mkdir()
     src.write_bytes((DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes())
-    args = ["load", "--taxi", "yellow", "--month", "2020-07", "--db-url", db.url, "--schema", db.schema,
-            "--source-url", f"file://{tmp_path}/mirror/{{taxi}}_tripdata_{{year}}-{{month}}.csv"]
+    args = [
+        "load",
+        "--taxi",
+        "yellow",
+        "--month",
+        "2020-07",
+        "--db-url",
+        db.url,
+        "--schema",
+        db.schema,
+        "--source-url",
+        f"file://{tmp_path}/mirror/{{taxi}}_tripdata_{{year}}-{{month}}.csv",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert db.count("yellow_tripdata") == 266 and src.exists()
@@ -229,8 +260,23 @@ def test_a_local_mirror_is_read_in_place_and_never_deleted(db, tmp_path):
 
 def test_kestra_format_prints_outputs_metrics_and_levelled_logs(cli, mirror):
     mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
-    args = ["--log-format", "kestra", "load", "--taxi", "yellow", "--month", "2020-07", "--db-url", cli.db.url,
-            "--schema", cli.db.schema, "--source-url", mirror.template, "--data-dir", str(cli.data_dir)]
+    args = [
+        "--log-format",
+        "kestra",
+        "load",
+        "--taxi",
+        "yellow",
+        "--month",
+        "2020-07",
+        "--db-url",
+        cli.db.url,
+        "--schema",
+        cli.db.schema,
+        "--source-url",
+        mirror.template,
+        "--data-dir",
+        str(cli.data_dir),
+    ]
     from click.testing import CliRunner
 
     from taxi_loader.cli import main
@@ -242,14 +288,21 @@ def test_kestra_format_prints_outputs_metrics_and_levelled_logs(cli, mirror):
     outputs_ = [p["outputs"] for p in payloads if "outputs" in p]
     assert outputs_[-1]["rows_inserted"] == 266
     metrics = [m for p in payloads if "metrics" in p for m in p["metrics"]]
-    assert {"name": "rows_inserted", "type": "counter", "value": 266, "tags": {"taxi": "yellow", "month": "2020-07"}} in metrics
+    assert {
+        "name": "rows_inserted",
+        "type": "counter",
+        "value": 266,
+        "tags": {"taxi": "yellow", "month": "2020-07"},
+    } in metrics
     assert any(log["level"] == "INFO" for p in payloads if "logs" in p for log in p["logs"])
 
 
 def test_a_course_created_table_is_accepted_as_it_is(cli, db, mirror):
     _course_ids(db, "yellow", "yellow_tripdata_2020-07.head266.rides.csv")
-    db.one("ALTER TABLE course_yellow RENAME TO yellow_tripdata; "
-           "UPDATE yellow_tripdata SET filename = 'yellow_tripdata_2020-07.csv'; SELECT 1")
+    db.one(
+        "ALTER TABLE course_yellow RENAME TO yellow_tripdata; "
+        "UPDATE yellow_tripdata SET filename = 'yellow_tripdata_2020-07.csv'; SELECT 1"
+    )
     mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
     mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
     again = cli("load", "--taxi", "yellow", "--month", "2020-07")
@@ -257,8 +310,12 @@ def test_a_course_created_table_is_accepted_as_it_is(cli, db, mirror):
     new = cli("load", "--taxi", "yellow", "--month", "2020-12")
     assert outputs(new)["rows_inserted"] == 1295
     assert db.count("yellow_tripdata") == 266 + 1295
-    assert db.one("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = 'yellow_tripdata'",
-                  (db.schema,))[0] == 0
+    assert (
+        db.one("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = 'yellow_tripdata'", (db.schema,))[
+            0
+        ]
+        == 0
+    )
 
 
 def test_gzip_and_plain_sources_give_the_same_table(db, tmp_path):
@@ -274,8 +331,22 @@ def test_gzip_and_plain_sources_give_the_same_table(db, tmp_path):
     ids = []
     for suffix in (".csv.gz", ".csv"):
         schema = f"{db.schema}{suffix.replace('.', '_')}"
-        result = CliRunner().invoke(main, ["load", "--taxi", "yellow", "--month", "2020-12", "--db-url", db.url,
-                                           "--schema", schema, "--source-url", f"{d}/{{taxi}}_tripdata_{{year}}-{{month}}{suffix}"])
+        result = CliRunner().invoke(
+            main,
+            [
+                "load",
+                "--taxi",
+                "yellow",
+                "--month",
+                "2020-12",
+                "--db-url",
+                db.url,
+                "--schema",
+                schema,
+                "--source-url",
+                f"{d}/{{taxi}}_tripdata_{{year}}-{{month}}{suffix}",
+            ],
+        )
         assert result.exit_code == 0, result.output
         with psycopg2.connect(db.url) as conn, conn.cursor() as cur:
             cur.execute(f'SELECT array_agg(unique_row_id ORDER BY unique_row_id) FROM "{schema}".yellow_tripdata')

@@ -1,0 +1,203 @@
+"""Bad input and dead services: each ends with its exit code, a clear message, and no table half-written."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+
+import pytest
+from click.testing import CliRunner
+from conftest import DATA
+
+from taxi_loader.cli import main
+from taxi_loader.months import Month
+from taxi_loader.taxis import GREEN, YELLOW
+
+JULY = Month(2020, 7)
+SAMPLE = "yellow_tripdata_2020-07.head266.rides.csv"
+
+
+@pytest.fixture
+def loaded(cli, db, mirror):
+    """A schema that already holds one month, so 'left as it was' means something."""
+    mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    return db
+
+
+def assert_untouched(db) -> None:
+    assert db.count("yellow_tripdata") == 1295
+    assert db.count("yellow_tripdata_rejects") == 0
+    assert not any("staging" in t for t in db.tables())
+
+
+def test_month_not_published_is_exit_4_naming_month_and_url(cli, loaded, mirror):
+    result = cli("load", "--taxi", "yellow", "--month", "2021-02")
+    assert result.exit_code == 4
+    assert "yellow 2021-02" in result.stderr and "HTTP 404" in result.stderr
+    assert f"{mirror.url}/yellow/yellow_tripdata_2021-02.csv.gz" in result.stderr
+    assert len([r for r in mirror.requests if "2021-02" in r[0]]) == 1  # a 404 is not retried
+    assert_untouched(loaded)
+
+
+def test_403_is_not_retried_either(cli, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    mirror.fail("yellow", JULY, 403)
+    result = cli("download", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 4 and "HTTP 403" in result.stderr
+    assert len(mirror.requests) == 1
+
+
+def test_500_and_429_are_retried_then_succeed(cli, db, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    mirror.fail("yellow", JULY, 500, 429, 503)
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 0, result.output
+    assert len(mirror.requests) == 4
+    assert db.count("yellow_tripdata") == 266
+
+
+def test_a_server_that_stays_down_is_exit_6_after_bounded_retries(cli, loaded, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    mirror.fail("yellow", JULY, *[500] * 10)
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--retries", "3")
+    assert result.exit_code == 6
+    assert "failed after 3 attempts" in result.stderr and "HTTP 500" in result.stderr
+    assert len(mirror.requests) == 1 + 3  # the fixture's load, then three attempts
+    assert_untouched(loaded)
+
+
+def test_a_connection_dropped_mid_download_is_resumed_with_range(cli, db, mirror):
+    path = mirror.put_generated("yellow", JULY, 5000)
+    size = path.stat().st_size
+    mirror.fail("yellow", JULY, f"drop:{size // 3}")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 0, result.output
+    ranges = [r[1] for r in mirror.requests]
+    assert ranges == [None, f"bytes={size // 3}-"]
+    assert db.count("yellow_tripdata") == 5000
+
+
+def test_a_server_without_range_support_restarts_the_download(cli, db, mirror):
+    path = mirror.put_generated("yellow", JULY, 3000)
+    mirror.fail("yellow", JULY, f"drop:{path.stat().st_size // 2}", "no-range")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert db.count("yellow_tripdata") == 3000
+
+
+def test_a_complete_download_is_reused(cli, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    assert cli("download", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert cli("download", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert len(mirror.requests) == 1
+
+
+def test_truncated_gzip_is_exit_5_and_the_file_is_removed(cli, loaded, mirror):
+    data = gzip.compress((DATA / SAMPLE).read_bytes())
+    mirror.put_bytes("yellow", JULY, data[: len(data) // 2])
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5
+    assert "corrupt or truncated gzip" in result.stderr and "yellow_tripdata_2020-07.csv.gz" in result.stderr
+    assert not list(cli.data_dir.glob("*2020-07*"))
+    assert_untouched(loaded)
+
+
+def test_an_html_page_instead_of_gzip_is_exit_5(cli, loaded, mirror):
+    mirror.put_bytes("yellow", JULY, b"<!DOCTYPE html><html><body>Not Found</body></html>")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5 and "not a gzipped file" in result.stderr and "HTML page" in result.stderr
+    assert_untouched(loaded)
+
+
+def test_an_empty_file_is_exit_5(cli, loaded, mirror):
+    mirror.put_csv("yellow", JULY, b"")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5 and "empty" in result.stderr
+    assert_untouched(loaded)
+
+
+def test_a_green_file_given_as_yellow_is_exit_5(cli, loaded, mirror):
+    mirror.put_csv("yellow", JULY, (DATA / "green_tripdata_2019-01.head99.csv").read_bytes())
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5
+    assert "lacks yellow column(s) tpep_pickup_datetime, tpep_dropoff_datetime" in result.stderr
+    assert "looks like a green file" in result.stderr
+    assert_untouched(loaded)
+
+
+def test_a_missing_column_is_exit_5_naming_it(cli, loaded, mirror):
+    lines = (DATA / SAMPLE).read_text().splitlines()
+    cut = [",".join(f for i, f in enumerate(line.split(",")) if i != 10) for line in lines]  # drop fare_amount
+    mirror.put_csv("yellow", JULY, "\n".join(cut) + "\n")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5 and "lacks yellow column(s) fare_amount" in result.stderr
+    assert_untouched(loaded)
+
+
+def test_garbage_beyond_the_reject_threshold_is_exit_5_and_loads_nothing(cli, loaded, mirror):
+    lines = (DATA / SAMPLE).read_text().splitlines()
+    for i in range(1, 30):
+        fields = lines[i].split(",")
+        fields[4] = "lots"
+        lines[i] = ",".join(fields)
+    mirror.put_csv("yellow", JULY, "\n".join(lines) + "\n")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "1%")
+    assert result.exit_code == 5
+    assert "29 of 266 rows rejected" in result.stderr and "line 2 trip_distance: not a number: 'lots'" in result.stderr
+    assert_untouched(loaded)
+    assert loaded.one("SELECT status FROM taxi_loader_ledger ORDER BY load_id DESC LIMIT 1")[0] == "failed"
+
+
+def test_unknown_taxi_type_is_a_usage_error(cli):
+    result = cli("load", "--taxi", "purple", "--month", "2021-01")
+    assert result.exit_code == 2 and "'purple' is not one of 'yellow', 'green', 'fhv'" in result.stderr
+
+
+def test_month_13_is_a_usage_error(cli, db):
+    result = cli("load", "--taxi", "yellow", "--month", "2021-13")
+    assert result.exit_code == 2 and "invalid month 2021-13: the month must be 01..12" in result.stderr
+    assert db.tables() == set()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_database_that_is_down_is_exit_6_naming_the_host(cli, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    port = _free_port()
+    url = f"postgresql://postgres:s3cret@127.0.0.1:{port}/nowhere"
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--retries", "2", db_url=url)
+    assert result.exit_code == 6
+    assert f"127.0.0.1:{port}/nowhere is unreachable after 2 attempts" in result.stderr
+    assert "s3cret" not in result.output + result.stderr
+
+
+def test_wrong_credentials_are_exit_3_without_the_password(cli, mirror, db):
+    # The test server trusts every login, so a role that does not exist stands in for a wrong password:
+    # both are authentication failures that no retry can cure.
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    url = db.url.replace("postgres@", "no_such_role:s3cret@")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", db_url=url)
+    assert result.exit_code == 3
+    assert "cannot log in to PostgreSQL at 127.0.0.1:5432" in result.stderr and "no_such_role" in result.stderr
+    assert "s3cret" not in result.output + result.stderr
+
+
+def test_dedup_merge_without_stage_says_what_to_do(cli, db):
+    result = cli("dedup-merge", "--taxi", "green", "--month", "2019-01")
+    assert result.exit_code == 2 and "nothing staged for green 2019-01: run `taxi-loader stage` first" in result.stderr
+
+
+def test_secrets_do_not_appear_in_help():
+    result = CliRunner(env={"TAXI_LOADER_DB_URL": "postgresql://u:hunter2@h/db"}).invoke(main, ["load", "--help"])
+    assert result.exit_code == 0 and "hunter2" not in result.output
+
+
+def test_wrong_header_for_green_named_in_the_message(cli, mirror, db):
+    mirror.put_csv("green", Month(2019, 1), (DATA / SAMPLE).read_bytes())
+    result = cli("load", "--taxi", "green", "--month", "2019-01")
+    assert result.exit_code == 5 and "looks like a yellow file" in result.stderr
+    assert not db.exists(GREEN.table) and YELLOW.table not in db.tables()
