@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taxi_loader import merge, source
 from taxi_loader import postgres as pg
-from taxi_loader import source
 from taxi_loader.errors import Interrupted
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
@@ -80,7 +80,7 @@ def dedup_merge(job: Job, settings: PgSettings, conn=None) -> dict[str, Any]:
     with _connection(settings, job, conn) as c:
         tables = pg.Tables(settings.schema, job.taxi)
         try:
-            result = pg.dedup_merge(c, tables, job.month, settings.drop_duplicates)
+            result = merge.dedup_merge(c, tables, job.month, settings.drop_duplicates)
         except BaseException as exc:
             _note_failure(c, tables, job, exc)
             raise

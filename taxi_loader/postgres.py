@@ -26,11 +26,9 @@ from taxi_loader.errors import BadData, ConfigError, TransientError, UsageError
 from taxi_loader.months import Month
 from taxi_loader.reader import ChunkStream, MonthFile, Reject, validated_rows
 from taxi_loader.source import RetryPolicy
-from taxi_loader.taxis import PG_MAIN_TYPE, PG_STAGE_TYPE, Kind, TaxiType
+from taxi_loader.taxis import PG_MAIN_TYPE, PG_STAGE_TYPE, TaxiType
 
 LEDGER = "taxi_loader_ledger"
-REPEAT_SEPARATOR = "|"  # the k-th repeat of a key gets md5(key_text || '|' || k)
-MERGE_WORK_MEM = "256MB"  # lets the merge sort and hash a month in memory instead of on disk
 
 # ---------------------------------------------------------------- connection
 
@@ -129,6 +127,16 @@ class Tables:
     def ledger(self) -> sql.Identifier:
         return self.ident(LEDGER)
 
+    @property
+    def default_partition(self) -> sql.Identifier:
+        return self.ident(f"{self.taxi.table}_pdefault")
+
+    def partition_name(self, month: Month) -> str:
+        return f"{self.taxi.table}_p{month.year:04d}_{month.mm}"
+
+    def partition(self, month: Month) -> sql.Identifier:
+        return self.ident(self.partition_name(month))
+
     def staging_name(self, month: Month) -> str:
         return f"{self.taxi.table}_staging_{month.year:04d}_{month.mm}"
 
@@ -177,62 +185,67 @@ def ensure_support_tables(conn, tables: Tables) -> None:
 
 
 def main_table_ddl(tables: Tables) -> list[sql.Composed]:
-    """CREATE TABLE and indexes for a new main table: the course's columns and types, plus two indexes.
+    """DDL for a new main table: the course's columns and types, partitioned by pickup month.
 
-    unique_row_id stays text, as in the course, but its unique index is on `unique_row_id::uuid`: an md5 in
-    16 bytes instead of 33 makes the index half the size, and the merge, which inserts a month's keys in
-    one sorted batch, measured faster with it. The filename index lets a re-run prove in one count that
-    the month's rows are all still there.
+    Each loaded month gets its own partition, which the merge fills and indexes in bulk before attaching it;
+    the default partition holds the pickups that fall outside every loaded month. The unique key is
+    (unique_row_id, pickup), because a partitioned table's unique key must hold its partition column; the id
+    is the md5 of a key that includes the pickup time, so this is exactly uniqueness of unique_row_id.
+    Its "C" collation compares bytes, which is all hex needs and cheaper than a linguistic order.
     """
-    t = tables.taxi.table
-    cols = [sql.SQL("unique_row_id text NOT NULL"), sql.SQL("filename text")]
-    cols += [
-        sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_MAIN_TYPE[c.kind])) for c in tables.taxi.columns
-    ]
+    taxi = tables.taxi
+    pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
+    cols = [sql.SQL("unique_row_id text"), sql.SQL("filename text")]
+    cols += [sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_MAIN_TYPE[c.kind])) for c in taxi.columns]
     return [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(tables.main, sql.SQL(", ").join(cols)),
-        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ((unique_row_id::uuid))").format(
-            sql.Identifier(f"{t}_unique_row_id_key"), tables.main
+        sql.SQL("CREATE TABLE {} ({}) PARTITION BY RANGE ({})").format(tables.main, sql.SQL(", ").join(cols), pickup),
+        sql.SQL("CREATE TABLE {} PARTITION OF {} DEFAULT").format(tables.default_partition, tables.main),
+        sql.SQL('CREATE UNIQUE INDEX {} ON {} (unique_row_id COLLATE "C", {})').format(
+            sql.Identifier(f"{taxi.table}_unique_row_id_key"), tables.main, pickup
         ),
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (filename)").format(
-            sql.Identifier(f"{t}_filename_idx"), tables.main
-        ),
+        sql.SQL("CREATE INDEX {} ON {} (filename)").format(sql.Identifier(f"{taxi.table}_filename_idx"), tables.main),
     ]
 
 
-UUID_KEY, TEXT_KEY = "uuid", "text"
+@dataclass(frozen=True)
+class Layout:
+    """What kind of main table the merge writes to."""
+
+    partitioned: bool  # created by taxi-loader: partitioned by pickup month
+    unique_index: bool  # some unique index guards unique_row_id (false for a course-created table)
 
 
-def ensure_main_table(conn, tables: Tables) -> str | None:
-    """Create the main table when missing; return which unique index guards unique_row_id.
-
-    UUID_KEY for the index taxi-loader creates, TEXT_KEY for a unique index on the column itself, None for
-    a table the course's flows created (no index): that table is accepted as it is.
-    """
+def ensure_main_table(conn, tables: Tables) -> Layout:
+    """Create the main table when missing and tell its layout; a course-created table is accepted as it is."""
     with conn.cursor() as cur:
         _xact_lock(cur, "ddl", tables.schema, tables.taxi.table)
-        cur.execute("SELECT to_regclass(%s) IS NULL", (tables.main.as_string(cur),))
+        name = tables.main.as_string(cur)
+        cur.execute("SELECT to_regclass(%s) IS NULL", (name,))
         if cur.fetchone()[0]:
             for statement in main_table_ddl(tables):
                 cur.execute(statement)
         cur.execute(
             """
-            SELECT CASE WHEN i.indexprs IS NULL THEN 'text' ELSE 'uuid' END
-            FROM pg_index i
-            WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL
-              AND ((i.indexprs IS NULL AND i.indkey[0] = (SELECT attnum FROM pg_attribute
-                                                          WHERE attrelid = i.indrelid AND attname = 'unique_row_id'))
-                   OR pg_get_indexdef(i.indexrelid) LIKE '%%((unique_row_id)::uuid)%%')
-            ORDER BY 1 DESC LIMIT 1""",
-            (tables.main.as_string(cur),),
+            SELECT c.relkind = 'p',
+                   EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a
+                             ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                           WHERE i.indrelid = c.oid AND i.indisunique AND a.attname = 'unique_row_id'
+                             AND i.indpred IS NULL)
+            FROM pg_class c WHERE c.oid = to_regclass(%s)""",
+            (name,),
         )
-        found = cur.fetchone()
-        return found[0] if found else None
+        partitioned, unique = cur.fetchone()
+    conn.commit()
+    return Layout(partitioned, unique)
+
+
+def relation_exists(cur, ident: sql.Identifier) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (ident.as_string(cur),))
+    return cur.fetchone()[0]
 
 
 def staging_exists(cur, tables: Tables, month: Month) -> bool:
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (tables.staging(month).as_string(cur),))
-    return cur.fetchone()[0]
+    return relation_exists(cur, tables.staging(month))
 
 
 # ---------------------------------------------------------------- stage
@@ -386,189 +399,6 @@ def _copy_validated(cur, stg: sql.Identifier, taxi: TaxiType, mf: MonthFile) -> 
         sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(stg, cols), ChunkStream(good_rows()), size=1 << 20
     )
     return cur.rowcount, rejects
-
-
-# ---------------------------------------------------------------- identity in SQL
-
-
-def key_text_sql(taxi: TaxiType, alias: str) -> sql.Composed:
-    """The key text of a row: the key fields rendered as PostgreSQL's CAST(x AS text), NULL as ''.
-
-    This is the course flow's expression; `identity.key_text` is its Python twin, tested against it.
-    """
-    return sql.SQL("concat({})").format(
-        sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(alias, taxi.column(f).db_name)) for f in taxi.key_fields
-        )
-    )
-
-
-# ---------------------------------------------------------------- dedup-merge
-
-
-@dataclass
-class MergeResult:
-    """What dedup-merge did with the month's staged rows."""
-
-    taxi: str
-    month: str
-    filename: str
-    rows_staged: int
-    rows_inserted: int
-    rows_present: int
-    rows_repeated: int
-    rows_dropped: int
-    rows_rejected: int
-    rows_suspicious: int
-
-
-def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = False) -> MergeResult:
-    """Insert the staged rows whose unique_row_id is not yet in the main table, in one transaction.
-
-    Repeats of a key inside the file keep their own ids (the k-th gets md5(key || '|' || k)), or are dropped
-    with `drop_duplicates`. The ledger's 'staged' row of the month becomes 'succeeded' with the counts.
-
-    A re-run of a file whose last successful load had the same checksum, and whose rows are all still in the
-    table (the count by filename matches the one recorded then), has nothing to insert: the ids are a
-    function of the file's content, so the merge is skipped and every staged row reported as present.
-    """
-    taxi = tables.taxi
-    filename = taxi.filename(str(month))
-    ensure_support_tables(conn, tables)
-    with conn.cursor() as cur:
-        _xact_lock(cur, "month", tables.schema, taxi.name, str(month))
-        if not staging_exists(cur, tables, month):
-            raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
-        staged_load = _last_load(cur, tables, month, "staged")
-        key = ensure_main_table(conn, tables)
-        if key is None:
-            # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
-            cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
-        # Pin the text forms the identity depends on, whatever the server's defaults are.
-        cur.execute(
-            "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL jit = off;"
-            "SET LOCAL work_mem = %s",
-            (MERGE_WORK_MEM,),
-        )
-        previous = _last_load(cur, tables, month, "succeeded")
-        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
-        rows_of_file = cur.fetchone()[0]
-        if (
-            staged_load
-            and previous
-            and previous["source_sha256"] == staged_load["source_sha256"]
-            and previous["rows_after"] == rows_of_file
-            and not drop_duplicates
-        ):
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
-            staged, inserted, repeated = cur.fetchone()[0], 0, previous["rows_repeated"] or 0
-            suspicious = previous["rows_suspicious"] or 0
-        else:
-            suspicious = _count_suspicious(cur, tables, month)
-            cur.execute(_merge_sql(tables, month, key, drop_duplicates), {"filename": filename})
-            staged, inserted, repeated = cur.fetchone()
-            rows_of_file += inserted
-        dropped = repeated if drop_duplicates else 0
-        present = staged - inserted - dropped
-        rejected = (staged_load or {}).get("rows_rejected") or 0
-        if staged_load:
-            cur.execute(
-                sql.SQL("""
-                UPDATE {} SET rows_repeated = %s, rows_inserted = %s, rows_present = %s, rows_suspicious = %s,
-                              rows_after = %s, finished_at = now(), status = 'succeeded'
-                WHERE load_id = %s""").format(tables.ledger),
-                (repeated, inserted, present, suspicious, rows_of_file, staged_load["load_id"]),
-            )
-    conn.commit()
-    return MergeResult(
-        taxi.name, str(month), filename, staged, inserted, present, repeated, dropped, rejected, suspicious
-    )
-
-
-def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
-    cur.execute(
-        sql.SQL("""
-        SELECT load_id, source_sha256, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
-        WHERE sink = 'postgres' AND taxi = %s AND month = %s AND status = %s
-        ORDER BY load_id DESC LIMIT 1""").format(tables.ledger),
-        (tables.taxi.name, str(month), status),
-    )
-    row = cur.fetchone()
-    return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
-
-
-def _merge_sql(tables: Tables, month: Month, key: str | None, drop_duplicates: bool) -> sql.Composed:
-    taxi = tables.taxi
-    # Codes are bigint in staging (so COPY validates them) and text in the main table, as in the course.
-    select_cols = [
-        sql.SQL("{}::text").format(sql.Identifier("s", c.db_name))
-        if c.kind is Kind.CODE
-        else sql.Identifier("s", c.db_name)
-        for c in taxi.columns
-    ]
-    main_cols = [sql.Identifier("unique_row_id"), sql.Identifier("filename")] + [
-        sql.Identifier(c.db_name) for c in taxi.columns
-    ]
-    # Only keys seen more than once are numbered: a window over every row would sort the whole month.
-    keep = sql.SQL("WHERE n.rn IS NULL OR n.rn = 1") if drop_duplicates else sql.SQL("")
-    # Inserting in key order keeps the b-tree's leaf pages hot instead of touching one at random per row.
-    if key == UUID_KEY:
-        guard, order = sql.SQL(""), sql.SQL("ORDER BY x.id::uuid ON CONFLICT ((unique_row_id::uuid)) DO NOTHING")
-    elif key == TEXT_KEY:
-        guard, order = sql.SQL(""), sql.SQL("ORDER BY x.id ON CONFLICT (unique_row_id) DO NOTHING")
-    else:
-        guard = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {main} m WHERE m.unique_row_id = x.id)").format(
-            main=tables.main
-        )
-        order = sql.SQL("")
-    return sql.SQL("""
-        WITH src AS MATERIALIZED (
-            SELECT t.*, md5(t.k) AS h FROM (SELECT s.ctid AS tid, {key} AS k, {select_cols} FROM {stg} s) t),
-        dup AS (SELECT h FROM src GROUP BY h HAVING count(*) > 1),
-        numbered AS (
-            SELECT tid, row_number() OVER (PARTITION BY h ORDER BY tid) AS rn FROM src WHERE h IN (SELECT h FROM dup)),
-        x AS (
-            SELECT CASE WHEN n.rn > 1 THEN md5(src.k || {sep} || n.rn) ELSE src.h END AS id, src.*
-            FROM src LEFT JOIN numbered n ON n.tid = src.tid {keep}),
-        ins AS (
-            INSERT INTO {main} ({main_cols})
-            SELECT x.id, %(filename)s, {x_cols} FROM x {guard} {order}
-            RETURNING 1)
-        SELECT (SELECT count(*) FROM src), (SELECT count(*) FROM ins), (SELECT count(*) FROM numbered WHERE rn > 1)
-    """).format(
-        key=key_text_sql(taxi, "s"),
-        stg=tables.staging(month),
-        sep=sql.Literal(REPEAT_SEPARATOR),
-        keep=keep,
-        main=tables.main,
-        select_cols=sql.SQL(", ").join(
-            sql.SQL("{} AS {}").format(e, sql.Identifier(c.db_name))
-            for e, c in zip(select_cols, taxi.columns, strict=True)
-        ),
-        main_cols=sql.SQL(", ").join(main_cols),
-        x_cols=sql.SQL(", ").join(sql.Identifier("x", c.db_name) for c in taxi.columns),
-        guard=guard,
-        order=order,
-    )
-
-
-def _count_suspicious(cur, tables: Tables, month: Month) -> int:
-    """Rows that are loaded but worth a look: pickup outside the month, a negative amount, dropoff before pickup."""
-    taxi = tables.taxi
-    pickup, dropoff = (
-        sql.Identifier(taxi.column(taxi.pickup).db_name),
-        sql.Identifier(taxi.column(taxi.dropoff).db_name),
-    )
-    conds = [
-        sql.SQL("{p} < %(start)s OR {p} >= %(end)s").format(p=pickup),
-        sql.SQL("{d} < {p}").format(d=dropoff, p=pickup),
-    ]
-    conds += [sql.SQL("{} < 0").format(sql.Identifier(taxi.column(a).db_name)) for a in taxi.amount_fields]
-    cur.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(tables.staging(month), sql.SQL(" OR ").join(conds)),
-        {"start": month.first_day, "end": month.next().first_day},
-    )
-    return cur.fetchone()[0]
 
 
 # ---------------------------------------------------------------- ledger and cleanup
