@@ -192,7 +192,6 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
         ),
         {"filename": taxi.filename(str(month)), "tids": list(repeats), "rns": list(repeats.values())},
     )
-    cur.execute("RESET parallel_setup_cost; RESET parallel_tuple_cost")
     inserted = cur.rowcount
     # 3. Rows of other files whose pickups fall in this month wait in the default partition: move them in,
     #    keeping the older copy of a row both files hold.
