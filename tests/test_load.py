@@ -353,3 +353,50 @@ def test_gzip_and_plain_sources_give_the_same_table(db, tmp_path):
             ids.append(cur.fetchone()[0])
             cur.execute(f'DROP SCHEMA "{schema}" CASCADE')
     assert ids[0] == ids[1] and len(ids[0]) == 1295
+
+
+YELLOW_HEADER = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+
+
+def _yellow(vendor, pickup, dropoff, pu, do, fare="7", dist="1.50"):
+    return f"{vendor},{pickup},{dropoff},1,{dist},1,N,{pu},{do},1,{fare},0.5,0.5,0,0,0.3,8.3,2.5"
+
+
+def test_a_row_in_two_files_is_stored_once_whichever_loads_first(cli, db, mirror):
+    shared = _yellow(1, "2021-01-31 23:50:00", "2021-02-01 00:10:00", 10, 20)  # a January trip, in both files
+    jan = [_yellow(2, f"2021-01-0{d} 10:00:00", f"2021-01-0{d} 10:20:00", 1, 2) for d in range(1, 6)] + [shared]
+    feb = [shared] + [_yellow(2, f"2021-02-0{d} 10:00:00", f"2021-02-0{d} 10:20:00", 1, 2) for d in range(1, 4)]
+    mirror.put_csv("yellow", Month(2021, 1), YELLOW_HEADER + "\n" + "\n".join(jan) + "\n")
+    mirror.put_csv("yellow", Month(2021, 2), YELLOW_HEADER + "\n" + "\n".join(feb) + "\n")
+
+    assert outputs(cli("load", "--taxi", "yellow", "--month", "2021-02"))["rows_inserted"] == 4
+    # January's first load moves February's copy of the shared row into its new partition, once.
+    result = cli("load", "--taxi", "yellow", "--month", "2021-01")
+    assert (outputs(result)["rows_inserted"], outputs(result)["rows_present"]) == (5, 1)
+    assert db.one("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == (9, 9)
+    where = db.all("SELECT tableoid::regclass::text, count(*) FROM yellow_tripdata GROUP BY 1 ORDER BY 1")
+    assert where == [("yellow_tripdata_p2021_01", 6), ("yellow_tripdata_p2021_02", 3)]
+
+
+def test_keys_that_render_to_the_same_text_still_load_every_row(cli, db, mirror):
+    # PULocationID 15 + DOLocationID 1 and 1 + 51 both render "151": the course's key cannot tell them apart.
+    rows = [
+        _yellow(1, "2021-01-05 10:00:00", "2021-01-05 10:20:00", 15, 1),
+        _yellow(1, "2021-01-05 10:00:00", "2021-01-05 10:20:00", 1, 51),
+        _yellow(2, "2021-01-06 10:00:00", "2021-01-06 10:20:00", 3, 4),
+    ]
+    mirror.put_csv("yellow", Month(2021, 1), YELLOW_HEADER + "\n" + "\n".join(rows) + "\n")
+    result = cli("load", "--taxi", "yellow", "--month", "2021-01")
+    assert result.exit_code == 0, result.output
+    assert db.one("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == (3, 3)
+
+
+def test_rows_deleted_since_the_last_load_come_back_on_a_rerun(cli, db, mirror):
+    mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    db.one(
+        "DELETE FROM yellow_tripdata_p2020_12 WHERE ctid IN (SELECT ctid FROM yellow_tripdata_p2020_12 LIMIT 100); SELECT 1"
+    )
+    result = cli("load", "--taxi", "yellow", "--month", "2020-12")
+    assert (outputs(result)["rows_inserted"], outputs(result)["rows_present"]) == (100, 1195)
+    assert db.one("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == (1295, 1295)
