@@ -78,6 +78,11 @@ class Db:
             cur.execute(query, params)
             return cur.fetchall()
 
+    def run(self, statements: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(f'SET search_path TO "{self.schema}"')
+            cur.execute(statements)
+
     def count(self, table: str) -> int:
         if not self.exists(table):
             return 0
