@@ -118,7 +118,7 @@ def test_a_generated_month_with_quirks_loads_every_row(cli, db, mirror):
     out = outputs(result)
     assert out["rows_inserted"] == data_rows(path) == 20_000
     assert out["rows_repeated"] > 0 and out["rows_suspicious"] > 0
-    assert db.run("SELECT count(DISTINCT unique_row_id) FROM yellow_tripdata")[0] == 20_000
+    assert db.one("SELECT count(DISTINCT unique_row_id) FROM yellow_tripdata")[0] == 20_000
     assert db.one("SELECT count(*) FROM yellow_tripdata WHERE vendorid IS NULL")[0] == 400  # the empty-code tail
 
 
@@ -207,11 +207,11 @@ def test_a_failure_between_stage_and_merge_leaves_the_main_table_untouched(cli, 
     assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
     assert cli("stage", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
     # The merge dies mid-statement: the staging table lost a column it needs.
-    db.one("ALTER TABLE yellow_tripdata_staging_2020_12 DROP COLUMN fare_amount")
+    db.run("ALTER TABLE yellow_tripdata_staging_2020_12 DROP COLUMN fare_amount")
     failed = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12")
     assert failed.exit_code != 0
     assert db.count("yellow_tripdata") == 266
-    assert db.run("SELECT status FROM taxi_loader_ledger ORDER BY load_id DESC LIMIT 1")[0] == "failed"
+    assert db.one("SELECT status FROM taxi_loader_ledger ORDER BY load_id DESC LIMIT 1")[0] == "failed"
     # Staged again and merged, the month arrives whole.
     assert cli("stage", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
     assert cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
@@ -299,7 +299,7 @@ def test_kestra_format_prints_outputs_metrics_and_levelled_logs(cli, mirror):
 
 def test_a_course_created_table_is_accepted_as_it_is(cli, db, mirror):
     _course_ids(db, "yellow", "yellow_tripdata_2020-07.head266.rides.csv")
-    db.one(
+    db.run(
         "ALTER TABLE course_yellow RENAME TO yellow_tripdata; "
         "UPDATE yellow_tripdata SET filename = 'yellow_tripdata_2020-07.csv'"
     )
@@ -311,7 +311,7 @@ def test_a_course_created_table_is_accepted_as_it_is(cli, db, mirror):
     assert outputs(new)["rows_inserted"] == 1295
     assert db.count("yellow_tripdata") == 266 + 1295
     assert (
-        db.run("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = 'yellow_tripdata'", (db.schema,))[
+        db.one("SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND tablename = 'yellow_tripdata'", (db.schema,))[
             0
         ]
         == 0
@@ -394,7 +394,7 @@ def test_keys_that_render_to_the_same_text_still_load_every_row(cli, db, mirror)
 def test_rows_deleted_since_the_last_load_come_back_on_a_rerun(cli, db, mirror):
     mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
     assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
-    db.one("DELETE FROM yellow_tripdata_p2020_12 WHERE ctid IN (SELECT ctid FROM yellow_tripdata_p2020_12 LIMIT 100)")
+    db.run("DELETE FROM yellow_tripdata_p2020_12 WHERE ctid IN (SELECT ctid FROM yellow_tripdata_p2020_12 LIMIT 100)")
     result = cli("load", "--taxi", "yellow", "--month", "2020-12")
     assert (outputs(result)["rows_inserted"], outputs(result)["rows_present"]) == (100, 1195)
     assert db.one("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == (1295, 1295)
