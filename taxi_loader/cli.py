@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import functools
+import json
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from taxi_loader import __version__, pipeline
-from taxi_loader.errors import Interrupted, TaxiLoaderError, exit_code
-from taxi_loader.logs import configure, get_logger, result_lines
-from taxi_loader.months import select_month
+from taxi_loader import backfill as bf
+from taxi_loader import postgres as pg
+from taxi_loader.errors import Interrupted, MonthsFailed, TaxiLoaderError, UsageError, exit_code
+from taxi_loader.logs import configure, get_logger, kestra_line, result_lines
+from taxi_loader.months import Month, select_month
 from taxi_loader.source import DEFAULT_SOURCE_URL, RetryPolicy, progress_bar
 from taxi_loader.taxis import TAXI_TYPES, get_taxi
 
@@ -149,8 +154,10 @@ def handled(f):
             return f(*args, **kwargs)
         except (TaxiLoaderError, KeyboardInterrupt) as exc:
             message = str(exc) or "interrupted"
-            get_logger("taxi_loader").error(message, exit_code=exit_code(exc))
-            if click.get_current_context().obj["format"] not in ("kestra",):
+            fmt = click.get_current_context().obj["format"]
+            if fmt != "console":  # a terminal gets the plain line below; machines get a structured one
+                get_logger("taxi_loader").error(message, exit_code=exit_code(exc))
+            if fmt != "kestra":
                 click.echo(f"Error: {message}", err=True)
             sys.exit(exit_code(exc))
         except Exception as exc:  # a bug or an unforeseen failure: exit 1 with the message, traceback in the log
@@ -159,6 +166,33 @@ def handled(f):
             sys.exit(1)
 
     return wrapper
+
+
+def cancellable(work: Callable[[pipeline.Cancellation], dict]) -> dict:
+    """Run `work` in a worker thread so that Ctrl-C and SIGTERM, which only the main thread receives, can
+    cancel its running query at once instead of after it; then raise Interrupted."""
+    cancel = pipeline.Cancellation()
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["result"] = work(cancel)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="taxi-loader-work", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        get_logger("taxi_loader").warning("stopping: cancelling the running step")
+        cancel.cancel()
+        thread.join()
+        raise Interrupted(f"interrupted ({exc.__class__.__name__}); the month was rolled back, run it again") from None
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _on_sigterm(signum, frame):
@@ -215,7 +249,7 @@ def download(**kw) -> None:
 def stage(**kw) -> None:
     """Validate the month's file and COPY it into its own staging table (fetches it when needed)."""
     job, settings = _job(kw), _pg(kw)
-    report("stage", pipeline.stage(job, settings), job.tags)
+    report("stage", cancellable(lambda c: pipeline.stage(job, settings, cancel=c)), job.tags)
 
 
 @main.command("dedup-merge")
@@ -226,7 +260,7 @@ def stage(**kw) -> None:
 def dedup_merge(**kw) -> None:
     """Insert the staged rows not yet in the main table, in one transaction; record the load in the ledger."""
     job, settings = _job(kw), _pg(kw)
-    report("dedup-merge", pipeline.dedup_merge(job, settings), job.tags)
+    report("dedup-merge", cancellable(lambda c: pipeline.dedup_merge(job, settings, cancel=c)), job.tags)
 
 
 @main.command()
@@ -253,7 +287,125 @@ def load(**kw) -> None:
     """download, stage, dedup-merge and cleanup for one month, in one process."""
     kw.pop("sink")
     job, settings = _job(kw), _pg(kw)
-    report("load", pipeline.load(job, settings, progress_bar(f"{job.taxi.name} {job.month}")), job.tags)
+    progress = progress_bar(f"{job.taxi.name} {job.month}")
+    report("load", cancellable(lambda c: pipeline.load(job, settings, progress, cancel=c)), job.tags)
+
+
+@main.command()
+@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@option("--taxi", default="yellow,green", show_default=True, help="Taxi types, comma-separated.")
+@option("--from", "first", help="First month, YYYY-MM.")
+@option("--to", "last", help="Last month, YYYY-MM.")
+@option("--only", help="Just these months: TAXI:YYYY-MM,... (what a failed backfill prints to retry).")
+@option("--jobs", type=click.IntRange(1, 16), default=1, show_default=True, help="Months loaded at once.")
+@option("--force", is_flag=True, help="Load months the ledger says are loaded from the same file too.")
+@option("--continue-on-error", is_flag=True, help="Go on after a month fails (default: start no new month).")
+@source_options
+@pg_options
+@merge_options
+@handled
+def backfill(**kw) -> None:
+    """Load every month of a range for one or more taxi types, skipping what is already loaded.
+
+    \b
+    taxi-loader backfill --taxi yellow,green --from 2019-01 --to 2021-07 --jobs 2
+    """
+    kw.pop("sink")
+    if kw["only"]:
+        pairs = bf.parse_pairs(kw["only"])
+    elif kw["first"] and kw["last"]:
+        pairs = bf.plan(
+            [get_taxi(t) for t in kw["taxi"].split(",") if t], Month.parse(kw["first"]), Month.parse(kw["last"])
+        )
+    else:
+        raise UsageError("give --from YYYY-MM and --to YYYY-MM (or --only TAXI:YYYY-MM,...)")
+    template = pipeline.Job(
+        taxi=pairs[0][0],
+        month=pairs[0][1],
+        data_dir=kw["data_dir"],
+        source_url=kw["source_url"],
+        retry=RetryPolicy(attempts=kw["retries"], initial_wait=kw["retry_wait"]),
+    )
+    settings = _pg(kw)
+    fmt = click.get_current_context().obj["format"]
+    bar = click.progressbar(length=len(pairs), label="backfill", file=sys.stderr) if sys.stderr.isatty() else None
+
+    def on_done(o: bf.Outcome) -> None:
+        if bar is not None:
+            bar.update(1, f"{o.taxi} {o.month}")
+        elif fmt == "kestra":
+            tags = {"taxi": o.taxi, "month": o.month, "status": o.status}
+            click.echo(
+                kestra_line(
+                    {
+                        "metrics": [
+                            {"name": "rows", "type": "counter", "value": o.rows or 0, "tags": tags},
+                            {"name": "seconds", "type": "timer", "value": o.seconds, "tags": tags},
+                        ]
+                    }
+                )
+            )
+        elif fmt == "json":
+            click.echo(json.dumps({"step": "backfill-month", **o.__dict__}))
+        else:
+            rows = f"{o.rows:,} rows" if o.rows is not None else ""
+            click.echo(f"{o.taxi} {o.month}: {o.status} {rows} {o.seconds:.1f}s {o.error}".rstrip())
+
+    def work(cancel: pipeline.Cancellation) -> dict:
+        outcomes = bf.backfill(
+            pairs, template, settings, kw["jobs"], kw["force"], kw["continue_on_error"], on_done, cancel
+        )
+        return {"outcomes": outcomes}
+
+    try:
+        outcomes = cancellable(work)["outcomes"]
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    _backfill_summary(outcomes, fmt, settings)
+
+
+def _backfill_summary(outcomes: list, fmt: str, settings: pipeline.PgSettings) -> None:
+    counts = {
+        s: sum(o.status == s for o in outcomes)
+        for s in (bf.LOADED, bf.SKIPPED, bf.UNPUBLISHED, bf.FAILED, bf.INTERRUPTED, bf.NOT_RUN)
+    }
+    bad = [o for o in outcomes if o.status in (bf.FAILED, bf.INTERRUPTED, bf.NOT_RUN)]
+    prefix = "taxi-loader backfill --sink postgres" + (
+        f" --schema {settings.schema}" if settings.schema != "public" else ""
+    )
+    retry = bf.retry_command(outcomes, prefix)
+    summary = {k.replace(" ", "_"): v for k, v in counts.items()}
+    if fmt == "kestra":
+        click.echo(kestra_line({"outputs": {**summary, "failed_months": [f"{o.taxi}:{o.month}" for o in bad]}}))
+    elif fmt == "json":
+        click.echo(json.dumps({"step": "backfill", **summary, "retry": retry}))
+    else:
+        click.echo(f"\n{'month':<9}{'taxi':<8}{'rows':>13}  {'status':<14}{'seconds':>8}")
+        for o in outcomes:
+            rows = f"{o.rows:,}" if o.rows is not None else "-"
+            click.echo(f"{o.month:<9}{o.taxi:<8}{rows:>13}  {o.status:<14}{o.seconds:>8.1f}")
+        click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    if bad:
+        raise MonthsFailed(
+            f"{len(bad)} month(s) not loaded: {', '.join(f'{o.taxi} {o.month}' for o in bad)}. "
+            f"Retry just those with: {retry} (plus your --db-url / --source-url options)",
+            {o.exit_code for o in bad if o.exit_code},
+        )
+
+
+@main.command()
+@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@option("--taxi", help="Taxi types, comma-separated (default: all).")
+@option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pg_options
+@handled
+def status(**kw) -> None:
+    """What is loaded: months x taxis from the ledger (rows, when, status), the gaps, rows per taxi and year."""
+    taxis = [get_taxi(t) for t in kw["taxi"].split(",")] if kw["taxi"] else None
+    with pg.session(kw["db_url"]) as conn:
+        report_ = bf.status(conn, kw["schema"], taxis)
+    click.echo(json.dumps(report_, indent=2) if kw["fmt"] == "json" else bf.status_table(report_))
 
 
 def run() -> None:

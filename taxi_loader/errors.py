@@ -42,6 +42,14 @@ class TransientError(TaxiLoaderError):
     exit_code = 6
 
 
+class MonthsFailed(TaxiLoaderError):
+    """Some months of a backfill were not loaded; the exit code is theirs when they agree, else 1."""
+
+    def __init__(self, message: str, codes: set[int]):
+        super().__init__(message)
+        self.exit_code = codes.pop() if len(codes) == 1 else 1
+
+
 class Interrupted(TaxiLoaderError):
     """The run was stopped by SIGINT or SIGTERM."""
 

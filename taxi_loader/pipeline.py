@@ -6,7 +6,9 @@ results that the CLI reports.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,68 +52,130 @@ class PgSettings:
     drop_duplicates: bool = False
 
 
-def download(job: Job, progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
+class Cancellation:
+    """Lets another thread stop running steps: a flag, and the connections whose running query to cancel.
+
+    The CLI sets it on Ctrl-C or SIGTERM; the running statement is cancelled, its transaction rolls back,
+    the ledger records the month as interrupted and cleanup still drops the staging table.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: set = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        self._event.set()
+        with self._lock:
+            for conn in list(self._connections):
+                try:
+                    conn.cancel()
+                except Exception as exc:  # noqa: BLE001 - best effort: the connection may be closing
+                    log.debug("cancel failed", error=str(exc))
+
+    def check(self) -> None:
+        """Raise Interrupted when cancelled (called between blocks of work)."""
+        if self.cancelled:
+            raise Interrupted("interrupted")
+
+    @contextmanager
+    def watching(self, conn) -> Iterator[None]:
+        with self._lock:
+            self._connections.add(conn)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+
+
+NEVER = Cancellation()  # for callers that never cancel
+
+
+def download(
+    job: Job, progress: Callable[[int, int | None], None] | None = None, cancel: Cancellation = NEVER
+) -> dict[str, Any]:
     """Make the month's file available locally (see source.fetch)."""
-    path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry, progress)
+
+    def report(done: int, total: int | None) -> None:
+        cancel.check()
+        if progress:
+            progress(done, total)
+
+    path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry, report)
     log.info("file ready", path=str(path), bytes=path.stat().st_size, **job.tags)
     return {**job.tags, "path": str(path), "bytes": path.stat().st_size}
 
 
-def stage(job: Job, settings: PgSettings, conn=None) -> dict[str, Any]:
+def stage(job: Job, settings: PgSettings, conn=None, cancel: Cancellation = NEVER) -> dict[str, Any]:
     """Fetch the file when needed, then COPY it into the month's staging table."""
-    with _connection(settings, job, conn) as c:
-        tables = pg.Tables(settings.schema, job.taxi)
+    tables = pg.Tables(settings.schema, job.taxi)
+    with _connected(settings, job, conn, cancel) as c:
         try:
             path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry)
             result = pg.stage(c, tables, job.month, path, job.location, settings.max_rejects)
         except BaseException as exc:
-            _note_failure(c, tables, job, exc)
+            _note_failure(c, tables, job, exc, cancel)
             raise
-        if result.extra_columns:
-            log.warning("unknown columns ignored", columns=result.extra_columns, **job.tags)
-        if result.rows_rejected:
-            log.warning("rows rejected", rows=result.rows_rejected, table=job.taxi.rejects_table, **job.tags)
-        log.info("staged", rows=result.rows_staged, table=tables.staging_name(job.month), **job.tags)
-        return asdict(result)
+    if result.extra_columns:
+        log.warning("unknown columns ignored", columns=result.extra_columns, **job.tags)
+    if result.rows_rejected:
+        log.warning("rows rejected", rows=result.rows_rejected, table=job.taxi.rejects_table, **job.tags)
+    log.info("staged", rows=result.rows_staged, table=tables.staging_name(job.month), **job.tags)
+    return asdict(result)
 
 
-def dedup_merge(job: Job, settings: PgSettings, conn=None) -> dict[str, Any]:
+def dedup_merge(job: Job, settings: PgSettings, conn=None, cancel: Cancellation = NEVER) -> dict[str, Any]:
     """Insert the month's staged rows that are not in the main table yet, in one transaction."""
-    with _connection(settings, job, conn) as c:
-        tables = pg.Tables(settings.schema, job.taxi)
+    tables = pg.Tables(settings.schema, job.taxi)
+    with _connected(settings, job, conn, cancel) as c:
         try:
             result = merge.dedup_merge(c, tables, job.month, settings.drop_duplicates)
         except BaseException as exc:
-            _note_failure(c, tables, job, exc)
+            _note_failure(c, tables, job, exc, cancel)
             raise
-        log.info(
-            "merged",
-            inserted=result.rows_inserted,
-            present=result.rows_present,
-            repeated=result.rows_repeated,
-            suspicious=result.rows_suspicious,
-            table=job.taxi.table,
-            **job.tags,
-        )
-        return asdict(result)
+    log.info(
+        "merged",
+        inserted=result.rows_inserted,
+        present=result.rows_present,
+        repeated=result.rows_repeated,
+        suspicious=result.rows_suspicious,
+        table=job.taxi.table,
+        **job.tags,
+    )
+    return asdict(result)
 
 
 def cleanup(job: Job, settings: PgSettings, conn=None) -> dict[str, Any]:
     """Drop the month's staging table and delete its downloaded file (never a local mirror)."""
     removed = source.remove_downloads(job.taxi, job.month, job.data_dir, job.source_url)
-    with _connection(settings, job, conn) as c:
+    with _connected(settings, job, conn, NEVER) as c:
         dropped = pg.drop_staging(c, pg.Tables(settings.schema, job.taxi), job.month)
     log.info("cleaned up", staging_dropped=dropped, files_removed=len(removed), **job.tags)
     return {**job.tags, "staging_dropped": dropped, "files_removed": [str(p) for p in removed]}
 
 
-def load(job: Job, settings: PgSettings, progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
-    """download, stage, dedup-merge and cleanup in one process; cleanup runs even when a step fails."""
-    with pg.session(settings.db_url, job.retry) as conn:
+def load(
+    job: Job,
+    settings: PgSettings,
+    progress: Callable[[int, int | None], None] | None = None,
+    cancel: Cancellation = NEVER,
+) -> dict[str, Any]:
+    """download, stage, dedup-merge and cleanup in one process; cleanup runs even when a step fails.
+
+    The whole load holds the month's lock, so a second load of the same month waits for this one instead of
+    re-staging under its feet; loads of other months run alongside.
+    """
+    tables = pg.Tables(settings.schema, job.taxi)
+    with _connected(settings, job, None, cancel) as conn, pg.month_lock(conn, tables, job.month):
         try:
-            download(job, progress)
-            staged = stage(job, settings, conn)
-            merged = dedup_merge(job, settings, conn)
+            download(job, progress, cancel)
+            staged = stage(job, settings, conn, cancel)
+            merged = dedup_merge(job, settings, conn, cancel)
         finally:
             try:
                 cleanup(job, settings, conn)
@@ -120,28 +184,32 @@ def load(job: Job, settings: PgSettings, progress: Callable[[int, int | None], N
     return {**merged, "rows_read": staged["rows_read"], "source_sha256": staged["source_sha256"]}
 
 
-class _connection:
-    """Use the caller's connection, or open (and close) one for this step."""
+@contextmanager
+def _connected(settings: PgSettings, job: Job, conn, cancel: Cancellation) -> Iterator:
+    """The caller's connection, or one opened (and closed) for this step; cancellable either way."""
+    if conn is not None:
+        with cancel.watching(conn):
+            yield conn
+        return
+    cancel.check()
+    try:
+        with pg.session(settings.db_url, job.retry) as own, cancel.watching(own):
+            yield own
+    except Interrupted:
+        raise
+    except BaseException as exc:
+        if cancel.cancelled:  # a cancelled query surfaces as a database error: report the interrupt
+            raise Interrupted(f"{job.taxi.name} {job.month}: interrupted") from exc
+        raise
 
-    def __init__(self, settings: PgSettings, job: Job, conn):
-        self._settings, self._job, self._conn, self._session = settings, job, conn, None
 
-    def __enter__(self):
-        if self._conn is not None:
-            return self._conn
-        self._session = pg.session(self._settings.db_url, self._job.retry)
-        return self._session.__enter__()
-
-    def __exit__(self, *exc):
-        return self._session.__exit__(*exc) if self._session else False
-
-
-def _note_failure(conn, tables: pg.Tables, job: Job, exc: BaseException) -> None:
+def _note_failure(conn, tables: pg.Tables, job: Job, exc: BaseException, cancel: Cancellation) -> None:
     """Record the failure in the ledger when the database still answers; never mask `exc`."""
-    status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+    interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted)) or cancel.cancelled
     try:
         if conn.closed:
             return
-        pg.record_failure(conn, tables, job.month, job.location, status, str(exc) or exc.__class__.__name__)
+        message = "interrupted" if interrupted else str(exc) or exc.__class__.__name__
+        pg.record_failure(conn, tables, job.month, job.location, "interrupted" if interrupted else "failed", message)
     except Exception as inner:  # noqa: BLE001
         log.debug("could not record the failure in the ledger", error=str(inner))

@@ -434,6 +434,22 @@ def record_failure(conn, tables: Tables, month: Month, source: str | None, statu
     conn.commit()
 
 
+@contextmanager
+def month_lock(conn, tables: Tables, month: Month) -> Iterator[None]:
+    """Hold the month's lock for a whole load (stage and merge take it per transaction too)."""
+    key = _lock_key("month", tables.schema, tables.taxi.name, str(month))
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (key,))
+    conn.commit()
+    try:
+        yield
+    finally:
+        with suppress(psycopg2.Error), conn.cursor() as cur:
+            conn.rollback()
+            cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            conn.commit()
+
+
 def drop_staging(conn, tables: Tables, month: Month) -> bool:
     """Drop the month's staging table; return whether there was one."""
     with conn.cursor() as cur:
