@@ -173,23 +173,31 @@ def cancellable(work: Callable[[pipeline.Cancellation], dict]) -> dict:
     cancel its running query at once instead of after it; then raise Interrupted."""
     cancel = pipeline.Cancellation()
     box: dict = {}
+    # An Event, not Thread.join: a join cut short by the signal handler's exception can later return before
+    # the thread has ended (CPython gh-90882), and the month would be left unrecorded.
+    finished = threading.Event()
 
     def target() -> None:
         try:
             box["result"] = work(cancel)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             box["error"] = exc
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=target, name="taxi-loader-work", daemon=True)
-    thread.start()
+    threading.Thread(target=target, name="taxi-loader-work", daemon=True).start()
     try:
-        while thread.is_alive():
-            thread.join(0.2)
+        while not finished.wait(0.2):
+            pass
     except (KeyboardInterrupt, Interrupted) as exc:
         get_logger("taxi_loader").warning("stopping: cancelling the running step")
         cancel.cancel()
-        thread.join()
-        raise Interrupted(f"interrupted ({exc.__class__.__name__}); the month was rolled back, run it again") from None
+        finished.wait()
+        if "error" in box:
+            raise Interrupted(
+                f"interrupted ({exc.__class__.__name__}); what was running was rolled back, run it again"
+            ) from None
+        get_logger("taxi_loader").warning("the step had finished when the stop arrived")
     if "error" in box:
         raise box["error"]
     return box["result"]

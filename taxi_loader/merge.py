@@ -31,6 +31,7 @@ from taxi_loader.postgres import (
     _xact_lock,
     ensure_main_table,
     ensure_support_tables,
+    month_lock,
     relation_exists,
     staging_exists,
 )
@@ -77,47 +78,48 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
     taxi, filename = tables.taxi, tables.taxi.filename(str(month))
     ensure_support_tables(conn, tables)
     layout = ensure_main_table(conn, tables)
-    with conn.cursor() as cur:
-        _xact_lock(cur, "month", tables.schema, taxi.name, str(month))
-        if not staging_exists(cur, tables, month):
-            raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
-        # Pin the text forms the identity depends on, whatever the server's defaults are.
-        cur.execute(
-            "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL jit = off;"
-            "SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s",
-            {"mem": MERGE_WORK_MEM},
-        )
-        staged_load = _last_load(cur, tables, month, "staged")
-        previous = _last_load(cur, tables, month, "succeeded")
-        cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
-        rows_of_file = cur.fetchone()[0]
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
-        staged = cur.fetchone()[0]
-        if (
-            staged_load
-            and previous
-            and previous["source_sha256"] == staged_load["source_sha256"]
-            and previous["rows_after"] == rows_of_file
-            and not drop_duplicates
-        ):
-            inserted, repeated = 0, previous["rows_repeated"] or 0
-            suspicious = previous["rows_suspicious"] or 0
-        else:
-            suspicious = _count_suspicious(cur, tables, month)
-            inserted, repeated = _merge(cur, tables, month, layout, drop_duplicates)
-            rows_of_file += inserted
-        dropped = repeated if drop_duplicates else 0
-        present = staged - inserted - dropped
-        rejected = (staged_load or {}).get("rows_rejected") or 0
-        if staged_load:
+    with month_lock(conn, tables, month):
+        # Read what decides the plan in a transaction of its own: its read locks on the main table must be
+        # gone before the merge, or another month's ATTACH PARTITION would wait for them while we wait for it.
+        with conn.cursor() as cur:
+            if not staging_exists(cur, tables, month):
+                raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
+            staged_load = _last_load(cur, tables, month, "staged")
+            previous = _last_load(cur, tables, month, "succeeded")
+            cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
+            rows_of_file = cur.fetchone()[0]
+            staged, suspicious = _count_staged(cur, tables, month)
+        conn.commit()
+        with conn.cursor() as cur:
+            # Pin the text forms the identity depends on, whatever the server's defaults are.
             cur.execute(
-                sql.SQL("""
-                UPDATE {} SET rows_repeated = %s, rows_inserted = %s, rows_present = %s, rows_suspicious = %s,
-                              rows_after = %s, finished_at = now(), status = 'succeeded'
-                WHERE load_id = %s""").format(tables.ledger),
-                (repeated, inserted, present, suspicious, rows_of_file, staged_load["load_id"]),
+                "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL jit = off;"
+                "SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s",
+                {"mem": MERGE_WORK_MEM},
             )
-    conn.commit()
+            if (
+                staged_load
+                and previous
+                and previous["source_sha256"] == staged_load["source_sha256"]
+                and previous["rows_after"] == rows_of_file
+                and not drop_duplicates
+            ):
+                inserted, repeated = 0, previous["rows_repeated"] or 0
+            else:
+                inserted, repeated = _merge(cur, tables, month, layout, drop_duplicates)
+                rows_of_file += inserted
+            dropped = repeated if drop_duplicates else 0
+            present = staged - inserted - dropped
+            rejected = (staged_load or {}).get("rows_rejected") or 0
+            if staged_load:
+                cur.execute(
+                    sql.SQL("""
+                    UPDATE {} SET rows_repeated = %s, rows_inserted = %s, rows_present = %s, rows_suspicious = %s,
+                                  rows_after = %s, finished_at = now(), status = 'succeeded'
+                    WHERE load_id = %s""").format(tables.ledger),
+                    (repeated, inserted, present, suspicious, rows_of_file, staged_load["load_id"]),
+                )
+        conn.commit()
     return MergeResult(
         taxi.name, str(month), filename, staged, inserted, present, repeated, dropped, rejected, suspicious
     )
@@ -193,6 +195,9 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
         {"filename": taxi.filename(str(month)), "tids": list(repeats), "rns": list(repeats.values())},
     )
     inserted = cur.rowcount
+    # From here on the default partition and the parent are touched (rows moved out, ATTACH): two months
+    # doing this at once would each hold a lock the other needs, so this part goes one month at a time.
+    _xact_lock(cur, "attach", tables.schema, taxi.table)
     # 3. Rows of other files whose pickups fall in this month wait in the default partition: move them in,
     #    keeping the older copy of a row both files hold.
     cur.execute(
@@ -361,20 +366,17 @@ def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
     return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
 
 
-def _count_suspicious(cur, tables: Tables, month: Month) -> int:
-    """Rows that are loaded but worth a look: pickup outside the month, a negative amount, dropoff before pickup."""
+def _count_staged(cur, tables: Tables, month: Month) -> tuple[int, int]:
+    """Staged rows, and those loaded but worth a look: pickup outside the month, a negative amount,
+    dropoff before pickup."""
     taxi = tables.taxi
-    pickup, dropoff = (
-        sql.Identifier(taxi.column(taxi.pickup).db_name),
-        sql.Identifier(taxi.column(taxi.dropoff).db_name),
-    )
-    conds = [
-        sql.SQL("{p} < %(start)s OR {p} >= %(end)s").format(p=pickup),
-        sql.SQL("{d} < {p}").format(d=dropoff, p=pickup),
-    ]
+    pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
+    dropoff = sql.Identifier(taxi.column(taxi.dropoff).db_name)
+    conds = [_month_filter(tables, month, "s", inside=False), sql.SQL("{} < {}").format(dropoff, pickup)]
     conds += [sql.SQL("{} < 0").format(sql.Identifier(taxi.column(a).db_name)) for a in taxi.amount_fields]
     cur.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(tables.staging(month), sql.SQL(" OR ").join(conds)),
-        {"start": month.first_day, "end": month.next().first_day},
+        sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {} s").format(
+            sql.SQL(" OR ").join(conds), tables.staging(month)
+        )
     )
-    return cur.fetchone()[0]
+    return cur.fetchone()

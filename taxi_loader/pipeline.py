@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg2.errors
+
 from taxi_loader import merge, source
 from taxi_loader import postgres as pg
 from taxi_loader.errors import Interrupted
@@ -62,7 +64,7 @@ class Cancellation:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._connections: set = set()
+        self._connections: dict = {}  # connection -> how many steps use it (load lends its own to each)
 
     @property
     def cancelled(self) -> bool:
@@ -71,7 +73,7 @@ class Cancellation:
     def cancel(self) -> None:
         self._event.set()
         with self._lock:
-            for conn in list(self._connections):
+            for conn in list(self._connections):  # noqa: SIM118 - a snapshot, the dict may change
                 try:
                     conn.cancel()
                 except Exception as exc:  # noqa: BLE001 - best effort: the connection may be closing
@@ -85,12 +87,14 @@ class Cancellation:
     @contextmanager
     def watching(self, conn) -> Iterator[None]:
         with self._lock:
-            self._connections.add(conn)
+            self._connections[conn] = self._connections.get(conn, 0) + 1
         try:
             yield
         finally:
             with self._lock:
-                self._connections.discard(conn)
+                self._connections[conn] -= 1
+                if not self._connections[conn]:
+                    del self._connections[conn]
 
 
 NEVER = Cancellation()  # for callers that never cancel
@@ -175,12 +179,10 @@ def load(
         try:
             download(job, progress, cancel)
             staged = stage(job, settings, conn, cancel)
+            cancel.check()  # a cancel that fell between two statements must not let the merge start
             merged = dedup_merge(job, settings, conn, cancel)
         finally:
-            try:
-                cleanup(job, settings, conn)
-            except Exception as exc:  # noqa: BLE001 - never hide the original error behind a cleanup failure
-                log.warning("cleanup failed", error=str(exc), **job.tags)
+            _best_effort(conn, lambda: cleanup(job, settings, conn))
     return {**merged, "rows_read": staged["rows_read"], "source_sha256": staged["source_sha256"]}
 
 
@@ -206,10 +208,22 @@ def _connected(settings: PgSettings, job: Job, conn, cancel: Cancellation) -> It
 def _note_failure(conn, tables: pg.Tables, job: Job, exc: BaseException, cancel: Cancellation) -> None:
     """Record the failure in the ledger when the database still answers; never mask `exc`."""
     interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted)) or cancel.cancelled
-    try:
+    message = "interrupted" if interrupted else str(exc) or exc.__class__.__name__
+    status = "interrupted" if interrupted else "failed"
+    _best_effort(conn, lambda: pg.record_failure(conn, tables, job.month, job.location, status, message))
+
+
+def _best_effort(conn, action: Callable[[], object]) -> None:
+    """Run a bookkeeping action that must not mask the original error. A cancel request is asynchronous:
+    when it arrives after the statement it was meant for, it cancels the next one, so try twice."""
+    for attempt in (1, 2):
         if conn.closed:
             return
-        message = "interrupted" if interrupted else str(exc) or exc.__class__.__name__
-        pg.record_failure(conn, tables, job.month, job.location, "interrupted" if interrupted else "failed", message)
-    except Exception as inner:  # noqa: BLE001
-        log.debug("could not record the failure in the ledger", error=str(inner))
+        try:
+            action()
+            return
+        except psycopg2.errors.QueryCanceled:
+            conn.rollback()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("bookkeeping failed", error=str(exc), attempt=attempt)
+            return

@@ -467,9 +467,10 @@ def session(db_url: str | None, retry: RetryPolicy = RetryPolicy()):
     try:
         yield conn
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        what = "lost the connection to" if conn.closed else "a transient failure in"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise TransientError(
-            f"lost the connection to PostgreSQL at {describe_target(db_url)} ({str(exc).strip()}); "
-            "run the command again"
+            f"{what} PostgreSQL at {describe_target(db_url)} ({detail}); run the command again"
         ) from None
     finally:
         with suppress(psycopg2.Error):

@@ -52,7 +52,10 @@ def test_database():
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
     yield f"{SERVER}/{name}"
+    admin = psycopg2.connect(f"{SERVER}/postgres")  # a fresh one: a test may have restarted the server
+    admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
@@ -101,10 +104,11 @@ def db(test_database):
     schema = f"t_{uuid.uuid4().hex[:10]}"
     conn = psycopg2.connect(test_database)
     conn.autocommit = True
-    yield Db(test_database, schema, conn)
-    with conn.cursor() as cur:
+    db = Db(test_database, schema, conn)
+    yield db
+    db.conn.close()
+    with psycopg2.connect(test_database) as conn, conn.cursor() as cur:  # fresh: the test may have replaced it
         cur.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    conn.close()
 
 
 class MirrorHandler(http.server.SimpleHTTPRequestHandler):
