@@ -5,8 +5,19 @@ BIN := $(VENV)/bin
 TAXI ?= yellow
 MONTH ?= 2021-01
 SINK ?= postgres
+FROM ?= 2019-01
+TO ?= 2021-07
+JOBS ?= 2
+DOCKER ?= 0
+IMAGE ?= taxi-loader:latest
+# With DOCKER=1 the commands run in the image, on the compose network, with the settings of .env.
+ifeq ($(DOCKER),1)
+RUN := docker run --rm --network taxi-net --env-file .env -v $(CURDIR)/data:/data -e TAXI_LOADER_DATA_DIR=/data $(IMAGE)
+else
+RUN := $(BIN)/taxi-loader
+endif
 
-.PHONY: install test lint bench bench-big load clean
+.PHONY: install test lint bench bench-big load backfill status clean
 
 install: $(BIN)/taxi-loader  ## create .venv with the pinned tools and the package
 
@@ -28,8 +39,14 @@ bench: install  ## the loader against PostgreSQL's own COPY, for a 1,369,765-row
 bench-big: install  ## the same for a 7,667,792-row month (yellow 2019-01 size)
 	$(BIN)/python bench/bench.py --rows 7667792 --runs 1
 
-load: install  ## one month: make load TAXI=green MONTH=2019-01
-	$(BIN)/taxi-loader load --sink $(SINK) --taxi $(TAXI) --month $(MONTH)
+load: $(if $(filter 1,$(DOCKER)),,install)  ## one month: make load TAXI=green MONTH=2019-01
+	$(RUN) load --sink $(SINK) --taxi $(TAXI) --month $(MONTH)
+
+backfill: $(if $(filter 1,$(DOCKER)),,install)  ## make backfill TAXI=yellow,green FROM=2019-01 TO=2021-07 JOBS=2
+	$(RUN) backfill --sink $(SINK) --taxi $(TAXI) --from $(FROM) --to $(TO) --jobs $(JOBS)
+
+status: $(if $(filter 1,$(DOCKER)),,install)  ## what is loaded
+	$(RUN) status --sink $(SINK)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache bench/out data

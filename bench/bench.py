@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432", help="server URL, no database")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--backfill-months", type=int, default=6, help="months in the backfill figure (0: skip it)")
+    ap.add_argument("--backfill-rows", type=int, default=300_000, help="rows per month in the backfill figure")
     args = ap.parse_args()
 
     db = "taxi_loader_bench"
@@ -131,6 +133,52 @@ def main() -> None:
     print(f"{'(c) taxi-loader stage + dedup-merge, re-run (inserts 0)':<58}{r:8.2f}{r / a:8.2f}")
     print(f"peak memory of a loader process: {max(peaks):.0f} MB")
     print(f"main table after: {rows:,} rows, {distinct:,} distinct ids, {size}")
+    if args.backfill_months:
+        backfill_figure(args, loader, url, conn)
+
+
+def backfill_figure(args, loader: list[str], url: str, conn) -> None:
+    """Months per minute of `taxi-loader backfill` at --jobs 1 and 2, each into an empty schema."""
+    months = [Month(2019, 1)]
+    while len(months) < args.backfill_months:
+        months.append(months[-1].next())
+    for m in months:
+        month_file(args.out, m, args.backfill_rows)
+    source = str(args.out / f"{args.backfill_rows}" / "{taxi}_tripdata_{year}-{month}.csv.gz")
+    print(f"\nbackfill of {len(months)} months x {args.backfill_rows:,} rows (yellow, {months[0]}..{months[-1]})")
+    print(f"{'jobs':<6}{'wall s':>8}{'months/min':>12}{'table size':>14}")
+    for jobs in (1, 2):
+        schema = f"backfill_jobs{jobs}"
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            cur.execute("CHECKPOINT")
+        wall, _ = run(
+            [
+                *loader,
+                "backfill",
+                "--taxi",
+                "yellow",
+                "--from",
+                str(months[0]),
+                "--to",
+                str(months[-1]),
+                "--jobs",
+                str(jobs),
+                "--db-url",
+                url,
+                "--schema",
+                schema,
+                "--source-url",
+                source,
+            ]
+        )
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT pg_size_pretty(sum(pg_total_relation_size(relid))) "
+                f"FROM pg_partition_tree('{schema}.yellow_tripdata')"
+            )
+            size = cur.fetchone()[0]
+        print(f"{jobs:<6}{wall:8.1f}{len(months) / wall * 60:12.1f}{size:>14}")
 
 
 if __name__ == "__main__":
