@@ -7,11 +7,12 @@ import socket
 
 import pytest
 from click.testing import CliRunner
-from conftest import DATA
 
 from taxi_loader.cli import main
 from taxi_loader.months import Month
 from taxi_loader.taxis import GREEN, YELLOW
+
+from conftest import DATA
 
 JULY = Month(2020, 7)
 SAMPLE = "yellow_tripdata_2020-07.head266.rides.csv"

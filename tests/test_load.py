@@ -8,12 +8,13 @@ import threading
 
 import psycopg2
 import pytest
-from conftest import DATA, SAMPLES, data_rows
 
 from taxi_loader import pipeline
 from taxi_loader.identity import key_text, row_id
 from taxi_loader.months import Month
 from taxi_loader.taxis import TAXI_TYPES
+
+from conftest import DATA, SAMPLES, data_rows
 
 COURSE_TYPES = {"code": "text", "int": "integer", "timestamp": "timestamp", "float": "double precision", "text": "text"}
 

@@ -1,0 +1,326 @@
+"""The Kestra flows, the image and the compose stack, checked offline (nobody here can run Docker or Kestra).
+
+Every flow parses and matches the project's schema of the task types it uses; lint rules catch what would
+break on Kestra 1.3 or 2.x; image and network names agree with the compose file; and the contract tests
+render each taxi flow's task commands, as Kestra would for a manual and a scheduled run, and run them in
+order with the real CLI against the test PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import venv
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from taxi_loader.cli import main
+from taxi_loader.months import Month
+
+from pebble import render
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOWS = sorted((ROOT / "kestra" / "flows").glob("*.yaml"))
+SCHEMA = json.loads((ROOT / "kestra" / "schema" / "flow.schema.json").read_text())
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+BIN = Path(sys.executable).parent
+
+
+def env_example() -> dict[str, str]:
+    pairs = (
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def flow(name: str) -> dict:
+    return yaml.safe_load((ROOT / "kestra" / "flows" / name).read_text())
+
+
+def all_tasks(tasks: list) -> list[dict]:
+    out = []
+    for task in tasks or []:
+        out.append(task)
+        for key in ("tasks", "then", "else", "errors", "finally"):
+            out.extend(all_tasks(task.get(key)))
+    return out
+
+
+def flow_tasks(f: dict) -> list[dict]:
+    return all_tasks(f.get("tasks")) + all_tasks(f.get("errors")) + all_tasks(f.get("finally"))
+
+
+def test_the_six_flows_of_the_design_are_there():
+    names = {p.name for p in FLOWS}
+    assert {
+        "01_getting_started.yaml",
+        "02_postgres_data_pipeline.yaml",
+        "03_postgres_taxi_pipeline_scheduled.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=[p.name for p in FLOWS])
+def test_flow_matches_the_project_schema(path):
+    jsonschema.validate(yaml.safe_load(path.read_text()), SCHEMA)
+
+
+def test_the_schema_rejects_a_misspelt_property():
+    f = copy.deepcopy(flow("02_postgres_data_pipeline.yaml"))
+    f["tasks"][1]["comands"] = f["tasks"][1].pop("commands")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(f, SCHEMA)
+    f = copy.deepcopy(flow("03_postgres_taxi_pipeline_scheduled.yaml"))
+    f["triggers"][0]["conditions"] = []
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(f, SCHEMA)
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=[p.name for p in FLOWS])
+def test_flow_lints(path):
+    text = path.read_text()
+    f = yaml.safe_load(text)
+    ids = [t["id"] for t in flow_tasks(f)] + [t["id"] for t in f.get("triggers", [])]
+    assert len(ids) == len(set(ids)), f"duplicate task ids in {path.name}"
+    assert f["id"] not in {
+        "pause",
+        "resume",
+        "force-run",
+        "change-status",
+        "kill",
+        "executions",
+        "search",
+        "source",
+        "disable",
+        "enable",
+    }
+    # Kestra 2.0 removed these: a flow using them would stop loading.
+    for blocker in (
+        "pluginDefaults",
+        "taskDefaults",
+        "core.flow.ForEach",
+        "ForEachItem",
+        "runIf",
+        "| json",
+        "json(",
+        "conditions:",
+        "CANCELED",
+        "type: BOOLEAN",
+    ):
+        assert blocker not in text, f"{path.name} uses {blocker}, which Kestra 2.0 removed"
+    for i in f.get("inputs", []):
+        assert not ("defaults" in i and i.get("required") is False), f"input {i['id']}: defaults with required false"
+    for expr in re.findall(r"\{\{(.*?)\}\}", text):
+        assert expr.count("(") == expr.count(")"), expr
+        # `a ?? b | f` formats only b: the left side must be parenthesised
+        assert not re.search(r"\?\?\s*[\w.]+\s*\|", expr), f"Pebble precedence trap in {expr!r}"
+    env = env_example()
+    for name in re.findall(r"secret\('(\w+)'\)", text):
+        assert f"SECRET_{name}" in env, f"secret {name} is not in .env.example"
+    for name in re.findall(r"envs\.(\w+)", text):
+        assert f"ENV_{name.upper()}" in env, f"envs.{name} is not in .env.example"
+    for name in re.findall(r"kv\('(\w+)'\)", text):
+        assert any(
+            t.get("type") == "io.kestra.plugin.core.kv.Set" and t.get("key") == name
+            for p in FLOWS
+            for t in flow_tasks(yaml.safe_load(p.read_text()))
+        ), f"no flow sets KV {name}"
+
+
+@pytest.mark.parametrize("path", FLOWS, ids=[p.name for p in FLOWS])
+def test_docker_tasks_use_the_compose_image_and_network(path):
+    image = COMPOSE["services"]["taxi-loader"]["image"]
+    network = COMPOSE["networks"]["default"]["name"]
+    for task in flow_tasks(yaml.safe_load(path.read_text())):
+        if task["type"] == "io.kestra.plugin.docker.Run":
+            assert (task["containerImage"], task["networkMode"], task["pullPolicy"]) == (image, network, "NEVER")
+            assert task["commands"][:2] == ["--log-format", "kestra"]
+
+
+def test_compose_file_is_valid_and_wired():
+    result = subprocess.run(
+        [BIN / "check-jsonschema", "--builtin-schema", "vendor.compose-spec", ROOT / "docker-compose.yaml"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = COMPOSE["services"]
+    assert services["kestra"]["image"].startswith("kestra/kestra:v1.3")
+    assert "--flow-path /app/flows" in services["kestra"]["command"]
+    assert "./kestra/flows:/app/flows:ro" in services["kestra"]["volumes"]
+    assert "/var/run/docker.sock:/var/run/docker.sock" in services["kestra"]["volumes"]
+    assert "/tmp/kestra-wd:/tmp/kestra-wd" in services["kestra"]["volumes"]
+    config = yaml.safe_load(services["kestra"]["environment"]["KESTRA_CONFIGURATION"])
+    assert "kestra_postgres:5432" in config["datasources"]["postgres"]["url"]
+    assert config["kestra"]["tasks"]["tmp-dir"]["path"].startswith("/tmp/kestra-wd")
+    assert config["kestra"]["server"]["basic-auth"]["username"]
+    assert services["pgdatabase"]["ports"] == ["5432:5432"] and services["pgadmin"]["ports"] == ["8085:80"]
+    assert services["taxi-loader"]["profiles"] == ["build"] and services["taxi-loader"]["build"] == "."
+    servers = json.loads((ROOT / "kestra" / "pgadmin" / "servers.json").read_text())["Servers"]
+    assert servers["1"]["Host"] == "pgdatabase"
+    for name, service in services.items():
+        if name != "taxi-loader" and name != "pgadmin":
+            assert "healthcheck" in service, f"{name} has no health check"
+
+
+def test_env_example_secrets_are_single_line_base64_of_the_passwords():
+    env = env_example()
+    assert base64.b64decode(env["SECRET_PG_PASSWORD"]).decode() == env["POSTGRES_PASSWORD"]
+    assert env["PGPASSWORD"] == env["POSTGRES_PASSWORD"] and env["ENV_PG_USER"] == env["POSTGRES_USER"]
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run([BIN / "hadolint", ROOT / "Dockerfile"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["taxi-loader"]' in text and "USER 10001" in text and "PYTHONUNBUFFERED=1" in text
+
+
+def test_the_image_install_step_gives_a_working_command(tmp_path):
+    """What the Dockerfile does, without Docker: build the wheel, install it with the pinned runtime
+    requirements into a clean environment, run the entry point."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", tmp_path / "w", ROOT],
+        check=True,
+        capture_output=True,
+    )
+    venv.create(tmp_path / "venv", with_pip=True)
+    pip = tmp_path / "venv" / "bin" / "pip"
+    wheel = next((tmp_path / "w").glob("taxi_loader-*.whl"))
+    subprocess.run(
+        [pip, "install", "--quiet", "--no-cache-dir", "-r", ROOT / "requirements.txt", wheel],
+        check=True,
+        capture_output=True,
+    )
+    result = subprocess.run([tmp_path / "venv" / "bin" / "taxi-loader", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "backfill" in result.stdout and "dedup-merge" in result.stdout
+
+
+# ---------------------------------------------------------------- contract: the flows' commands, run
+
+
+def docker_tasks(f: dict) -> list[dict]:
+    return [
+        t for t in all_tasks(f["tasks"]) + all_tasks(f.get("finally")) if t["type"] == "io.kestra.plugin.docker.Run"
+    ]
+
+
+def run_flow(f: dict, context: dict, db, mirror) -> dict[str, dict]:
+    """Render and run each Docker task of `f` in order (finally last), as Kestra would; return their outputs."""
+    context = {
+        **context,
+        "secrets": {"PG_PASSWORD": ""},
+        "envs": {"pg_user": "postgres", "pg_database": "x"},
+        "vars": f.get("variables", {}),
+    }
+    outputs: dict[str, dict] = {}
+    for task in docker_tasks(f):
+        argv = [render(arg, context) for arg in task["commands"]]
+        env = {k: render(v, context) for k, v in task["env"].items()}
+        assert env["PGHOST"] == "pgdatabase"  # the compose service; the test points the loader at its own server
+        env.update(
+            {
+                "TAXI_LOADER_DB_URL": db.url,
+                "TAXI_LOADER_SCHEMA": db.schema,
+                "TAXI_LOADER_SOURCE_URL": mirror.template,
+                "TAXI_LOADER_DATA_DIR": str(mirror.root / "work"),
+            }
+        )
+        result = CliRunner(env=env).invoke(main, argv)
+        assert result.exit_code == 0, f"{task['id']}: {' '.join(argv)}\n{result.output}"
+        lines = [json.loads(x[2:-2]) for x in result.stdout.splitlines() if x.startswith("::{")]
+        outputs[task["id"]] = {"vars": {k: v for x in lines if "outputs" in x for k, v in x["outputs"].items()}}
+    for out in f.get("outputs", []):  # every output the flow reads is one the loader emits
+        task_id, key = re.search(r"outputs\.(\w+)\.vars\.(\w+)", out["value"]).groups()
+        assert key in outputs[task_id]["vars"], f"{task_id} does not emit {key}"
+    return outputs
+
+
+def test_manual_run_of_the_postgres_flow_loads_the_month(db, mirror):
+    mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
+    context = {"inputs": {"taxi": "green", "year": "2019", "month": "01"}, "execution": {"startDate": "2026-11-26"}}
+    outputs = run_flow(flow("02_postgres_data_pipeline.yaml"), context, db, mirror)
+    assert outputs["dedup_merge"]["vars"]["rows_inserted"] == 99
+    assert db.count("green_tripdata") == 99 and not any("staging" in t for t in db.tables())
+    again = run_flow(flow("02_postgres_data_pipeline.yaml"), context, db, mirror)
+    assert again["dedup_merge"]["vars"]["rows_inserted"] == 0 and db.count("green_tripdata") == 99
+
+
+def test_scheduled_and_manual_runs_of_the_scheduled_flow(db, mirror):
+    f = flow("03_postgres_taxi_pipeline_scheduled.yaml")
+    yellow = next(t for t in f["triggers"] if t["inputs"]["taxi"] == "yellow")
+    assert yellow["cron"] == "0 10 1 * *"
+    assert next(t for t in f["triggers"] if t["inputs"]["taxi"] == "green")["cron"] == "0 9 1 * *"
+    mirror.put_sample("yellow", Month(2021, 1), "yellow_tripdata_2021-01.head22792.csv")
+    mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+    # The 1 Feb 2021 10:00 tick (or its replay by a Kestra backfill) loads January.
+    scheduled = {
+        "inputs": yellow["inputs"],
+        "trigger": {"date": "2021-02-01T10:00:00Z"},
+        "execution": {"startDate": "2026-11-26T08:00:00Z"},
+    }
+    assert run_flow(f, scheduled, db, mirror)["dedup_merge"]["vars"]["rows_inserted"] == 22792
+    assert (
+        render(f["tasks"][0]["labels"]["file"], {**scheduled, "vars": f["variables"]}) == "yellow_tripdata_2021-01.csv"
+    )
+    # A manual run on 3 January 2021 loads December.
+    manual = {"inputs": {"taxi": "yellow"}, "execution": {"startDate": "2021-01-03T12:00:00Z"}}
+    assert run_flow(f, manual, db, mirror)["dedup_merge"]["vars"]["rows_inserted"] == 1295
+    assert db.count("yellow_tripdata") == 22792 + 1295
+
+
+def test_the_backfill_flow_runs_the_backfill_command(db, mirror):
+    for m in (Month(2021, 1), Month(2021, 2)):
+        mirror.put_generated("yellow", m, 2000)
+    f = flow("07_postgres_backfill.yaml")
+    context = {"inputs": {"taxis": "yellow", "from": "2021-01", "to": "2021-03", "jobs": 2}}
+    outputs = run_flow(f, context, db, mirror)
+    assert outputs["backfill"]["vars"]["loaded"] == 2 and outputs["backfill"]["vars"]["failed_months"] == []
+    assert db.count("yellow_tripdata") == 4000
+
+
+def test_getting_started_python_against_a_local_products_api(tmp_path):
+    script = flow("01_getting_started.yaml")["tasks"][0]["script"]
+    data = ROOT / "tests" / "data"
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(data), **kw)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**os.environ, "PRODUCTS_URL": f"http://127.0.0.1:{server.server_address[1]}/products.json"}
+        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1][2:-2])["outputs"]
+    products = json.loads((data / "products.json").read_text())["products"]
+    brands = {p.get("brand", "(no brand)") for p in products}
+    assert summary["products"] == len(products) and summary["brands"] == len(brands)
+    table = (tmp_path / "brands.csv").read_text().splitlines()
+    assert table[0] == "brand,products,avg_price,avg_rating" and len(table) == len(brands) + 1
+    priciest = max(
+        brands,
+        key=lambda b: (
+            sum(p["price"] for p in products if p.get("brand", "(no brand)") == b)
+            / sum(1 for p in products if p.get("brand", "(no brand)") == b)
+        ),
+    )
+    assert summary["top_brand"] == priciest
