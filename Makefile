@@ -17,7 +17,7 @@ else
 RUN := $(BIN)/taxi-loader
 endif
 
-.PHONY: install test lint bench bench-big load backfill status clean
+.PHONY: install test lint bench bench-big load backfill status build up down logs flows clean
 
 install: $(BIN)/taxi-loader  ## create .venv with the pinned tools and the package
 
@@ -47,6 +47,27 @@ backfill: $(if $(filter 1,$(DOCKER)),,install)  ## make backfill TAXI=yellow,gre
 
 status: $(if $(filter 1,$(DOCKER)),,install)  ## what is loaded
 	$(RUN) status --sink $(SINK)
+
+build:  ## the taxi-loader image Kestra runs
+	docker compose --profile build build
+
+up: .env  ## the local stack: PostgreSQL, pgAdmin, Kestra
+	docker compose up -d
+
+down:
+	docker compose down
+
+logs:
+	docker compose logs -f --tail 100
+
+.env:
+	cp .env.example .env
+
+flows: .env  ## push kestra/flows to the running Kestra (create or update, nothing deleted)
+	. ./.env && for f in kestra/flows/*.yaml; do \
+	  curl --fail --silent --show-error -u "$$KESTRA_USER:$$KESTRA_PASSWORD" \
+	    -X POST http://localhost:8080/api/v1/main/flows/import -F fileUpload=@$$f >/dev/null && echo "$$f"; \
+	done
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache bench/out data
