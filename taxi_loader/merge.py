@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import psycopg2.errors
 from psycopg2 import sql
 
-from taxi_loader.errors import UsageError
+from taxi_loader.errors import TransientError, UsageError
 from taxi_loader.identity import REPEAT_SEPARATOR
 from taxi_loader.months import Month
 from taxi_loader.postgres import (
@@ -89,6 +89,13 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
             cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
             rows_of_file = cur.fetchone()[0]
             staged, suspicious = _count_staged(cur, tables, month)
+            kept = staged_load["rows_read"] - staged_load["rows_rejected"] if staged_load else staged
+            if kept != staged:
+                # An unlogged table is emptied by crash recovery: never pass a short staging table off as a load.
+                raise TransientError(
+                    f"{taxi.name} {month}: the staging table holds {staged} rows but stage kept {kept} "
+                    "(did PostgreSQL restart after a crash?); run stage again, then dedup-merge"
+                )
         conn.commit()
         with conn.cursor() as cur:
             # Pin the text forms the identity depends on, whatever the server's defaults are.
@@ -359,7 +366,7 @@ def _incremental(
 def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
     cur.execute(
         sql.SQL("""
-        SELECT load_id, source_sha256, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
+        SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
         WHERE sink = 'postgres' AND taxi = %s AND month = %s AND status = %s
         ORDER BY load_id DESC LIMIT 1""").format(tables.ledger),
         (tables.taxi.name, str(month), status),

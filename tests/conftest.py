@@ -235,9 +235,9 @@ class Cli:
     def __call__(self, *args: str, db_url: str | None = None, source: bool = True, pg: bool = True):
         argv = ["--log-format", "json", *args]
         command = args[0]
-        if pg and command in ("stage", "dedup-merge", "cleanup", "load"):
+        if pg and command in ("stage", "dedup-merge", "cleanup", "load", "backfill", "status"):
             argv += ["--db-url", db_url or self.db.url, "--schema", self.db.schema]
-        if source and command in ("download", "stage", "cleanup", "load"):
+        if source and command in ("download", "stage", "cleanup", "load", "backfill"):
             argv += ["--source-url", self.mirror.template, "--data-dir", str(self.data_dir), "--retry-wait", "0.01"]
         return CliRunner().invoke(main, argv, catch_exceptions=False)
 

@@ -165,31 +165,11 @@ def test_four_months_with_jobs_4_equal_four_sequential_loads(db, mirror, test_da
     assert a == b
 
 
-def test_a_backfill_with_one_bad_month_loads_the_others_and_names_it(db, mirror):
+def test_a_backfill_with_one_bad_month_loads_the_others_and_names_it(cli, db, mirror):
     for m in MONTHS:
         mirror.put_generated("yellow", m, 5_000)
     mirror.put_bytes("yellow", MONTHS[1], b"<html>oops</html>")
-    result = CliRunner().invoke(
-        main,
-        [
-            "backfill",
-            "--taxi",
-            "yellow",
-            "--from",
-            "2021-01",
-            "--to",
-            "2021-06",
-            "--continue-on-error",
-            "--db-url",
-            db.url,
-            "--schema",
-            db.schema,
-            "--source-url",
-            mirror.template,
-            "--retry-wait",
-            "0.01",
-        ],
-    )
+    result = cli("backfill", "--taxi", "yellow", "--from", "2021-01", "--to", "2021-06", "--continue-on-error")
     assert result.exit_code == 5
     assert "1 month(s) not loaded: yellow 2021-02" in result.stderr
     assert "--only yellow:2021-02" in result.stderr
@@ -207,62 +187,26 @@ def test_a_backfill_with_one_bad_month_loads_the_others_and_names_it(db, mirror)
     assert_exact(db, 15_000)
 
 
-def test_a_404_inside_the_range_is_a_failure(db, mirror):
+def test_a_404_inside_the_range_is_a_failure(cli, db, mirror):
     for m in (MONTHS[0], MONTHS[2]):
         mirror.put_generated("yellow", m, 1_000)
-    result = CliRunner().invoke(
-        main,
-        [
-            "backfill",
-            "--taxi",
-            "yellow",
-            "--from",
-            "2021-01",
-            "--to",
-            "2021-03",
-            "--continue-on-error",
-            "--db-url",
-            db.url,
-            "--schema",
-            db.schema,
-            "--source-url",
-            mirror.template,
-            "--retry-wait",
-            "0.01",
-        ],
-    )
+    result = cli("backfill", "--taxi", "yellow", "--from", "2021-01", "--to", "2021-03", "--continue-on-error")
     assert result.exit_code == 4 and "yellow 2021-02" in result.stderr
     assert_exact(db, 2_000)
 
 
-def test_backfill_skips_months_loaded_from_the_same_file_unless_forced(db, mirror):
+def test_backfill_skips_months_loaded_from_the_same_file_unless_forced(cli, db, mirror):
     for m in MONTHS[:2]:
         mirror.put_generated("yellow", m, 2_000)
-    args = [
-        "backfill",
-        "--taxi",
-        "yellow",
-        "--from",
-        "2021-01",
-        "--to",
-        "2021-02",
-        "--db-url",
-        db.url,
-        "--schema",
-        db.schema,
-        "--source-url",
-        mirror.template,
-        "--retry-wait",
-        "0.01",
-    ]
-    assert CliRunner().invoke(main, args).exit_code == 0
+    args = ["backfill", "--taxi", "yellow", "--from", "2021-01", "--to", "2021-02"]
+
+    def statuses(result) -> list[str]:
+        return [json.loads(x)["status"] for x in result.stdout.splitlines() if "backfill-month" in x]
+
+    assert statuses(cli(*args)) == ["loaded", "loaded"]
     mirror.put_generated("yellow", MONTHS[1], 2_500, seed=1)  # February republished: a different file
-    again = CliRunner().invoke(main, args)
-    statuses = [json.loads(x)["status"] for x in again.stdout.splitlines() if "backfill-month" in x]
-    assert statuses == ["skipped", "loaded"]
-    forced = CliRunner().invoke(main, [*args, "--force"])
-    statuses = [json.loads(x)["status"] for x in forced.stdout.splitlines() if "backfill-month" in x]
-    assert statuses == ["loaded", "loaded"]
+    assert statuses(cli(*args)) == ["skipped", "loaded"]
+    assert statuses(cli(*args, "--force")) == ["loaded", "loaded"]
     assert db.one("SELECT count(DISTINCT unique_row_id) = count(*) FROM yellow_tripdata")[0]
 
 
@@ -321,6 +265,18 @@ def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month
         pipeline.load(job, settings)
     # else the cancel fell after the merge's last statement: the month is simply loaded
     assert_exact(db, rows)
+
+
+def test_a_staging_table_emptied_by_crash_recovery_is_not_passed_off_as_a_load(cli, db, mirror):
+    # Crash recovery truncates unlogged tables; TRUNCATE does the same to the staging table here.
+    mirror.put_generated("yellow", MONTHS[0], 3_000)
+    assert cli("stage", "--taxi", "yellow", "--month", "2021-01").exit_code == 0
+    db.run("TRUNCATE yellow_tripdata_staging_2021_01")
+    merged = cli("dedup-merge", "--taxi", "yellow", "--month", "2021-01")
+    assert merged.exit_code == 6 and "holds 0 rows but stage kept 3000" in merged.stderr
+    assert db.count("yellow_tripdata") == 0
+    assert cli("load", "--taxi", "yellow", "--month", "2021-01").exit_code == 0
+    assert_exact(db, 3_000)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="restarting the server needs pg_ctlcluster rights")
