@@ -291,6 +291,13 @@ def test_the_backfill_flow_runs_the_backfill_command(db, mirror):
     assert db.count("yellow_tripdata") == 4000
 
 
+def test_getting_started_installs_what_its_python_imports():
+    task = flow("01_getting_started.yaml")["tasks"][0]
+    installed = {p.split("==")[0] for c in task["beforeCommands"] for p in c.split() if "==" in p}
+    dev = {line.split("==")[0].lower() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()}
+    assert {"polars", "duckdb", "pyarrow"} <= installed <= dev  # duckdb reads a Polars frame through Arrow
+
+
 def test_getting_started_python_against_a_local_products_api(tmp_path):
     script = flow("01_getting_started.yaml")["tasks"][0]["script"]
     data = ROOT / "tests" / "data"
