@@ -19,7 +19,10 @@ endif
 
 .PHONY: install test lint bench bench-big load backfill status build up down logs flows clean
 
-install: $(BIN)/taxi-loader  ## create .venv with the pinned tools and the package
+install: $(BIN)/taxi-loader .emulators/venv/bin/local-bigquery  ## .venv with the pinned tools and the package; the emulators
+
+.emulators/venv/bin/local-bigquery: scripts/setup-emulators.sh
+	bash scripts/setup-emulators.sh .emulators
 
 $(BIN)/taxi-loader: setup.cfg pyproject.toml requirements-dev.txt
 	$(PY) -m venv $(VENV)

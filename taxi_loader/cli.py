@@ -103,6 +103,55 @@ def pg_options(f):
     return f
 
 
+def gcp_options(f):
+    """Google Cloud settings, read from the names Kestra users keep in the KV store."""
+    for opt in reversed(
+        [
+            option("--project", envvar=["TAXI_LOADER_PROJECT", "GCP_PROJECT_ID"], help="GCP project id."),
+            option("--location", envvar=["TAXI_LOADER_LOCATION", "GCP_LOCATION"], help="BigQuery location, e.g. EU."),
+            option(
+                "--bucket", envvar=["TAXI_LOADER_BUCKET", "GCP_BUCKET_NAME"], help="GCS bucket for the Parquet objects."
+            ),
+            option("--dataset", envvar=["TAXI_LOADER_DATASET", "GCP_DATASET"], help="BigQuery dataset."),
+            option("--prefix", default="taxi", show_default=True, help="Object prefix in the bucket."),
+            option(
+                "--credentials-json",
+                envvar=["TAXI_LOADER_CREDENTIALS_JSON", "GCP_CREDS"],
+                help="The service-account JSON itself (else Application Default Credentials).",
+            ),
+            option(
+                "--storage-endpoint",
+                envvar=["TAXI_LOADER_STORAGE_ENDPOINT", "STORAGE_EMULATOR_HOST"],
+                help="GCS API endpoint (an emulator or a private endpoint); anonymous credentials then.",
+            ),
+            option(
+                "--bigquery-endpoint",
+                envvar=["TAXI_LOADER_BIGQUERY_ENDPOINT", "BIGQUERY_EMULATOR_HOST"],
+                help="BigQuery API endpoint (an emulator or a private endpoint); anonymous credentials then.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _gcp(kw: dict):
+    from taxi_loader.gcp import GcpSettings
+
+    return GcpSettings(
+        project=kw.pop("project", None),
+        location=kw.pop("location", None),
+        bucket=kw.pop("bucket", None),
+        dataset=kw.pop("dataset", None),
+        prefix=kw.pop("prefix", "taxi"),
+        credentials_json=kw.pop("credentials_json", None),
+        storage_endpoint=kw.pop("storage_endpoint", None),
+        bigquery_endpoint=kw.pop("bigquery_endpoint", None),
+        max_rejects=kw.pop("max_rejects", "0.1%"),
+        drop_duplicates=kw.pop("drop_duplicates", False),
+    )
+
+
 def merge_options(f):
     for opt in reversed(
         [
@@ -272,31 +321,64 @@ def dedup_merge(**kw) -> None:
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
 @month_options
 @source_options
 @pg_options
+@gcp_options
+@option("--remove-object", is_flag=True, help="bigquery: also delete the month's Parquet object in GCS.")
 @handled
 def cleanup(**kw) -> None:
-    """Drop the month's staging table and delete its downloaded file."""
-    kw.pop("sink")
-    job, settings = _job(kw), _pg(kw)
-    report("cleanup", pipeline.cleanup(job, settings), job.tags)
+    """Drop the month's staging table and delete its local files (bigquery: --remove-object for the object)."""
+    sink, remove_object = kw.pop("sink"), kw.pop("remove_object")
+    job = _job(kw)
+    if sink == "bigquery":
+        report("cleanup", pipeline.cleanup_bigquery(job, _gcp(kw), remove_object), job.tags)
+    else:
+        report("cleanup", pipeline.cleanup(job, _pg(kw)), job.tags)
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
 @month_options
 @source_options
 @pg_options
+@gcp_options
 @merge_options
 @handled
 def load(**kw) -> None:
-    """download, stage, dedup-merge and cleanup for one month, in one process."""
-    kw.pop("sink")
-    job, settings = _job(kw), _pg(kw)
+    """All steps of one sink for one month, in one process (cleanup also runs when a step fails)."""
+    sink = kw.pop("sink")
+    job = _job(kw)
     progress = progress_bar(f"{job.taxi.name} {job.month}")
-    report("load", cancellable(lambda c: pipeline.load(job, settings, progress, cancel=c)), job.tags)
+    if sink == "bigquery":
+        settings = _gcp(kw)
+        report("load", cancellable(lambda c: pipeline.load_bigquery(job, settings, progress, cancel=c)), job.tags)
+    else:
+        settings = _pg(kw)
+        report("load", cancellable(lambda c: pipeline.load(job, settings, progress, cancel=c)), job.tags)
+
+
+@main.command("upload-gcs")
+@month_options
+@source_options
+@gcp_options
+@merge_options
+@handled
+def upload_gcs(**kw) -> None:
+    """Validate the month's file, write it as typed Parquet with its ids, upload it to GCS (fetches it if needed)."""
+    job = _job(kw)
+    report("upload-gcs", pipeline.upload_gcs(job, _gcp(kw)), job.tags)
+
+
+@main.command("bq-load")
+@month_options
+@gcp_options
+@handled
+def bq_load(**kw) -> None:
+    """Load the month's GCS object into BigQuery: staging table, MERGE of new rows, ledger, drop staging."""
+    job = _job(kw)
+    report("bq-load", pipeline.bq_load(job, _gcp(kw)), job.tags)
 
 
 @main.command()

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from taxi_loader import merge, source
+from taxi_loader import gcp, merge, source
 from taxi_loader import postgres as pg
 from taxi_loader.errors import Interrupted
 from taxi_loader.logs import get_logger
@@ -227,3 +227,52 @@ def _best_effort(conn, action: Callable[[], object]) -> None:
         except Exception as exc:  # noqa: BLE001
             log.debug("bookkeeping failed", error=str(exc), attempt=attempt)
             return
+
+
+# ---------------------------------------------------------------- the Google Cloud sink
+
+
+def upload_gcs(job: Job, settings: gcp.GcpSettings) -> dict[str, Any]:
+    """Fetch the file when needed, write it as typed Parquet with final ids, upload it to GCS."""
+    path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry)
+    result = gcp.upload_gcs(path, job.taxi, job.month, settings, job.data_dir, job.retry)
+    if result.rows_rejected:
+        log.warning("rows rejected", rows=result.rows_rejected, **job.tags)
+    log.info("uploaded" if result.uploaded else "identical object already there", object=result.object, **job.tags)
+    return asdict(result)
+
+
+def bq_load(job: Job, settings: gcp.GcpSettings) -> dict[str, Any]:
+    """Load the month's object into BigQuery: staging table, MERGE of the new rows, ledger."""
+    result = gcp.bq_load(job.taxi, job.month, settings, job.retry)
+    log.info("merged", inserted=result.rows_inserted, present=result.rows_present, table=result.table, **job.tags)
+    return asdict(result)
+
+
+def cleanup_bigquery(job: Job, settings: gcp.GcpSettings, remove_object: bool = False) -> dict[str, Any]:
+    """Drop the month's BigQuery staging table and its local files (and the GCS object if asked)."""
+    removed = source.remove_downloads(job.taxi, job.month, job.data_dir, job.source_url)
+    result = gcp.cleanup(job.taxi, job.month, settings, job.data_dir, remove_object)
+    result["files_removed"] += [str(p) for p in removed]
+    log.info("cleaned up", **{k: v for k, v in result.items() if k not in job.tags}, **job.tags)
+    return result
+
+
+def load_bigquery(job: Job, settings: gcp.GcpSettings, progress=None, cancel: Cancellation = NEVER) -> dict[str, Any]:
+    """download, upload-gcs, bq-load and cleanup; cleanup runs even when a step fails (the object stays)."""
+    try:
+        download(job, progress, cancel)
+        uploaded = upload_gcs(job, settings)
+        cancel.check()
+        loaded = bq_load(job, settings)
+    finally:
+        try:
+            cleanup_bigquery(job, settings)
+        except Exception as exc:  # noqa: BLE001 - never hide the original error behind a cleanup failure
+            log.warning("cleanup failed", error=str(exc), **job.tags)
+    return {
+        **loaded,
+        "rows_read": uploaded["rows_read"],
+        "rows_repeated": uploaded["rows_repeated"],
+        "rows_rejected": uploaded["rows_rejected"],
+    }

@@ -1,0 +1,387 @@
+"""The Google Cloud sink: upload-gcs (typed Parquet object) and bq-load (load job, staging table, MERGE).
+
+Object: gs://<bucket>/<prefix>/<taxi>/<taxi>_tripdata_YYYY-MM.parquet, the raw zone (kept after a load).
+Main table <dataset>.<taxi>_tripdata, partitioned by the pickup day; no clustering: the loader's own MERGE
+joins on unique_row_id over the whole table, which clustering does not prune, and queries filter by date,
+which the partitioning already serves. Ids are final in the object (computed once, in Python, the twin of
+PostgreSQL's), so both sinks hold the same unique_row_id for the same row.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from taxi_loader import __version__
+from taxi_loader.errors import ConfigError, TransientError
+from taxi_loader.months import Month
+from taxi_loader.parquet import ARROW_TYPE, ParquetResult, write_month_parquet
+from taxi_loader.source import RetryPolicy
+from taxi_loader.taxis import Kind, TaxiType
+
+BQ_TYPE = {
+    Kind.CODE: "STRING",
+    Kind.INT: "INT64",
+    Kind.TIMESTAMP: "TIMESTAMP",
+    Kind.FLOAT: "FLOAT64",
+    Kind.TEXT: "STRING",
+}
+assert set(BQ_TYPE) == set(ARROW_TYPE)
+LEDGER = "taxi_loader_ledger"
+
+
+@dataclass(frozen=True)
+class GcpSettings:
+    """Where the cloud path writes; the names in brackets are the settings users keep in Kestra's KV store."""
+
+    project: str | None = None  # GCP_PROJECT_ID
+    location: str | None = None  # GCP_LOCATION
+    bucket: str | None = None  # GCP_BUCKET_NAME
+    dataset: str | None = None  # GCP_DATASET
+    prefix: str = "taxi"
+    credentials_json: str | None = None  # GCP_CREDS: the service-account JSON itself
+    storage_endpoint: str | None = None  # STORAGE_EMULATOR_HOST
+    bigquery_endpoint: str | None = None  # BIGQUERY_EMULATOR_HOST
+    max_rejects: str = "0.1%"
+    drop_duplicates: bool = False
+
+    def need(self, *names: str) -> None:
+        """Raise ConfigError naming every missing setting among `names`."""
+        env = {
+            "project": "GCP_PROJECT_ID",
+            "location": "GCP_LOCATION",
+            "bucket": "GCP_BUCKET_NAME",
+            "dataset": "GCP_DATASET",
+        }
+        missing = [env[n] for n in names if not getattr(self, n)]
+        if missing:
+            raise ConfigError(
+                f"missing setting(s) {', '.join(missing)}: set them in the environment (or Kestra's KV "
+                "store) or pass --project / --location / --bucket / --dataset"
+            )
+
+    def object_name(self, taxi: TaxiType, month: Month) -> str:
+        return f"{self.prefix}/{taxi.name}/{taxi.name}_tripdata_{month}.parquet"
+
+
+def _credentials(settings: GcpSettings, endpoint: str | None):
+    from google.auth.credentials import AnonymousCredentials
+
+    if endpoint:
+        return AnonymousCredentials()
+    if settings.credentials_json:
+        from google.oauth2 import service_account
+
+        try:
+            return service_account.Credentials.from_service_account_info(json.loads(settings.credentials_json))
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"GCP_CREDS is not a service-account JSON key ({exc.__class__.__name__})") from None
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        return google.auth.default()[0]
+    except DefaultCredentialsError:
+        raise ConfigError(
+            "no Google Cloud credentials: set GCP_CREDS to the service-account JSON or "
+            "GOOGLE_APPLICATION_CREDENTIALS to its file"
+        ) from None
+
+
+def storage_client(settings: GcpSettings):
+    from google.cloud import storage
+
+    options = {"api_endpoint": settings.storage_endpoint} if settings.storage_endpoint else None
+    return storage.Client(
+        project=settings.project, credentials=_credentials(settings, settings.storage_endpoint), client_options=options
+    )
+
+
+def bigquery_client(settings: GcpSettings):
+    from google.cloud import bigquery
+
+    options = {"api_endpoint": settings.bigquery_endpoint} if settings.bigquery_endpoint else None
+    return bigquery.Client(
+        project=settings.project,
+        location=settings.location,
+        credentials=_credentials(settings, settings.bigquery_endpoint),
+        client_options=options,
+    )
+
+
+def _cloud_errors(what: str, retry: RetryPolicy):
+    """tenacity retrying for transient Google API errors; others pass through."""
+    from google.api_core import exceptions as gexc
+
+    return retry.retrying(
+        (
+            gexc.ServiceUnavailable,
+            gexc.InternalServerError,
+            gexc.TooManyRequests,
+            gexc.GatewayTimeout,
+            ConnectionError,
+            TimeoutError,
+        )
+    )
+
+
+def _md5_b64(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
+
+
+@dataclass
+class UploadResult:
+    taxi: str
+    month: str
+    object: str
+    uploaded: bool
+    rows_read: int
+    rows_written: int
+    rows_repeated: int
+    rows_dropped: int
+    rows_rejected: int
+    source_sha256: str
+
+
+def upload_gcs(
+    source: Path,
+    taxi: TaxiType,
+    month: Month,
+    settings: GcpSettings,
+    data_dir: Path,
+    retry: RetryPolicy = RetryPolicy(),
+) -> UploadResult:
+    """Write the month as typed Parquet and upload it (resumable); an identical object is not uploaded again."""
+    from google.api_core import exceptions as gexc
+
+    from taxi_loader.postgres import parse_max_rejects
+
+    settings.need("bucket")
+    count, fraction = parse_max_rejects(settings.max_rejects)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    local = data_dir / f"{taxi.name}_tripdata_{month}.parquet"
+    result: ParquetResult = write_month_parquet(
+        source, taxi, str(month), local, count if count is not None else fraction, settings.drop_duplicates
+    )
+    name = settings.object_name(taxi, month)
+    md5 = _md5_b64(local)
+    client = storage_client(settings)
+    uploaded = False
+    try:
+        for attempt in _cloud_errors("upload", retry):
+            with attempt:
+                bucket = client.bucket(settings.bucket)
+                blob = bucket.get_blob(name)
+                if blob is None or blob.md5_hash != md5:
+                    blob = bucket.blob(name, chunk_size=8 << 20)  # resumable, in 8 MiB chunks
+                    blob.metadata = {"source_sha256": result.source_sha256, "rows": str(result.rows_written)}
+                    blob.upload_from_filename(str(local), checksum="md5")
+                    uploaded = True
+    except gexc.NotFound:
+        raise ConfigError(
+            f"bucket gs://{settings.bucket} not found: create it (flow 04_gcp_setup, or "
+            f"`gcloud storage buckets create gs://{settings.bucket}`) or fix GCP_BUCKET_NAME"
+        ) from None
+    except gexc.Forbidden as exc:
+        raise ConfigError(
+            f"no permission to write gs://{settings.bucket}/{name}: give the service account "
+            f"Storage Object Admin on the bucket ({exc.message})"
+        ) from None
+    except gexc.GoogleAPICallError as exc:
+        raise TransientError(f"upload of gs://{settings.bucket}/{name} failed: {exc}; run the command again") from None
+    return UploadResult(
+        taxi.name,
+        str(month),
+        f"gs://{settings.bucket}/{name}",
+        uploaded,
+        result.rows_read,
+        result.rows_written,
+        result.rows_repeated,
+        result.rows_dropped,
+        len(result.rejects),
+        result.source_sha256,
+    )
+
+
+@dataclass
+class BqResult:
+    taxi: str
+    month: str
+    table: str
+    job_id: str
+    rows_staged: int
+    rows_inserted: int
+    rows_present: int
+
+
+def bq_schema(taxi: TaxiType):
+    from google.cloud import bigquery
+
+    fields = [
+        bigquery.SchemaField("unique_row_id", "STRING", mode="REQUIRED"),
+        bigquery.SchemaField("filename", "STRING"),
+    ]
+    return fields + [bigquery.SchemaField(c.name, BQ_TYPE[c.kind]) for c in taxi.columns]
+
+
+def bq_load(taxi: TaxiType, month: Month, settings: GcpSettings, retry: RetryPolicy = RetryPolicy()) -> BqResult:
+    """Load the month's object into its staging table (deterministic job id), MERGE new rows, drop staging."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery, storage
+
+    settings.need("project", "bucket", "dataset")
+    client = bigquery_client(settings)
+    ds = f"{settings.project}.{settings.dataset}"
+    main, staging = f"{ds}.{taxi.table}", f"{ds}.{taxi.table}_staging_{month.year:04d}_{month.mm}"
+    uri = f"gs://{settings.bucket}/{settings.object_name(taxi, month)}"
+    started = datetime.now(UTC)
+    try:
+        dataset = bigquery.Dataset(ds)
+        dataset.location = settings.location
+        client.create_dataset(dataset, exists_ok=True)
+        table = bigquery.Table(main, schema=bq_schema(taxi))
+        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=taxi.pickup)
+        client.create_table(table, exists_ok=True)
+        blob = storage.Blob.from_uri(uri, client=storage_client(settings))
+        blob.reload()
+        job = _load_job(client, uri, staging, blob.md5_hash, taxi, month, settings)
+        staged = client.get_table(staging).num_rows
+        cols = ", ".join(f"`{c}`" for c in ["unique_row_id", "filename", *[c.name for c in taxi.columns]])
+        merge = client.query(
+            f"MERGE `{main}` T USING `{staging}` S ON T.unique_row_id = S.unique_row_id "
+            f"WHEN NOT MATCHED THEN INSERT ({cols}) VALUES ({', '.join('S.' + c for c in cols.split(', '))})"
+        )
+        merge.result()
+        inserted = merge.num_dml_affected_rows or 0
+        _record(client, ds, taxi, month, uri, staged, inserted, started, blob.md5_hash)
+        client.delete_table(staging, not_found_ok=True)
+    except gexc.NotFound as exc:
+        raise ConfigError(
+            f"{taxi.name} {month}: {exc.message}; run upload-gcs first, or check GCP_BUCKET_NAME / GCP_DATASET"
+        ) from None
+    except gexc.Forbidden as exc:
+        raise ConfigError(
+            f"no permission in BigQuery dataset {ds}: give the service account BigQuery Data Editor "
+            f"and Job User ({exc.message})"
+        ) from None
+    except (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests) as exc:
+        raise TransientError(f"BigQuery failed for {taxi.name} {month}: {exc}; run the command again") from None
+    return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted)
+
+
+def _load_job(client, uri: str, staging: str, md5: str, taxi: TaxiType, month: Month, settings: GcpSettings) -> str:
+    """Run (or adopt) the load job of this object into the staging table; return its id.
+
+    The id is a function of the object's content, so a retried step finds the job already running or done
+    and waits for it instead of loading twice. A job done earlier whose staging table is gone (a finished
+    load's cleanup) is not adopted: the next numbered id runs afresh.
+    """
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    digest = hashlib.sha1(f"{uri}|{md5}|{staging}".encode()).hexdigest()[:16]
+    base = f"taxi_loader_{taxi.name}_{month.year:04d}_{month.mm}_{digest}"
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        schema=bq_schema(taxi),
+    )
+    for n in range(100):
+        job_id = base if n == 0 else f"{base}_{n}"
+        try:
+            job = client.load_table_from_uri(uri, staging, job_id=job_id, job_config=config)
+        except gexc.Conflict:
+            job = client.get_job(job_id)
+            if job.state == "DONE":
+                try:
+                    client.get_table(staging)
+                except gexc.NotFound:
+                    continue
+        job.result()
+        return job_id
+    raise TransientError(f"{taxi.name} {month}: could not find a free load job id after 100 tries")
+
+
+def _record(
+    client, ds: str, taxi: TaxiType, month: Month, uri: str, staged: int, inserted: int, started: datetime, md5: str
+) -> None:
+    from google.cloud import bigquery
+
+    ledger = bigquery.Table(
+        f"{ds}.{LEDGER}",
+        schema=[
+            bigquery.SchemaField(n, t)
+            for n, t in [
+                ("sink", "STRING"),
+                ("taxi", "STRING"),
+                ("month", "STRING"),
+                ("filename", "STRING"),
+                ("source", "STRING"),
+                ("object_md5", "STRING"),
+                ("rows_staged", "INT64"),
+                ("rows_inserted", "INT64"),
+                ("rows_present", "INT64"),
+                ("started_at", "TIMESTAMP"),
+                ("finished_at", "TIMESTAMP"),
+                ("status", "STRING"),
+                ("loader_version", "STRING"),
+            ]
+        ],
+    )
+    client.create_table(ledger, exists_ok=True)
+    params = [
+        bigquery.ScalarQueryParameter("taxi", "STRING", taxi.name),
+        bigquery.ScalarQueryParameter("month", "STRING", str(month)),
+        bigquery.ScalarQueryParameter("filename", "STRING", taxi.filename(str(month))),
+        bigquery.ScalarQueryParameter("source", "STRING", uri),
+        bigquery.ScalarQueryParameter("md5", "STRING", md5),
+        bigquery.ScalarQueryParameter("staged", "INT64", staged),
+        bigquery.ScalarQueryParameter("inserted", "INT64", inserted),
+        bigquery.ScalarQueryParameter("present", "INT64", staged - inserted),
+        bigquery.ScalarQueryParameter("started", "TIMESTAMP", started),
+        bigquery.ScalarQueryParameter("version", "STRING", __version__),
+    ]
+    client.query(
+        f"INSERT INTO `{ds}.{LEDGER}` (sink, taxi, month, filename, source, object_md5, rows_staged, rows_inserted, "
+        "rows_present, started_at, finished_at, status, loader_version) VALUES ('bigquery', @taxi, @month, @filename, "
+        "@source, @md5, @staged, @inserted, @present, @started, CURRENT_TIMESTAMP(), 'succeeded', @version)",
+        job_config=bigquery.QueryJobConfig(query_parameters=params),
+    ).result()
+
+
+def cleanup(taxi: TaxiType, month: Month, settings: GcpSettings, data_dir: Path, remove_object: bool) -> dict:
+    """Drop the month's staging table, delete its local Parquet, and with `remove_object` the GCS object."""
+    removed = []
+    local = data_dir / f"{taxi.name}_tripdata_{month}.parquet"
+    for p in (local, local.with_name(local.name + ".part")):
+        if p.exists():
+            p.unlink()
+            removed.append(str(p))
+    dropped = False
+    if settings.project and settings.dataset:
+        client = bigquery_client(settings)
+        staging = f"{settings.project}.{settings.dataset}.{taxi.table}_staging_{month.year:04d}_{month.mm}"
+        client.delete_table(staging, not_found_ok=True)
+        dropped = True
+    object_removed = False
+    if remove_object:
+        settings.need("bucket")
+        blob = storage_client(settings).bucket(settings.bucket).blob(settings.object_name(taxi, month))
+        if blob.exists():
+            blob.delete()
+            object_removed = True
+    return {
+        "taxi": taxi.name,
+        "month": str(month),
+        "staging_dropped": dropped,
+        "files_removed": removed,
+        "object_removed": object_removed,
+    }

@@ -1,0 +1,218 @@
+"""The Google Cloud path against emulators started by the suite itself on 127.0.0.1 (free ports):
+gcp-storage-emulator in-process for GCS, local-bigquery (its own Python 3.13 venv, set up by
+scripts/setup-emulators.sh) as a subprocess for BigQuery. Counts and ids are asserted after every load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from taxi_loader.cli import main
+from taxi_loader.months import Month
+
+from conftest import DATA, data_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+EMULATORS = Path(os.environ.get("TAXI_LOADER_EMULATORS", ROOT / ".emulators"))
+PROJECT = "test-project"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory):
+    """GCS and BigQuery emulators for the session: their endpoints."""
+    from gcp_storage_emulator.server import create_server
+
+    local_bigquery = EMULATORS / "venv" / "bin" / "local-bigquery"
+    if not local_bigquery.exists():  # fail, never skip: CI must notice a missing emulator
+        pytest.fail(f"the BigQuery emulator is not set up ({local_bigquery} missing): run scripts/setup-emulators.sh")
+    gcs_dir = tmp_path_factory.mktemp("gcs")
+    gcs_port, bq_port, grpc_port = free_port(), free_port(), free_port()
+    gcs = create_server("127.0.0.1", gcs_port, in_memory=False, data_dir=str(gcs_dir))
+    gcs.start()
+    env = {**os.environ, "HOME": str(EMULATORS / "home"), "GCS_LOCAL_ROOT": str(gcs_dir / ".cloudstorage")}
+    bq = subprocess.Popen(
+        [
+            local_bigquery,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(bq_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--project",
+            PROJECT,
+            "--data-dir",
+            str(tmp_path_factory.mktemp("bq")),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", bq_port), 0.2).close()
+            break
+        except OSError:
+            if bq.poll() is not None or time.monotonic() > deadline:
+                gcs.stop()
+                pytest.fail(f"the BigQuery emulator did not start: {bq.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+    yield {
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
+        "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{bq_port}",
+    }
+    bq.terminate()
+    bq.wait(10)
+    gcs.stop()
+
+
+@pytest.fixture
+def cloud(emulators, mirror, tmp_path):
+    """A fresh bucket and dataset, and a runner of the CLI pointed at them and at the mirror."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery, storage
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    gcs = storage.Client(
+        project=PROJECT,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulators["STORAGE_EMULATOR_HOST"]},
+    )
+    gcs.create_bucket(name)
+    bq = bigquery.Client(
+        project=PROJECT,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulators["BIGQUERY_EMULATOR_HOST"]},
+    )
+    env = {**emulators, "GCP_PROJECT_ID": PROJECT, "GCP_LOCATION": "US", "GCP_BUCKET_NAME": name, "GCP_DATASET": name}
+
+    class Cloud:
+        bucket = dataset = name
+        client = bq
+
+        def __call__(self, *args: str, env_overrides: dict | None = None):
+            argv = ["--log-format", "json", *args]
+            if args[0] in ("upload-gcs", "load", "cleanup"):
+                argv += ["--source-url", mirror.template, "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
+            return CliRunner(env={**env, **(env_overrides or {})}).invoke(main, argv, catch_exceptions=False)
+
+        def rows(self, taxi: str) -> list[str]:
+            query = f"SELECT unique_row_id FROM `{PROJECT}.{name}.{taxi}_tripdata`"
+            return [r[0] for r in bq.query(query).result()]
+
+        def tables(self) -> set[str]:
+            return {t.table_id for t in bq.list_tables(f"{PROJECT}.{name}")}
+
+    return Cloud()
+
+
+def out(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_green_2019_01_loads_its_rows_with_the_ids_postgresql_gives(cloud, cli, db, mirror):
+    mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
+    result = cloud("load", "--sink", "bigquery", "--taxi", "green", "--month", "2019-01")
+    assert result.exit_code == 0, result.output
+    assert (out(result)["rows_inserted"], out(result)["rows_staged"]) == (99, 99)
+    ids = cloud.rows("green")
+    assert len(ids) == len(set(ids)) == data_rows(DATA / "green_tripdata_2019-01.head99.csv")
+    assert cli("load", "--taxi", "green", "--month", "2019-01").exit_code == 0
+    assert set(ids) == {r[0] for r in db.all("SELECT unique_row_id FROM green_tripdata")}
+    assert cloud.tables() == {"green_tripdata", "taxi_loader_ledger"}  # staging dropped
+
+    again = cloud("load", "--sink", "bigquery", "--taxi", "green", "--month", "2019-01")
+    assert (out(again)["rows_inserted"], out(again)["rows_present"]) == (0, 99)
+    assert len(cloud.rows("green")) == 99
+
+
+def test_repeats_and_two_months_match_postgresql(cloud, cli, db, mirror):
+    for m in (Month(2021, 1), Month(2021, 2)):
+        mirror.put_generated("yellow", m, 3_000, repeat_rate=0.02)
+    for m in ("2021-01", "2021-02"):
+        assert cloud("load", "--sink", "bigquery", "--taxi", "yellow", "--month", m).exit_code == 0
+        assert cli("load", "--taxi", "yellow", "--month", m).exit_code == 0
+    ids = cloud.rows("yellow")
+    assert len(ids) == len(set(ids)) == 6_000
+    assert set(ids) == {r[0] for r in db.all("SELECT unique_row_id FROM yellow_tripdata")}
+
+
+def test_a_load_killed_between_upload_and_merge_is_rerun_whole(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+    up = cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-12")
+    assert up.exit_code == 0 and out(up)["uploaded"] is True
+    # ... the process dies here; the next run finds the identical object and does not upload it again
+    again = cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-12")
+    assert out(again)["uploaded"] is False
+    first = cloud("bq-load", "--taxi", "yellow", "--month", "2020-12")
+    assert first.exit_code == 0, first.output
+    assert out(first)["rows_inserted"] == 1295 and len(cloud.rows("yellow")) == 1295
+    rerun = cloud("bq-load", "--taxi", "yellow", "--month", "2020-12")
+    assert out(rerun)["rows_inserted"] == 0 and len(cloud.rows("yellow")) == 1295
+
+
+def test_a_retried_bq_load_adopts_its_load_job(cloud, emulators, mirror):
+    from google.cloud import storage
+
+    from taxi_loader import gcp
+    from taxi_loader.taxis import YELLOW
+
+    month = Month(2020, 7)
+    mirror.put_sample("yellow", month, "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    settings = gcp.GcpSettings(
+        project=PROJECT,
+        bucket=cloud.bucket,
+        dataset=cloud.dataset,
+        storage_endpoint=emulators["STORAGE_EMULATOR_HOST"],
+        bigquery_endpoint=emulators["BIGQUERY_EMULATOR_HOST"],
+    )
+    # A step that ran its load job and died before the MERGE:
+    cloud.client.create_dataset(f"{PROJECT}.{cloud.dataset}", exists_ok=True)
+    uri = f"gs://{cloud.bucket}/{settings.object_name(YELLOW, month)}"
+    blob = storage.Blob.from_uri(uri, client=gcp.storage_client(settings))
+    blob.reload()
+    staging = f"{PROJECT}.{cloud.dataset}.yellow_tripdata_staging_2020_07"
+    first_job = gcp._load_job(cloud.client, uri, staging, blob.md5_hash, YELLOW, month, settings)
+    # Its retry adopts that job (same id, no second load) and finishes the month.
+    result = cloud("bq-load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 0, result.output
+    assert out(result)["job_id"] == first_job and out(result)["rows_inserted"] == 266
+    assert len(cloud.rows("yellow")) == 266 and "yellow_tripdata_staging_2020_07" not in cloud.tables()
+
+
+def test_a_missing_bucket_says_which_and_what_to_do(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    result = cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07", env_overrides={"GCP_BUCKET_NAME": "nope-x"})
+    assert result.exit_code == 3
+    assert "bucket gs://nope-x not found" in result.stderr and "04_gcp_setup" in result.stderr
+
+
+def test_a_missing_setting_is_named(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    result = cloud("bq-load", "--taxi", "yellow", "--month", "2020-07", env_overrides={"GCP_DATASET": ""})
+    assert result.exit_code == 3 and "GCP_DATASET" in result.stderr
+
+
+def test_cleanup_can_remove_the_object(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    done = cloud("cleanup", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07", "--remove-object")
+    assert done.exit_code == 0 and out(done)["object_removed"] is True
