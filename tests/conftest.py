@@ -10,7 +10,10 @@ from __future__ import annotations
 import gzip
 import http.server
 import os
+import socket
+import subprocess
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,3 +256,107 @@ def _no_user_env(monkeypatch):
     for k in list(os.environ):
         if k.startswith("TAXI_LOADER_") and k != "TAXI_LOADER_TEST_SERVER" or k.startswith("PG"):
             monkeypatch.delenv(k)
+
+
+# ---------------------------------------------------------------- Google Cloud emulators
+
+ROOT = Path(__file__).resolve().parent.parent
+EMULATORS = Path(os.environ.get("TAXI_LOADER_EMULATORS", ROOT / ".emulators"))
+PROJECT = "test-project"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory):
+    """GCS and BigQuery emulators for the session: their endpoints."""
+    from gcp_storage_emulator.server import create_server
+
+    local_bigquery = EMULATORS / "venv" / "bin" / "local-bigquery"
+    if not local_bigquery.exists():  # fail, never skip: CI must notice a missing emulator
+        pytest.fail(f"the BigQuery emulator is not set up ({local_bigquery} missing): run scripts/setup-emulators.sh")
+    gcs_dir = tmp_path_factory.mktemp("gcs")
+    gcs_port, bq_port, grpc_port = free_port(), free_port(), free_port()
+    gcs = create_server("127.0.0.1", gcs_port, in_memory=False, data_dir=str(gcs_dir))
+    gcs.start()
+    env = {**os.environ, "HOME": str(EMULATORS / "home"), "GCS_LOCAL_ROOT": str(gcs_dir / ".cloudstorage")}
+    bq = subprocess.Popen(
+        [
+            local_bigquery,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(bq_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--project",
+            PROJECT,
+            "--data-dir",
+            str(tmp_path_factory.mktemp("bq")),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", bq_port), 0.2).close()
+            break
+        except OSError:
+            if bq.poll() is not None or time.monotonic() > deadline:
+                gcs.stop()
+                pytest.fail(f"the BigQuery emulator did not start: {bq.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+    yield {
+        "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{gcs_port}",
+        "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{bq_port}",
+    }
+    bq.terminate()
+    bq.wait(10)
+    gcs.stop()
+
+
+@pytest.fixture
+def cloud(emulators, mirror, tmp_path):
+    """A fresh bucket and dataset, and a runner of the CLI pointed at them and at the mirror."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery, storage
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    gcs = storage.Client(
+        project=PROJECT,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulators["STORAGE_EMULATOR_HOST"]},
+    )
+    gcs.create_bucket(name)
+    bq = bigquery.Client(
+        project=PROJECT,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulators["BIGQUERY_EMULATOR_HOST"]},
+    )
+    env = {**emulators, "GCP_PROJECT_ID": PROJECT, "GCP_LOCATION": "US", "GCP_BUCKET_NAME": name, "GCP_DATASET": name}
+
+    class Cloud:
+        bucket = dataset = name
+        client = bq
+
+        def __call__(self, *args: str, env_overrides: dict | None = None):
+            argv = ["--log-format", "json", *args]
+            if args[0] in ("upload-gcs", "load", "cleanup"):
+                argv += ["--source-url", mirror.template, "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
+            return CliRunner(env={**env, **(env_overrides or {})}).invoke(main, argv, catch_exceptions=False)
+
+        def rows(self, taxi: str) -> list[str]:
+            query = f"SELECT unique_row_id FROM `{PROJECT}.{name}.{taxi}_tripdata`"
+            return [r[0] for r in bq.query(query).result()]
+
+        def tables(self) -> set[str]:
+            return {t.table_id for t in bq.list_tables(f"{PROJECT}.{name}")}
+
+    return Cloud()
