@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from taxi_loader.months import Month
 
 from conftest import DATA, PROJECT, data_rows
@@ -105,3 +107,49 @@ def test_cleanup_can_remove_the_object(cloud, mirror):
     assert cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
     done = cloud("cleanup", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07", "--remove-object")
     assert done.exit_code == 0 and out(done)["object_removed"] is True
+
+
+def test_parquet_fast_and_validated_paths_give_the_same_ids(tmp_path):
+    """Arrow's typed parse and the shared Python validation must agree on every id, repeats included."""
+    import pyarrow.parquet as pq
+
+    from taxi_loader import parquet
+    from taxi_loader.synthetic import write_month
+    from taxi_loader.taxis import YELLOW
+
+    source = write_month(tmp_path / "y.csv.gz", "yellow", Month(2021, 1), 5_000, repeat_rate=0.02)
+    fast = parquet.write_month_parquet(source, YELLOW, "2021-01", tmp_path / "fast.parquet")
+    original = parquet._arrow_batches
+    parquet._arrow_batches = lambda *a: (_ for _ in ()).throw(parquet.pa.ArrowInvalid("force the Python path"))
+    try:
+        slow = parquet.write_month_parquet(source, YELLOW, "2021-01", tmp_path / "slow.parquet")
+    finally:
+        parquet._arrow_batches = original
+    a = pq.read_table(tmp_path / "fast.parquet")
+    b = pq.read_table(tmp_path / "slow.parquet")
+    assert (
+        (fast.rows_written, fast.rows_repeated)
+        == (slow.rows_written, slow.rows_repeated)
+        == (5_000, fast.rows_repeated)
+    )
+    assert fast.rows_repeated > 0
+    assert a.column("unique_row_id").to_pylist() == b.column("unique_row_id").to_pylist()
+    assert a.equals(b)
+
+
+def test_parquet_rejects_bad_rows_like_the_postgresql_path(tmp_path):
+    from taxi_loader.errors import BadData
+    from taxi_loader.parquet import write_month_parquet
+    from taxi_loader.taxis import YELLOW
+
+    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
+    fields = lines[5].split(",")
+    fields[4] = "lots"
+    lines[5] = ",".join(fields)
+    (tmp_path / "y.csv").write_text("\n".join(lines) + "\n")
+    result = write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "y.parquet", max_rejects=1)
+    assert (result.rows_written, len(result.rejects)) == (265, 1)
+    assert result.rejects[0].line == 6 and result.rejects[0].column == "trip_distance"
+    with pytest.raises(BadData, match="1 of 266 rows rejected"):
+        write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "z.parquet", max_rejects=0)
+    assert not (tmp_path / "z.parquet").exists()
