@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     ap.add_argument("--backfill-months", type=int, default=6, help="months in the backfill figure (0: skip it)")
     ap.add_argument("--backfill-rows", type=int, default=300_000, help="rows per month in the backfill figure")
+    ap.add_argument("--no-cloud", action="store_true", help="skip the CSV-to-Parquet figure of the cloud path")
     args = ap.parse_args()
 
     db = "taxi_loader_bench"
@@ -133,8 +134,29 @@ def main() -> None:
     print(f"{'(c) taxi-loader stage + dedup-merge, re-run (inserts 0)':<58}{r:8.2f}{r / a:8.2f}")
     print(f"peak memory of a loader process: {max(peaks):.0f} MB")
     print(f"main table after: {rows:,} rows, {distinct:,} distinct ids, {size}")
+    if not args.no_cloud:
+        cloud_figure(files[target], args.rows, args.out)
     if args.backfill_months:
         backfill_figure(args, loader, url, conn)
+
+
+def cloud_figure(path: Path, rows: int, out: Path) -> None:
+    """The cloud path's local cost: CSV to typed Parquet with ids, against pyarrow reading the same file."""
+    parquet = out / "bench.parquet"
+    ours = [
+        sys.executable,
+        "-c",
+        "import sys; from pathlib import Path; from taxi_loader.parquet import "
+        "write_month_parquet; from taxi_loader.taxis import YELLOW; "
+        f"write_month_parquet(Path({str(path)!r}), YELLOW, '2021-01', Path({str(parquet)!r}))",
+    ]
+    arrow = [sys.executable, "-c", f"import pyarrow.csv as c; c.read_csv({str(path)!r})"]
+    (a, a_mb), (b, b_mb) = run(arrow), run(ours)
+    print(f"\nupload-gcs's local pass (CSV.gz -> typed Parquet with ids), {rows:,} rows")
+    print(f"{'what':<52}{'wall s':>8}{'rows/s':>12}{'peak MB':>9}")
+    print(f"{'pyarrow.csv.read_csv of the file alone':<52}{a:8.2f}{rows / a:12,.0f}{a_mb:9.0f}")
+    print(f"{'taxi-loader: validate, ids, write Parquet':<52}{b:8.2f}{rows / b:12,.0f}{b_mb:9.0f}")
+    print(f"ratio: {b / a:.1f}x pyarrow's read alone (which holds the whole file in memory)")
 
 
 def backfill_figure(args, loader: list[str], url: str, conn) -> None:

@@ -78,20 +78,22 @@ def write_month_parquet(
     bad rows aside with their reasons.
     """
     part = target.with_name(target.name + ".part")
+    digests = target.with_name(target.name + ".md5s")
     try:
-        result, digests = _write(source, taxi, month, part, fast=True)
+        result = _write(source, taxi, month, part, digests, fast=True)
     except pa.ArrowInvalid:
-        result, digests = _write(source, taxi, month, part, fast=False)
+        result = _write(source, taxi, month, part, digests, fast=False)
     allowed = max_rejects if isinstance(max_rejects, int) else int(max_rejects * result.rows_read)
     if len(result.rejects) > allowed:
         part.unlink(missing_ok=True)
+        digests.unlink(missing_ok=True)
         first = "; ".join(f"line {r.line} {r.column or ''}: {r.reason}" for r in result.rejects[:3])
         raise BadData(
             f"{taxi.filename(month)}: {len(result.rejects)} of {result.rows_read} rows rejected, more "
             f"than allowed; nothing was written. First: {first}"
         )
     repeats = _repeated_ids(digests)
-    del digests
+    digests.unlink()
     if repeats:
         result.rows_repeated, result.rows_dropped = _renumber(part, taxi, repeats, drop_duplicates)
         result.rows_written -= result.rows_dropped
@@ -99,23 +101,24 @@ def write_month_parquet(
     return result
 
 
-def _write(source: Path, taxi: TaxiType, month: str, part: Path, fast: bool) -> tuple[ParquetResult, bytearray]:
+def _write(source: Path, taxi: TaxiType, month: str, part: Path, digests: Path, fast: bool) -> ParquetResult:
+    """One pass: Parquet rows with plain md5 ids into `part`, the 16-byte digests (file order) into `digests`."""
     schema = arrow_schema(taxi)
-    digests = bytearray()
     rejects: list[Reject] = []
-    with MonthFile(source, taxi) as mf, pq.ParquetWriter(part, schema, compression="zstd") as writer:
+    written = 0
+    with (
+        MonthFile(source, taxi) as mf,
+        pq.ParquetWriter(part, schema, compression="zstd") as writer,
+        open(digests, "wb") as digest_file,
+    ):
         batches = _arrow_batches(mf, taxi) if fast else _validated_batches(mf, taxi, rejects)
         for batch in batches:
-            keys = _key_texts(batch, taxi)
-            ids = []
-            for text in keys:
-                digest = hashlib.md5(text.encode("utf-8")).digest()
-                digests += digest
-                ids.append(digest.hex())
-            writer.write_table(_output_table(schema, ids, taxi.filename(month), batch, taxi))
+            raw = [hashlib.md5(text.encode("utf-8")).digest() for text in _key_texts(batch, taxi)]
+            digest_file.write(b"".join(raw))
+            writer.write_table(_output_table(schema, [d.hex() for d in raw], taxi.filename(month), batch, taxi))
+            written += len(raw)
         stats = mf.stats
-    written = len(digests) // 16
-    return ParquetResult(stats.data_lines, written, 0, 0, rejects, stats.size, stats.sha256), digests
+    return ParquetResult(stats.data_lines, written, 0, 0, rejects, stats.size, stats.sha256)
 
 
 def _arrow_batches(mf: MonthFile, taxi: TaxiType):
@@ -131,7 +134,7 @@ def _arrow_batches(mf: MonthFile, taxi: TaxiType):
     wanted = {c.name: n for n, c in zip(names, mf.header.columns, strict=True) if c is not None}
     reader = pacsv.open_csv(
         ChunkStream(mf.chunks()),
-        read_options=pacsv.ReadOptions(column_names=names, block_size=8 << 20),
+        read_options=pacsv.ReadOptions(column_names=names, block_size=2 << 20),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
             column_types={wanted[c.name]: arrow_in[c.kind] for c in taxi.columns},
@@ -211,14 +214,28 @@ def _output_table(schema: pa.Schema, ids: list[str], filename: str, batch: pa.Re
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _repeated_ids(digests: bytearray) -> set[str]:
-    """The ids (hex) that occur more than once, from the packed 16-byte digests (counted by Arrow, in C++)."""
-    if not digests:
-        return set()
-    keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(digests) // 16, [None, pa.py_buffer(digests)])
-    counts = pc.value_counts(keys)
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    return {value.hex() for value in repeated.to_pylist()}
+def _repeated_ids(digests: Path, buckets: int = 16, chunk: int = 1 << 18) -> set[str]:
+    """The ids (hex) that occur more than once, from the file of 16-byte digests.
+
+    Counted by Arrow in `buckets` passes, each over the digests whose first byte falls in its range, so the
+    hash table holds a sixteenth of the month at a time: memory stays bounded whatever the month's size.
+    """
+    repeated: set[str] = set()
+    for bucket in range(buckets):
+        low, high = bytes([bucket * 256 // buckets]), bytes([(bucket + 1) * 256 // buckets - 1])
+        parts = []
+        with open(digests, "rb") as f:
+            while block := f.read(chunk * 16):
+                keys = pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(16), len(block) // 16, [None, pa.py_buffer(block)]
+                )
+                first = pc.binary_slice(keys.cast(pa.binary()), 0, 1)
+                parts.append(keys.filter(pc.and_(pc.greater_equal(first, low), pc.less_equal(first, high))))
+        if not parts:
+            return repeated
+        counts = pc.value_counts(pa.concat_arrays(parts))
+        repeated |= {v.hex() for v in counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist()}
+    return repeated
 
 
 def _renumber(path: Path, taxi: TaxiType, repeats: set[str], drop_duplicates: bool) -> tuple[int, int]:
@@ -226,9 +243,9 @@ def _renumber(path: Path, taxi: TaxiType, repeats: set[str], drop_duplicates: bo
     seen: dict[str, int] = {}
     repeated = dropped = 0
     out = path.with_name(path.name + ".renumbered")
-    source = pq.ParquetFile(path)
+    source = pq.ParquetFile(path, pre_buffer=False)
     with pq.ParquetWriter(out, source.schema_arrow, compression="zstd") as writer:
-        for batch in source.iter_batches(batch_size=BATCH):
+        for batch in source.iter_batches(batch_size=BATCH, use_threads=False):
             ids = batch.column(0).to_pylist()
             keep = [True] * len(ids)
             for i, rid in enumerate(ids):

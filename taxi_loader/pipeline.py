@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from taxi_loader import gcp, merge, source
+from taxi_loader import merge, source
 from taxi_loader import postgres as pg
 from taxi_loader.errors import Interrupted
 from taxi_loader.logs import get_logger
@@ -230,10 +230,14 @@ def _best_effort(conn, action: Callable[[], object]) -> None:
 
 
 # ---------------------------------------------------------------- the Google Cloud sink
+# gcp (and with it pyarrow and the Google clients) is imported inside these functions: the PostgreSQL path
+# does not pay for them in start-up time or memory.
 
 
-def upload_gcs(job: Job, settings: gcp.GcpSettings) -> dict[str, Any]:
+def upload_gcs(job: Job, settings) -> dict[str, Any]:
     """Fetch the file when needed, write it as typed Parquet with final ids, upload it to GCS."""
+    from taxi_loader import gcp
+
     path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry)
     result = gcp.upload_gcs(path, job.taxi, job.month, settings, job.data_dir, job.retry)
     if result.rows_rejected:
@@ -242,15 +246,19 @@ def upload_gcs(job: Job, settings: gcp.GcpSettings) -> dict[str, Any]:
     return asdict(result)
 
 
-def bq_load(job: Job, settings: gcp.GcpSettings) -> dict[str, Any]:
+def bq_load(job: Job, settings) -> dict[str, Any]:
     """Load the month's object into BigQuery: staging table, MERGE of the new rows, ledger."""
+    from taxi_loader import gcp
+
     result = gcp.bq_load(job.taxi, job.month, settings, job.retry)
     log.info("merged", inserted=result.rows_inserted, present=result.rows_present, table=result.table, **job.tags)
     return asdict(result)
 
 
-def cleanup_bigquery(job: Job, settings: gcp.GcpSettings, remove_object: bool = False) -> dict[str, Any]:
+def cleanup_bigquery(job: Job, settings, remove_object: bool = False) -> dict[str, Any]:
     """Drop the month's BigQuery staging table and its local files (and the GCS object if asked)."""
+    from taxi_loader import gcp
+
     removed = source.remove_downloads(job.taxi, job.month, job.data_dir, job.source_url)
     result = gcp.cleanup(job.taxi, job.month, settings, job.data_dir, remove_object)
     result["files_removed"] += [str(p) for p in removed]
@@ -258,7 +266,7 @@ def cleanup_bigquery(job: Job, settings: gcp.GcpSettings, remove_object: bool = 
     return result
 
 
-def load_bigquery(job: Job, settings: gcp.GcpSettings, progress=None, cancel: Cancellation = NEVER) -> dict[str, Any]:
+def load_bigquery(job: Job, settings, progress=None, cancel: Cancellation = NEVER) -> dict[str, Any]:
     """download, upload-gcs, bq-load and cleanup; cleanup runs even when a step fails (the object stays)."""
     try:
         download(job, progress, cancel)
