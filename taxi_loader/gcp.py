@@ -67,6 +67,9 @@ class GcpSettings:
     def object_name(self, taxi: TaxiType, month: Month) -> str:
         return f"{self.prefix}/{taxi.name}/{taxi.name}_tripdata_{month}.parquet"
 
+    def rejects_object_name(self, taxi: TaxiType, month: Month) -> str:
+        return f"{self.prefix}/{taxi.name}/{taxi.name}_tripdata_{month}.rejects.parquet"
+
 
 def _credentials(settings: GcpSettings, endpoint: str | None):
     from google.auth.credentials import AnonymousCredentials
@@ -185,6 +188,7 @@ def upload_gcs(
                     blob.metadata = {"source_sha256": result.source_sha256, "rows": str(result.rows_written)}
                     blob.upload_from_filename(str(local), checksum="md5")
                     uploaded = True
+                _upload_rejects(bucket, settings.rejects_object_name(taxi, month), result.rejects, taxi, month)
     except gexc.NotFound:
         raise ConfigError(
             f"bucket gs://{settings.bucket} not found: create it (flow 04_gcp_setup, or "
@@ -211,6 +215,42 @@ def upload_gcs(
     )
 
 
+REJECTS_SCHEMA = [
+    ("filename", "STRING"),
+    ("line", "INT64"),
+    ("column_name", "STRING"),
+    ("reason", "STRING"),
+    ("raw_line", "STRING"),
+]
+
+
+def _upload_rejects(bucket, name: str, rejects: list, taxi: TaxiType, month: Month) -> None:
+    """The month's rejected rows as a small Parquet object beside the data (removed when there are none)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    blob = bucket.blob(name)
+    if not rejects:
+        if blob.exists():
+            blob.delete()
+        return
+    filename = taxi.filename(str(month))
+    table = pa.table(
+        {
+            "filename": [filename] * len(rejects),
+            "line": [r.line for r in rejects],
+            "column_name": [r.column for r in rejects],
+            "reason": [r.reason for r in rejects],
+            "raw_line": [r.raw for r in rejects],
+        }
+    )
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    blob.upload_from_string(buf.getvalue(), content_type="application/octet-stream")
+
+
 @dataclass
 class BqResult:
     taxi: str
@@ -220,6 +260,7 @@ class BqResult:
     rows_staged: int
     rows_inserted: int
     rows_present: int
+    rows_rejected: int
 
 
 def bq_schema(taxi: TaxiType):
@@ -261,6 +302,7 @@ def bq_load(taxi: TaxiType, month: Month, settings: GcpSettings, retry: RetryPol
         )
         merge.result()
         inserted = merge.num_dml_affected_rows or 0
+        rejected = _load_rejects(client, settings, ds, taxi, month)
         _record(client, ds, taxi, month, uri, staged, inserted, started, blob.md5_hash)
         client.delete_table(staging, not_found_ok=True)
     except gexc.NotFound as exc:
@@ -274,7 +316,30 @@ def bq_load(taxi: TaxiType, month: Month, settings: GcpSettings, retry: RetryPol
         ) from None
     except (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests) as exc:
         raise TransientError(f"BigQuery failed for {taxi.name} {month}: {exc}; run the command again") from None
-    return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted)
+    return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)
+
+
+def _load_rejects(client, settings: GcpSettings, ds: str, taxi: TaxiType, month: Month) -> int:
+    """Replace the month's rows in <taxi>_tripdata_rejects with those of its rejects object, if any."""
+    from google.cloud import bigquery
+
+    table = bigquery.Table(f"{ds}.{taxi.rejects_table}", schema=[bigquery.SchemaField(n, t) for n, t in REJECTS_SCHEMA])
+    client.create_table(table, exists_ok=True)
+    param = bigquery.ScalarQueryParameter("filename", "STRING", taxi.filename(str(month)))
+    client.query(
+        f"DELETE FROM `{table}` WHERE filename = @filename",
+        job_config=bigquery.QueryJobConfig(query_parameters=[param]),
+    ).result()
+    blob = storage_client(settings).bucket(settings.bucket).blob(settings.rejects_object_name(taxi, month))
+    if not blob.exists():
+        return 0
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
+    )
+    uri = f"gs://{settings.bucket}/{settings.rejects_object_name(taxi, month)}"
+    job = client.load_table_from_uri(uri, str(table), job_config=config)
+    job.result()
+    return job.output_rows or 0
 
 
 def _load_job(client, uri: str, staging: str, md5: str, taxi: TaxiType, month: Month, settings: GcpSettings) -> str:

@@ -27,7 +27,7 @@ def test_green_2019_01_loads_its_rows_with_the_ids_postgresql_gives(cloud, cli, 
     assert len(ids) == len(set(ids)) == data_rows(DATA / "green_tripdata_2019-01.head99.csv")
     assert cli("load", "--taxi", "green", "--month", "2019-01").exit_code == 0
     assert set(ids) == {r[0] for r in db.all("SELECT unique_row_id FROM green_tripdata")}
-    assert cloud.tables() == {"green_tripdata", "taxi_loader_ledger"}  # staging dropped
+    assert cloud.tables() == {"green_tripdata", "green_tripdata_rejects", "taxi_loader_ledger"}  # staging dropped
 
     again = cloud("load", "--sink", "bigquery", "--taxi", "green", "--month", "2019-01")
     assert (out(again)["rows_inserted"], out(again)["rows_present"]) == (0, 99)
@@ -153,3 +153,22 @@ def test_parquet_rejects_bad_rows_like_the_postgresql_path(tmp_path):
     with pytest.raises(BadData, match="1 of 266 rows rejected"):
         write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "z.parquet", max_rejects=0)
     assert not (tmp_path / "z.parquet").exists()
+
+
+def test_rejected_rows_land_in_the_bigquery_rejects_table(cloud, mirror):
+    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
+    for i in (5, 9):
+        fields = lines[i].split(",")
+        fields[4] = "lots"
+        lines[i] = ",".join(fields)
+    mirror.put_csv("yellow", Month(2020, 7), "\n".join(lines) + "\n")
+    result = cloud("load", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "10")
+    assert result.exit_code == 0, result.output
+    assert (out(result)["rows_inserted"], out(result)["rows_rejected"]) == (264, 2)
+    query = f"SELECT line, column_name FROM `test-project.{cloud.dataset}.yellow_tripdata_rejects` ORDER BY line"
+    assert [tuple(r.values()) for r in cloud.client.query(query).result()] == [
+        (6, "trip_distance"),
+        (10, "trip_distance"),
+    ]
+    again = cloud("load", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "10")
+    assert again.exit_code == 0 and len(list(cloud.client.query(query).result())) == 2  # replaced, not doubled
