@@ -115,10 +115,27 @@ def already_loaded(conn, tables: pg.Tables, month: Month, size: int | None, sha2
     return {"rows_after": row[3]}
 
 
+def _loaded_in_postgres(job: pipeline.Job, settings: pipeline.PgSettings, size, sha256) -> dict | None:
+    with pg.session(settings.db_url, job.retry) as conn:
+        found = already_loaded(conn, pg.Tables(settings.schema, job.taxi), job.month, size, sha256)
+    return {"rows": found["rows_after"]} if found else None
+
+
+def _loaded_in_bigquery(job: pipeline.Job, settings, size, sha256) -> dict | None:
+    from taxi_loader import gcp
+
+    last = next((r for r in gcp.ledger_rows(settings, [job.taxi]) if r["month"] == str(job.month)), None)
+    if not last or last["status"] != "succeeded" or size is None or last["source_size"] != size:
+        return None
+    if sha256 and last["source_sha256"] != sha256:
+        return None
+    return {"rows": last["rows"]}
+
+
 def backfill(
     pairs: list[tuple[TaxiType, Month]],
     template: pipeline.Job,
-    settings: pipeline.PgSettings,
+    settings,
     jobs: int = 1,
     force: bool = False,
     continue_on_error: bool = False,
@@ -126,6 +143,8 @@ def backfill(
     cancel: pipeline.Cancellation = pipeline.NEVER,
 ) -> list[Outcome]:
     """Load every pair with up to `jobs` loads at once; return one Outcome per pair, in plan order.
+
+    `settings` picks the sink: pipeline.PgSettings for PostgreSQL, gcp.GcpSettings for GCS + BigQuery.
 
     Without `continue_on_error`, no new month starts after the first failure (running ones finish).
     `on_done` is called as each month ends (the CLI prints progress from it).
@@ -157,19 +176,22 @@ def backfill(
     return result
 
 
-def _one(job: pipeline.Job, settings: pipeline.PgSettings, force: bool, cancel: pipeline.Cancellation) -> Outcome:
+def _one(job: pipeline.Job, settings, force: bool, cancel: pipeline.Cancellation) -> Outcome:
     outcome = Outcome(job.taxi.name, str(job.month))
     start = time.monotonic()
+    bigquery = not isinstance(settings, pipeline.PgSettings)
     try:
         cancel.check()
         if not force:
             size, sha256 = source_fingerprint(job)
-            with pg.session(settings.db_url, job.retry) as conn:
-                loaded = already_loaded(conn, pg.Tables(settings.schema, job.taxi), job.month, size, sha256)
+            loaded = (_loaded_in_bigquery if bigquery else _loaded_in_postgres)(job, settings, size, sha256)
             if loaded:
-                outcome.status, outcome.rows = SKIPPED, loaded["rows_after"]
+                outcome.status, outcome.rows = SKIPPED, loaded["rows"]
                 return outcome
-        result = pipeline.load(job, settings, cancel=cancel)
+        if bigquery:
+            result = pipeline.load_bigquery(job, settings, cancel=cancel)
+        else:
+            result = pipeline.load(job, settings, cancel=cancel)
         outcome.status, outcome.inserted = LOADED, result["rows_inserted"]
         outcome.rows = result["rows_inserted"] + result["rows_present"]
     except (Interrupted, KeyboardInterrupt) as exc:
@@ -221,11 +243,11 @@ class MonthStatus:
 
 
 def status(conn, schema: str, taxis: list[TaxiType] | None = None) -> dict:
-    """What the ledger says is loaded: the last load of every (taxi, month), the gaps, totals per taxi and year."""
+    """What the PostgreSQL ledger says is loaded: the last load of every (taxi, month), gaps, totals."""
     taxis = taxis or list(TAXI_TYPES.values())
     tables = pg.Tables(schema, taxis[0])
     if not _exists(conn, tables.ledger):
-        return {"months": [], "gaps": {}, "totals": {}}
+        return summarize([])
     with conn.cursor() as cur:
         cur.execute(
             sql.SQL("""
@@ -236,6 +258,19 @@ def status(conn, schema: str, taxis: list[TaxiType] | None = None) -> dict:
         )
         rows = [MonthStatus(t, m, s, r, f.isoformat(timespec="seconds") if f else None) for t, m, s, r, f in cur]
     conn.commit()
+    return summarize(rows)
+
+
+def status_bigquery(settings, taxis: list[TaxiType] | None = None) -> dict:
+    """The same picture from the BigQuery dataset's ledger."""
+    from taxi_loader import gcp
+
+    rows = gcp.ledger_rows(settings, taxis or list(TAXI_TYPES.values()))
+    return summarize([MonthStatus(r["taxi"], r["month"], r["status"], r["rows"], r["finished_at"]) for r in rows])
+
+
+def summarize(rows: list[MonthStatus]) -> dict:
+    """The months, the gaps between the first and last loaded month of each taxi, the rows per taxi and year."""
     gaps: dict[str, list[str]] = {}
     totals: dict[str, dict[str, int]] = {}
     for taxi in sorted({r.taxi for r in rows}):
@@ -248,7 +283,11 @@ def status(conn, schema: str, taxis: list[TaxiType] | None = None) -> dict:
             if r.status == "succeeded" and r.rows is not None:
                 year = r.month[:4]
                 totals.setdefault(taxi, {})[year] = totals.get(taxi, {}).get(year, 0) + r.rows
-    return {"months": [r.__dict__ for r in rows], "gaps": gaps, "totals": totals}
+    return {
+        "months": [r.__dict__ for r in sorted(rows, key=lambda r: (r.month, r.taxi))],
+        "gaps": gaps,
+        "totals": totals,
+    }
 
 
 def _exists(conn, ident: sql.Identifier) -> bool:

@@ -382,7 +382,7 @@ def bq_load(**kw) -> None:
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
 @option("--taxi", default="yellow,green", show_default=True, help="Taxi types, comma-separated.")
 @option("--from", "first", help="First month, YYYY-MM.")
 @option("--to", "last", help="Last month, YYYY-MM.")
@@ -392,6 +392,7 @@ def bq_load(**kw) -> None:
 @option("--continue-on-error", is_flag=True, help="Go on after a month fails (default: start no new month).")
 @source_options
 @pg_options
+@gcp_options
 @merge_options
 @handled
 def backfill(**kw) -> None:
@@ -400,7 +401,7 @@ def backfill(**kw) -> None:
     \b
     taxi-loader backfill --taxi yellow,green --from 2019-01 --to 2021-07 --jobs 2
     """
-    kw.pop("sink")
+    sink = kw.pop("sink")
     if kw["only"]:
         pairs = bf.parse_pairs(kw["only"])
     elif kw["first"] and kw["last"]:
@@ -416,7 +417,8 @@ def backfill(**kw) -> None:
         source_url=kw["source_url"],
         retry=RetryPolicy(attempts=kw["retries"], initial_wait=kw["retry_wait"]),
     )
-    settings = _pg(kw)
+    pg_settings = _pg({**kw})  # both read --max-rejects and --drop-duplicates
+    settings = _gcp(kw) if sink == "bigquery" else pg_settings
     fmt = click.get_current_context().obj["format"]
     bar = click.progressbar(length=len(pairs), label="backfill", file=sys.stderr) if sys.stderr.isatty() else None
 
@@ -452,17 +454,17 @@ def backfill(**kw) -> None:
     finally:
         if bar is not None:
             bar.render_finish()
-    _backfill_summary(outcomes, fmt, settings)
+    _backfill_summary(outcomes, fmt, sink, pg_settings)
 
 
-def _backfill_summary(outcomes: list, fmt: str, settings: pipeline.PgSettings) -> None:
+def _backfill_summary(outcomes: list, fmt: str, sink: str, settings: pipeline.PgSettings) -> None:
     counts = {
         s: sum(o.status == s for o in outcomes)
         for s in (bf.LOADED, bf.SKIPPED, bf.UNPUBLISHED, bf.FAILED, bf.INTERRUPTED, bf.NOT_RUN)
     }
     bad = [o for o in outcomes if o.status in (bf.FAILED, bf.INTERRUPTED, bf.NOT_RUN)]
-    prefix = "taxi-loader backfill --sink postgres" + (
-        f" --schema {settings.schema}" if settings.schema != "public" else ""
+    prefix = f"taxi-loader backfill --sink {sink}" + (
+        f" --schema {settings.schema}" if sink == "postgres" and settings.schema != "public" else ""
     )
     retry = bf.retry_command(outcomes, prefix)
     summary = {k.replace(" ", "_"): v for k, v in counts.items()}
@@ -485,16 +487,20 @@ def _backfill_summary(outcomes: list, fmt: str, settings: pipeline.PgSettings) -
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres"]), default="postgres", show_default=True)
+@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
 @option("--taxi", help="Taxi types, comma-separated (default: all).")
 @option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pg_options
+@gcp_options
 @handled
 def status(**kw) -> None:
     """What is loaded: months x taxis from the ledger (rows, when, status), the gaps, rows per taxi and year."""
     taxis = [get_taxi(t) for t in kw["taxi"].split(",")] if kw["taxi"] else None
-    with pg.session(kw["db_url"]) as conn:
-        report_ = bf.status(conn, kw["schema"], taxis)
+    if kw["sink"] == "bigquery":
+        report_ = bf.status_bigquery(_gcp(kw), taxis)
+    else:
+        with pg.session(kw["db_url"]) as conn:
+            report_ = bf.status(conn, kw["schema"], taxis)
     click.echo(json.dumps(report_, indent=2) if kw["fmt"] == "json" else bf.status_table(report_))
 
 

@@ -185,7 +185,11 @@ def upload_gcs(
                 blob = bucket.get_blob(name)
                 if blob is None or blob.md5_hash != md5:
                     blob = bucket.blob(name, chunk_size=8 << 20)  # resumable, in 8 MiB chunks
-                    blob.metadata = {"source_sha256": result.source_sha256, "rows": str(result.rows_written)}
+                    blob.metadata = {
+                        "source_sha256": result.source_sha256,
+                        "source_size": str(result.source_size),
+                        "rows": str(result.rows_written),
+                    }
                     blob.upload_from_filename(str(local), checksum="md5")
                     uploaded = True
                 _upload_rejects(bucket, settings.rejects_object_name(taxi, month), result.rejects, taxi, month)
@@ -303,7 +307,7 @@ def bq_load(taxi: TaxiType, month: Month, settings: GcpSettings, retry: RetryPol
         merge.result()
         inserted = merge.num_dml_affected_rows or 0
         rejected = _load_rejects(client, settings, ds, taxi, month)
-        _record(client, ds, taxi, month, uri, staged, inserted, started, blob.md5_hash)
+        _record(client, ds, taxi, month, uri, staged, inserted, started, blob.md5_hash, blob.metadata or {})
         client.delete_table(staging, not_found_ok=True)
     except gexc.NotFound as exc:
         raise ConfigError(
@@ -376,7 +380,16 @@ def _load_job(client, uri: str, staging: str, md5: str, taxi: TaxiType, month: M
 
 
 def _record(
-    client, ds: str, taxi: TaxiType, month: Month, uri: str, staged: int, inserted: int, started: datetime, md5: str
+    client,
+    ds: str,
+    taxi: TaxiType,
+    month: Month,
+    uri: str,
+    staged: int,
+    inserted: int,
+    started: datetime,
+    md5: str,
+    source: dict,
 ) -> None:
     from google.cloud import bigquery
 
@@ -391,6 +404,8 @@ def _record(
                 ("filename", "STRING"),
                 ("source", "STRING"),
                 ("object_md5", "STRING"),
+                ("source_size", "INT64"),
+                ("source_sha256", "STRING"),
                 ("rows_staged", "INT64"),
                 ("rows_inserted", "INT64"),
                 ("rows_present", "INT64"),
@@ -408,6 +423,10 @@ def _record(
         bigquery.ScalarQueryParameter("filename", "STRING", taxi.filename(str(month))),
         bigquery.ScalarQueryParameter("source", "STRING", uri),
         bigquery.ScalarQueryParameter("md5", "STRING", md5),
+        bigquery.ScalarQueryParameter(
+            "size", "INT64", int(source["source_size"]) if source.get("source_size") else None
+        ),
+        bigquery.ScalarQueryParameter("sha", "STRING", source.get("source_sha256")),
         bigquery.ScalarQueryParameter("staged", "INT64", staged),
         bigquery.ScalarQueryParameter("inserted", "INT64", inserted),
         bigquery.ScalarQueryParameter("present", "INT64", staged - inserted),
@@ -415,9 +434,10 @@ def _record(
         bigquery.ScalarQueryParameter("version", "STRING", __version__),
     ]
     client.query(
-        f"INSERT INTO `{ds}.{LEDGER}` (sink, taxi, month, filename, source, object_md5, rows_staged, rows_inserted, "
-        "rows_present, started_at, finished_at, status, loader_version) VALUES ('bigquery', @taxi, @month, @filename, "
-        "@source, @md5, @staged, @inserted, @present, @started, CURRENT_TIMESTAMP(), 'succeeded', @version)",
+        f"INSERT INTO `{ds}.{LEDGER}` (sink, taxi, month, filename, source, object_md5, source_size, "
+        "source_sha256, rows_staged, rows_inserted, rows_present, started_at, finished_at, status, loader_version) "
+        "VALUES ('bigquery', @taxi, @month, @filename, @source, @md5, @size, @sha, @staged, @inserted, @present, "
+        "@started, CURRENT_TIMESTAMP(), 'succeeded', @version)",
         job_config=bigquery.QueryJobConfig(query_parameters=params),
     ).result()
 
@@ -450,3 +470,36 @@ def cleanup(taxi: TaxiType, month: Month, settings: GcpSettings, data_dir: Path,
         "files_removed": removed,
         "object_removed": object_removed,
     }
+
+
+def ledger_rows(settings: GcpSettings, taxis: list[TaxiType]) -> list[dict]:
+    """The last load of every (taxi, month) from the dataset's ledger: status, rows, source, when."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    settings.need("project", "dataset")
+    client = bigquery_client(settings)
+    query = (
+        "SELECT taxi, month, status, rows_staged, source_size, source_sha256, finished_at FROM ("
+        "  SELECT *, ROW_NUMBER() OVER (PARTITION BY taxi, month ORDER BY finished_at DESC) AS rn"
+        f"  FROM `{settings.project}.{settings.dataset}.{LEDGER}` WHERE taxi IN UNNEST(@taxis)) WHERE rn = 1"
+    )
+    config = bigquery.QueryJobConfig(
+        query_parameters=[bigquery.ArrayQueryParameter("taxis", "STRING", [t.name for t in taxis])]
+    )
+    try:
+        rows = client.query(query, job_config=config).result()
+    except gexc.NotFound:
+        return []
+    return [
+        {
+            "taxi": r["taxi"],
+            "month": r["month"],
+            "status": r["status"],
+            "rows": r["rows_staged"],
+            "source_size": r["source_size"],
+            "source_sha256": r["source_sha256"],
+            "finished_at": r["finished_at"].isoformat(timespec="seconds") if r["finished_at"] else None,
+        }
+        for r in rows
+    ]

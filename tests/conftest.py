@@ -348,7 +348,7 @@ def cloud(emulators, mirror, tmp_path):
 
         def __call__(self, *args: str, env_overrides: dict | None = None):
             argv = ["--log-format", "json", *args]
-            if args[0] in ("upload-gcs", "load", "cleanup"):
+            if args[0] in ("upload-gcs", "load", "cleanup", "backfill"):
                 argv += ["--source-url", mirror.template, "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
             return CliRunner(env={**env, **(env_overrides or {})}).invoke(main, argv, catch_exceptions=False)
 

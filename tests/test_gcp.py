@@ -172,3 +172,23 @@ def test_rejected_rows_land_in_the_bigquery_rejects_table(cloud, mirror):
     ]
     again = cloud("load", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "10")
     assert again.exit_code == 0 and len(list(cloud.client.query(query).result())) == 2  # replaced, not doubled
+
+
+def test_backfill_and_status_on_bigquery(cloud, mirror):
+    for m in (Month(2021, 1), Month(2021, 2)):
+        mirror.put_generated("green", m, 1_500)
+    args = ("backfill", "--sink", "bigquery", "--taxi", "green", "--from", "2021-01", "--to", "2021-03")
+    first = cloud(*args)
+    assert first.exit_code == 0, first.output
+    months = [json.loads(x) for x in first.stdout.splitlines() if "backfill-month" in x]
+    assert [m["status"] for m in months] == ["loaded", "loaded", "not found"]
+    assert out(first)["not_published"] == 1
+    again = cloud(*args)
+    assert [json.loads(x)["status"] for x in again.stdout.splitlines() if "backfill-month" in x][:2] == [
+        "skipped",
+        "skipped",
+    ]
+    assert len(cloud.rows("green")) == 3_000
+    report = cloud("status", "--sink", "bigquery", "--format", "json")
+    data = json.loads(report.stdout)
+    assert data["totals"] == {"green": {"2021": 3_000}} and data["gaps"] == {"green": []}
