@@ -345,6 +345,7 @@ def cloud(emulators, mirror, tmp_path):
     class Cloud:
         bucket = dataset = name
         client = bq
+        settings = env  # what the loader reads: the emulators and the four GCP settings
 
         def __call__(self, *args: str, env_overrides: dict | None = None):
             argv = ["--log-format", "json", *args]

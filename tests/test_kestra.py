@@ -350,15 +350,9 @@ def test_the_gcp_setup_flow_stores_the_four_settings_its_pipelines_read():
             assert set(task["env"]) == stored | {"GCP_CREDS"}
 
 
-def test_manual_run_of_the_gcp_flow_loads_the_month(cloud, emulators, db, mirror):
+def test_manual_run_of_the_gcp_flow_loads_the_month(cloud, db, mirror):
     mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
-    env = {
-        **emulators,
-        "GCP_PROJECT_ID": "test-project",
-        "GCP_LOCATION": "US",
-        "GCP_BUCKET_NAME": cloud.bucket,
-        "GCP_DATASET": cloud.dataset,
-    }
+    env = cloud.settings
     context = {"inputs": {"taxi": "green", "year": "2019", "month": "01"}, "execution": {"startDate": "2026-11-26"}}
     outputs = run_flow(flow("05_gcp_taxi_pipeline.yaml"), context, db, mirror, env)
     assert outputs["bq_load"]["vars"]["rows_inserted"] == 99 and len(cloud.rows("green")) == 99
@@ -366,18 +360,12 @@ def test_manual_run_of_the_gcp_flow_loads_the_month(cloud, emulators, db, mirror
     assert again["bq_load"]["vars"]["rows_inserted"] == 0
 
 
-def test_scheduled_run_of_the_gcp_flow_loads_the_month_before_the_tick(cloud, emulators, db, mirror):
+def test_scheduled_run_of_the_gcp_flow_loads_the_month_before_the_tick(cloud, db, mirror):
     f = flow("06_gcp_taxi_pipeline_scheduled.yaml")
     green = next(t for t in f["triggers"] if t["inputs"]["taxi"] == "green")
     assert green["cron"] == "0 9 1 * *"
     mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
-    env = {
-        **emulators,
-        "GCP_PROJECT_ID": "test-project",
-        "GCP_LOCATION": "US",
-        "GCP_BUCKET_NAME": cloud.bucket,
-        "GCP_DATASET": cloud.dataset,
-    }
+    env = cloud.settings
     context = {
         "inputs": green["inputs"],
         "trigger": {"date": "2019-02-01T09:00:00Z"},
