@@ -18,7 +18,7 @@ from taxi_loader import postgres as pg
 from taxi_loader.errors import Interrupted, MonthsFailed, TaxiLoaderError, UsageError, exit_code
 from taxi_loader.logs import configure, get_logger, kestra_line, result_lines
 from taxi_loader.months import Month, select_month
-from taxi_loader.source import DEFAULT_SOURCE_URL, RetryPolicy, progress_bar
+from taxi_loader.source import DEFAULT_SOURCE_URL, RetryPolicy
 from taxi_loader.taxis import TAXI_TYPES, get_taxi
 
 ENV_PREFIX = "TAXI_LOADER_"
@@ -185,6 +185,25 @@ def _pg(kw: dict) -> pipeline.PgSettings:
         max_rejects=kw.pop("max_rejects", "0.1%"),
         drop_duplicates=kw.pop("drop_duplicates", False),
     )
+
+
+def progress_bar(label: str) -> Callable[[int, int | None], None] | None:
+    """A click progress bar for downloads when stderr is a terminal, else None."""
+    if not sys.stderr.isatty():
+        return None
+    state: dict = {}
+
+    def update(done: int, total: int | None) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total or 0, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+            state["last"] = 0
+        state["bar"].update(done - state["last"])
+        state["last"] = done
+        if total and done >= total:
+            state["bar"].__exit__(None, None, None)
+
+    return update
 
 
 def report(step: str, result: dict, tags: dict) -> None:

@@ -116,7 +116,7 @@ def bigquery_client(settings: GcpSettings):
     )
 
 
-def _cloud_errors(what: str, retry: RetryPolicy):
+def _cloud_errors(retry: RetryPolicy):
     """tenacity retrying for transient Google API errors; others pass through."""
     from google.api_core import exceptions as gexc
 
@@ -179,7 +179,7 @@ def upload_gcs(
     client = storage_client(settings)
     uploaded = False
     try:
-        for attempt in _cloud_errors("upload", retry):
+        for attempt in _cloud_errors(retry):
             with attempt:
                 bucket = client.bucket(settings.bucket)
                 blob = bucket.get_blob(name)

@@ -16,7 +16,7 @@ import io
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -42,7 +42,6 @@ class FileStats:
     size: int = 0
     sha256: str = ""
     data_lines: int = 0
-    extra_columns: list[str] = field(default_factory=list)
 
 
 class _HashingReader(io.RawIOBase):
@@ -130,7 +129,6 @@ class MonthFile:
             self.close()
             raise BadData(f"{path.name}: the file holds an HTML page, not CSV; check the source URL")
         self.header = match_header(text, taxi, path.name)
-        self.stats.extra_columns = self.header.extra
 
     def chunks(self) -> Iterator[bytes]:
         """The data lines after the header as UTF-8 chunks of whole lines with LF endings."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import http.client
 import os
-import sys
 import urllib.error
 import urllib.request
 import zlib
@@ -178,27 +177,6 @@ def verify(path: Path, location: str) -> None:
                 pass
     except (OSError, EOFError, zlib.error) as exc:
         raise BadData(f"{location}: corrupt or truncated gzip ({exc}); it was removed, download it again") from None
-
-
-def progress_bar(label: str) -> Callable[[int, int | None], None] | None:
-    """A click progress bar for downloads when stderr is a terminal, else None."""
-    if not sys.stderr.isatty():
-        return None
-    import click
-
-    state: dict = {}
-
-    def update(done: int, total: int | None) -> None:
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total or 0, label=label, file=sys.stderr)
-            state["bar"].__enter__()
-            state["last"] = 0
-        state["bar"].update(done - state["last"])
-        state["last"] = done
-        if total and done >= total:
-            state["bar"].__exit__(None, None, None)
-
-    return update
 
 
 def remove_downloads(taxi: TaxiType, month: Month, data_dir: Path, template: str) -> list[Path]:
