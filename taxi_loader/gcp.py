@@ -65,7 +65,7 @@ class GcpSettings:
             )
 
     def object_name(self, taxi: TaxiType, month: Month) -> str:
-        return f"{self.prefix}/{taxi.name}/{taxi.name}_tripdata_{month}.parquet"
+        return f"{self.prefix}/{taxi.name}/{taxi.parquet_name(month)}"
 
     def rejects_object_name(self, taxi: TaxiType, month: Month) -> str:
         return f"{self.prefix}/{taxi.name}/{taxi.name}_tripdata_{month}.rejects.parquet"
@@ -165,14 +165,11 @@ def upload_gcs(
     """Write the month as typed Parquet and upload it (resumable); an identical object is not uploaded again."""
     from google.api_core import exceptions as gexc
 
-    from taxi_loader.postgres import parse_max_rejects
-
     settings.need("bucket")
-    count, fraction = parse_max_rejects(settings.max_rejects)
     data_dir.mkdir(parents=True, exist_ok=True)
-    local = data_dir / f"{taxi.name}_tripdata_{month}.parquet"
+    local = data_dir / taxi.parquet_name(month)
     result: ParquetResult = write_month_parquet(
-        source, taxi, str(month), local, count if count is not None else fraction, settings.drop_duplicates
+        source, taxi, str(month), local, settings.max_rejects, settings.drop_duplicates
     )
     name = settings.object_name(taxi, month)
     md5 = _md5_b64(local)
@@ -285,7 +282,7 @@ def bq_load(taxi: TaxiType, month: Month, settings: GcpSettings, retry: RetryPol
     settings.need("project", "bucket", "dataset")
     client = bigquery_client(settings)
     ds = f"{settings.project}.{settings.dataset}"
-    main, staging = f"{ds}.{taxi.table}", f"{ds}.{taxi.table}_staging_{month.year:04d}_{month.mm}"
+    main, staging = f"{ds}.{taxi.table}", f"{ds}.{taxi.staging_table(month)}"
     uri = f"gs://{settings.bucket}/{settings.object_name(taxi, month)}"
     started = datetime.now(UTC)
     try:
@@ -445,7 +442,7 @@ def _record(
 def cleanup(taxi: TaxiType, month: Month, settings: GcpSettings, data_dir: Path, remove_object: bool) -> dict:
     """Drop the month's staging table, delete its local Parquet, and with `remove_object` the GCS object."""
     removed = []
-    local = data_dir / f"{taxi.name}_tripdata_{month}.parquet"
+    local = data_dir / taxi.parquet_name(month)
     for p in (local, local.with_name(local.name + ".part")):
         if p.exists():
             p.unlink()
@@ -453,7 +450,7 @@ def cleanup(taxi: TaxiType, month: Month, settings: GcpSettings, data_dir: Path,
     dropped = False
     if settings.project and settings.dataset:
         client = bigquery_client(settings)
-        staging = f"{settings.project}.{settings.dataset}.{taxi.table}_staging_{month.year:04d}_{month.mm}"
+        staging = f"{settings.project}.{settings.dataset}.{taxi.staging_table(month)}"
         client.delete_table(staging, not_found_ok=True)
         dropped = True
     object_removed = False

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text, pg_float_text, value_text
-from taxi_loader.reader import ChunkStream, MonthFile, Reject, validated_rows
+from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
 from taxi_loader.taxis import Kind, TaxiType
 
 BATCH = 50_000
@@ -68,7 +68,7 @@ def write_month_parquet(
     taxi: TaxiType,
     month: str,
     target: Path,
-    max_rejects: int | float = 0.001,
+    max_rejects: str = "0.1%",
     drop_duplicates: bool = False,
 ) -> ParquetResult:
     """Validate `source` and write it to `target` as typed Parquet with final ids; raise BadData over the limit.
@@ -83,15 +83,12 @@ def write_month_parquet(
         result = _write(source, taxi, month, part, digests, fast=True)
     except pa.ArrowInvalid:
         result = _write(source, taxi, month, part, digests, fast=False)
-    allowed = max_rejects if isinstance(max_rejects, int) else int(max_rejects * result.rows_read)
-    if len(result.rejects) > allowed:
+    try:
+        check_rejects(result.rejects, result.rows_read, max_rejects, taxi.filename(month))
+    except BadData:
         part.unlink(missing_ok=True)
         digests.unlink(missing_ok=True)
-        first = "; ".join(f"line {r.line} {r.column or ''}: {r.reason}" for r in result.rejects[:3])
-        raise BadData(
-            f"{taxi.filename(month)}: {len(result.rejects)} of {result.rows_read} rows rejected, more "
-            f"than allowed; nothing was written. First: {first}"
-        )
+        raise
     repeats = _repeated_ids(digests)
     digests.unlink()
     if repeats:

@@ -22,9 +22,9 @@ import psycopg2.extensions
 from psycopg2 import sql
 
 from taxi_loader import __version__
-from taxi_loader.errors import BadData, ConfigError, TransientError, UsageError
+from taxi_loader.errors import BadData, ConfigError, TransientError
 from taxi_loader.months import Month
-from taxi_loader.reader import ChunkStream, MonthFile, Reject, validated_rows
+from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import PG_MAIN_TYPE, PG_STAGE_TYPE, TaxiType
 
@@ -138,7 +138,7 @@ class Tables:
         return self.ident(self.partition_name(month))
 
     def staging_name(self, month: Month) -> str:
-        return f"{self.taxi.table}_staging_{month.year:04d}_{month.mm}"
+        return self.taxi.staging_table(month)
 
     def staging(self, month: Month) -> sql.Identifier:
         return self.ident(self.staging_name(month))
@@ -267,19 +267,6 @@ class StageResult:
     validated: bool  # True when COPY found a bad value and the Python validating pass ran
 
 
-def parse_max_rejects(text: str) -> tuple[int | None, float | None]:
-    """'100' is a count, '0.5%' or '0.005' a fraction of the data rows."""
-    t = str(text).strip()
-    try:
-        if t.endswith("%"):
-            return None, float(t[:-1]) / 100
-        if "." in t:
-            return None, float(t)
-        return int(t), None
-    except ValueError:
-        raise UsageError(f"invalid --max-rejects {text!r}: give a count (100) or a fraction (0.1% or 0.001)") from None
-
-
 def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejects: str = "0.1%") -> StageResult:
     """Read the month's file in one streaming pass and COPY it into the month's own staging table.
 
@@ -319,17 +306,11 @@ def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejec
             with MonthFile(path, taxi) as mf:
                 staged, rejects = _copy_validated(cur, stg, taxi, mf)
                 stats = mf.stats
-        limit_count, limit_fraction = parse_max_rejects(max_rejects)
-        allowed = limit_count if limit_count is not None else int(limit_fraction * stats.data_lines)
-        if len(rejects) > allowed:
+        try:
+            check_rejects(rejects, stats.data_lines, max_rejects, filename)
+        except BadData:
             conn.rollback()
-            sample = "; ".join(
-                f"line {r.line}" + (f" {r.column}" if r.column else "") + f": {r.reason}" for r in rejects[:3]
-            )
-            raise BadData(
-                f"{filename}: {len(rejects)} of {stats.data_lines} rows rejected, more than --max-rejects "
-                f"{max_rejects} allows; nothing was loaded. First: {sample}"
-            )
+            raise
         cur.execute(sql.SQL("DELETE FROM {} WHERE filename = %s").format(tables.rejects), (filename,))
         if rejects:
             buf = io.StringIO()

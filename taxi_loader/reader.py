@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from taxi_loader.errors import BadData
+from taxi_loader.errors import BadData, UsageError
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 CHUNK = 1 << 20
@@ -286,3 +286,30 @@ def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]
 def _with_fields(lines: Iterator[str]) -> Iterator[tuple[str, list[str]]]:
     for line in lines:
         yield line, next(csv.reader([line]), [])
+
+
+def check_rejects(rejects: list[Reject], rows: int, max_rejects: str, filename: str) -> None:
+    """Raise BadData when `rejects` exceed `--max-rejects` for a file of `rows` data rows.
+
+    '100' is a count, '0.5%' or '0.005' a fraction of the data rows. Both sinks apply this one rule.
+    """
+    text = str(max_rejects).strip()
+    try:
+        if text.endswith("%"):
+            allowed = int(float(text[:-1]) / 100 * rows)
+        elif "." in text:
+            allowed = int(float(text) * rows)
+        else:
+            allowed = int(text)
+    except ValueError:
+        raise UsageError(
+            f"invalid --max-rejects {max_rejects!r}: give a count (100) or a fraction (0.1% or 0.001)"
+        ) from None
+    if len(rejects) > allowed:
+        first = "; ".join(
+            f"line {r.line}" + (f" {r.column}" if r.column else "") + f": {r.reason}" for r in rejects[:3]
+        )
+        raise BadData(
+            f"{filename}: {len(rejects)} of {rows} rows rejected, more than --max-rejects {max_rejects} allows; "
+            f"nothing was loaded. First: {first}"
+        )

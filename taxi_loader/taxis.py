@@ -81,6 +81,14 @@ class TaxiType:
         """The uncompressed CSV name, which the tables record in `filename` (e.g. yellow_tripdata_2021-01.csv)."""
         return f"{self.name}_tripdata_{month}.csv"
 
+    def parquet_name(self, month) -> str:
+        """The name of the month's Parquet file, locally and as a GCS object."""
+        return f"{self.name}_tripdata_{month}.parquet"
+
+    def staging_table(self, month) -> str:
+        """The month's own staging table, on either sink (e.g. yellow_tripdata_staging_2021_01)."""
+        return f"{self.table}_staging_{month.year:04d}_{month.month:02d}"
+
 
 def _cols(spec: str) -> tuple[Column, ...]:
     return tuple(Column(name, Kind(kind)) for name, kind in (item.split(":") for item in spec.split()))

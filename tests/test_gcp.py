@@ -147,11 +147,11 @@ def test_parquet_rejects_bad_rows_like_the_postgresql_path(tmp_path):
     fields[4] = "lots"
     lines[5] = ",".join(fields)
     (tmp_path / "y.csv").write_text("\n".join(lines) + "\n")
-    result = write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "y.parquet", max_rejects=1)
+    result = write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "y.parquet", max_rejects="1")
     assert (result.rows_written, len(result.rejects)) == (265, 1)
     assert result.rejects[0].line == 6 and result.rejects[0].column == "trip_distance"
     with pytest.raises(BadData, match="1 of 266 rows rejected"):
-        write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "z.parquet", max_rejects=0)
+        write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "z.parquet", max_rejects="0")
     assert not (tmp_path / "z.parquet").exists()
 
 
