@@ -58,10 +58,10 @@ class MergeResult:
 
 def key_text_sql(taxi: TaxiType, alias: str) -> sql.Composed:
     """The key text of a row: the key fields as PostgreSQL's CAST(x AS text), NULL as '' (the course's rule)."""
+    # concat() renders each argument with its type's output function, as ::text does, without the casts'
+    # per-value overhead (measured: a quarter of the key text's cost).
     return sql.SQL("concat({})").format(
-        sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(alias, taxi.column(f).db_name)) for f in taxi.key_fields
-        )
+        sql.SQL(", ").join(sql.Identifier(alias, taxi.column(f).db_name) for f in taxi.key_fields)
     )
 
 
@@ -88,14 +88,13 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
             previous = _last_load(cur, tables, month, "succeeded")
             cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
             rows_of_file = cur.fetchone()[0]
-            staged, suspicious = _count_staged(cur, tables, month)
-            kept = staged_load["rows_read"] - staged_load["rows_rejected"] if staged_load else staged
-            if kept != staged:
-                # An unlogged table is emptied by crash recovery: never pass a short staging table off as a load.
-                raise TransientError(
-                    f"{taxi.name} {month}: the staging table holds {staged} rows but stage kept {kept} "
-                    "(did PostgreSQL restart after a crash?); run stage again, then dedup-merge"
-                )
+            if staged_load:
+                kept = staged_load["rows_read"] - staged_load["rows_rejected"]
+                cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(tables.staging(month)))
+                if kept and not cur.fetchone()[0]:
+                    raise _short_staging(taxi, month, 0, kept)
+            else:
+                kept = _count_staged(cur, tables, month)[0]
         conn.commit()
         with conn.cursor() as cur:
             # Pin the text forms the identity depends on, whatever the server's defaults are.
@@ -112,8 +111,11 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
                 and not drop_duplicates
             ):
                 inserted, repeated = 0, previous["rows_repeated"] or 0
+                staged, suspicious = kept, previous["rows_suspicious"] or 0
             else:
-                inserted, repeated = _merge(cur, tables, month, layout, drop_duplicates)
+                inserted, repeated, staged, suspicious = _merge(cur, tables, month, layout, drop_duplicates)
+                if staged != kept:
+                    raise _short_staging(taxi, month, staged, kept)
                 rows_of_file += inserted
             dropped = repeated if drop_duplicates else 0
             present = staged - inserted - dropped
@@ -132,18 +134,25 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
     )
 
 
-def _merge(cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool) -> tuple[int, int]:
-    """Insert what is new; return (rows inserted, repeats seen)."""
-    if not layout.partitioned:
-        if not layout.unique_index:
+def _short_staging(taxi: TaxiType, month: Month, staged: int, kept: int) -> TransientError:
+    # An unlogged table is emptied by crash recovery: never pass a short staging table off as a load.
+    return TransientError(
+        f"{taxi.name} {month}: the staging table holds {staged} rows but stage kept {kept} "
+        "(did PostgreSQL restart after a crash?); run stage again, then dedup-merge"
+    )
+
+
+def _merge(cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool) -> tuple[int, int, int, int]:
+    """Insert what is new; return (rows inserted, repeats seen, rows staged, rows suspicious)."""
+    if not layout.partitioned or relation_exists(cur, tables.partition(month)):
+        if not layout.partitioned and not layout.unique_index:
             # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
             cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
-        return _incremental(cur, tables, month, layout, drop_duplicates, only=None)
-    if relation_exists(cur, tables.partition(month)):
-        return _incremental(cur, tables, month, layout, drop_duplicates, only=None)
-    in_month, repeats_in_month = _bulk(cur, tables, month, drop_duplicates)
+        staged, suspicious = _count_staged(cur, tables, month)
+        return (*_incremental(cur, tables, month, layout, drop_duplicates, only=None), staged, suspicious)
+    in_month, repeats_in_month, staged, suspicious = _bulk(cur, tables, month, drop_duplicates)
     others, repeats_elsewhere = _incremental(cur, tables, month, layout, drop_duplicates, only="outside")
-    return in_month + others, repeats_in_month + repeats_elsewhere
+    return in_month + others, repeats_in_month + repeats_elsewhere, staged, suspicious
 
 
 def _month_filter(tables: Tables, month: Month, alias: str, inside: bool) -> sql.Composed:
@@ -170,28 +179,33 @@ def _typed_columns(taxi: TaxiType, alias: str) -> sql.Composed:
     )
 
 
-def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int, int]:
-    """Fill a new partition for the month's own pickups, index it in one pass, attach it."""
+def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int, int, int, int]:
+    """Fill a new partition for the month's own pickups, index it in one pass, attach it.
+
+    Returns (rows inserted, repeats, rows staged, rows suspicious)."""
     taxi, stg, part = tables.taxi, tables.staging(month), tables.partition(month)
     inside = _month_filter(tables, month, "s", inside=True)
-    # 1. Repeats, found by the typed key (cheaper than hashing text), numbered in file order (ctid: the
-    #    staging table is filled by one COPY).
+    # 1. Repeats, numbered in file order (the staging table's _line).
     # The planner prices handing a month of rows from the workers to the leader above computing the md5s
     # alone; measured, parallel plans are faster on two cores, so make that hand-over free here.
     cur.execute("SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0")
-    repeats = _find_repeats(cur, tables, month)
+    repeats, staged, suspicious = _find_repeats(cur, tables, month)
     # 2. The partition's rows, ids computed from the typed values. CREATE TABLE AS can run its SELECT in
     #    parallel workers, which INSERT ... SELECT cannot: the md5 work is shared between the cores.
     keep = sql.SQL("AND r.rn IS NULL") if drop_duplicates else sql.SQL("")
     cur.execute("SAVEPOINT bulk")
-    # One worker beside the leader, which writes the rows: measured faster than two on two cores.
-    cur.execute("SET LOCAL max_parallel_workers_per_gather = 1")
+    # One worker beside the leader, which writes the rows: measured faster than two on two cores. The fresh
+    # staging tables have no statistics, and the planner, guessing them small, would sort a month of rows to
+    # merge-join the few repeats: hash the repeats instead.
+    cur.execute(
+        "SET LOCAL max_parallel_workers_per_gather = 1; SET LOCAL enable_mergejoin = off; SET LOCAL enable_nestloop = off"
+    )
     cur.execute(
         sql.SQL("""
         CREATE TABLE {part} AS
         SELECT CASE WHEN r.rn IS NULL THEN md5({k}) ELSE md5({k} || {sep} || r.rn) END AS unique_row_id,
                %(filename)s::text AS filename, {cols}
-        FROM {stg} s LEFT JOIN unnest(%(tids)s::tid[], %(rns)s::int[]) AS r(tid, rn) ON r.tid = s.ctid
+        FROM {stg} s LEFT JOIN unnest(%(lines)s::bigint[], %(rns)s::int[]) AS r(line, rn) ON r.line = s._line
         WHERE {inside} {keep}""").format(
             part=part,
             k=key_text_sql(taxi, "s"),
@@ -201,9 +215,10 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
             inside=inside,
             keep=keep,
         ),
-        {"filename": taxi.filename(str(month)), "tids": list(repeats), "rns": list(repeats.values())},
+        {"filename": taxi.filename(str(month)), "lines": list(repeats), "rns": list(repeats.values())},
     )
     inserted = cur.rowcount
+    cur.execute("RESET max_parallel_workers_per_gather; RESET enable_mergejoin; RESET enable_nestloop")
     # From here on the default partition and the parent are touched (rows moved out, ATTACH): two months
     # doing this at once would each hold a lock the other needs, so this part goes one month at a time.
     _xact_lock(cur, "attach", tables.schema, taxi.table)
@@ -234,7 +249,7 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
         # Two different keys rendered to the same text (concatenation without separators can do that, e.g.
         # PULocationID 15 + DOLocationID 1 and 1 + 51): number repeats by the key text instead.
         cur.execute("ROLLBACK TO SAVEPOINT bulk")
-        return _bulk_by_text(cur, tables, month, drop_duplicates)
+        return (*_bulk_by_text(cur, tables, month, drop_duplicates), staged, suspicious)
     cur.execute(
         sql.SQL("CREATE INDEX {} ON {} (filename)").format(
             sql.Identifier(f"{tables.partition_name(month)}_filename_idx"), part
@@ -257,42 +272,60 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
             tables.main, part, sql.Literal(first), sql.Literal(after)
         )
     )
-    return inserted, len(repeats)
+    return inserted, len(repeats), staged, suspicious
 
 
-def _find_repeats(cur, tables: Tables, month: Month) -> dict[str, int]:
-    """The k-th (k > 1) rows of keys seen more than once among the month's own pickups: {ctid: k}.
+def _find_repeats(cur, tables: Tables, month: Month) -> tuple[dict[int, int], int, int]:
+    """The k-th (k > 1) rows of keys seen more than once among the month's own pickups as {_line: k}, and the
+    counts of staged and of suspicious rows (one pass counts them all).
 
-    One hash aggregate over the typed key finds the groups; almost all are pairs, whose second row is
-    the larger ctid. The rare larger groups are fetched again to number every member.
+    Candidates are the groups of a 64-bit hash of the typed key, found by sorting the hashes (measured:
+    faster than hash-aggregating a month of distinct keys). Almost all groups are pairs, known by their first
+    and last line; the rare larger groups are fetched by hash. Each candidate's key text, the text its id is
+    made of, is then compared, so a hash collision never numbers two different keys.
     """
     taxi, stg = tables.taxi, tables.staging(month)
-    key = sql.SQL(", ").join(sql.Identifier("s", taxi.column(f).db_name) for f in taxi.key_fields)
+    inside = _month_filter(tables, month, "s", inside=True)
+    digest = sql.SQL("hash_record_extended(ROW({}), 0)").format(
+        sql.SQL(", ").join(sql.Identifier("s", taxi.column(f).db_name) for f in taxi.key_fields)
+    )
+    # Grouping sets: the () set is the whole table's counts. (They also keep the planner from aggregating in
+    # the workers first, which only adds work when nearly every group has one row.)
+    cur.execute("SET LOCAL enable_hashagg = off")
     cur.execute(
         sql.SQL("""
-        SELECT max(s.ctid)::text, count(*), hash_record_extended(ROW({key}), 0) FROM {stg} s
-        WHERE {inside} GROUP BY {key} HAVING count(*) > 1""").format(
-            key=key, stg=stg, inside=_month_filter(tables, month, "s", inside=True)
+        SELECT grouping(h) = 1, min(_line), max(_line), count(*), count(*) FILTER (WHERE suspicious), h
+        FROM (SELECT CASE WHEN {inside} THEN {digest} END AS h, s._line, {suspicious} AS suspicious
+              FROM {stg} s) x
+        GROUP BY GROUPING SETS ((h), ())
+        HAVING grouping(h) = 1 OR (h IS NOT NULL AND count(*) > 1)""").format(
+            digest=digest, stg=stg, inside=inside, suspicious=_suspicious(tables, month, "s")
         )
     )
-    groups = cur.fetchall()
-    repeats = {tid: 2 for tid, n, _ in groups if n == 2}
-    larger = [h for _, n, h in groups if n > 2]
-    if larger:
-        cur.execute(
-            sql.SQL("""
-            SELECT s.ctid::text, ROW({key})::text FROM {stg} s
-            WHERE {inside} AND hash_record_extended(ROW({key}), 0) = ANY(%s) ORDER BY s.ctid""").format(
-                key=key, stg=stg, inside=_month_filter(tables, month, "s", inside=True)
-            ),
-            (larger,),
-        )
-        seen: dict[str, int] = {}
-        for tid, row in cur.fetchall():
-            seen[row] = seen.get(row, 0) + 1
-            if seen[row] > 1:
-                repeats[tid] = seen[row]
-    return repeats
+    rows = cur.fetchall()
+    cur.execute("RESET enable_hashagg")
+    staged, suspicious = next((n, sus) for total, _, _, n, sus, _ in rows if total)
+    groups = [(first, last, n, h) for total, first, last, n, _, h in rows if not total]
+    if not groups:
+        return {}, staged, suspicious
+    lines = [line for first, last, n, _ in groups if n == 2 for line in (first, last)]
+    larger = [h for _, _, n, h in groups if n > 2]
+    by_hash = sql.SQL("OR ({} AND {} = ANY(%(larger)s::bigint[]))").format(inside, digest) if larger else sql.SQL("")
+    cur.execute(
+        sql.SQL("""
+        SELECT s._line, {key} FROM {stg} s
+        WHERE s._line = ANY(%(lines)s::bigint[]) {by_hash} ORDER BY s._line""").format(
+            key=key_text_sql(taxi, "s"), stg=stg, by_hash=by_hash
+        ),
+        {"lines": lines, "larger": larger},
+    )
+    seen: dict[str, int] = {}
+    repeats: dict[int, int] = {}
+    for line, key in cur.fetchall():
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            repeats[line] = seen[key]
+    return repeats, staged, suspicious
 
 
 def _bulk_by_text(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int, int]:
@@ -332,13 +365,14 @@ def _incremental(
     cur.execute(
         sql.SQL("""
         WITH src AS MATERIALIZED (
-            SELECT t.*, md5(t.k) AS h FROM (SELECT s.ctid AS tid, {key} AS k, {cols} FROM {stg} s {where}) t),
+            SELECT t.*, md5(t.k) AS h FROM (SELECT s._line AS line, {key} AS k, {cols} FROM {stg} s {where}) t),
         dup AS (SELECT h FROM src GROUP BY h HAVING count(*) > 1),
         numbered AS (
-            SELECT tid, row_number() OVER (PARTITION BY h ORDER BY tid) AS rn FROM src WHERE h IN (SELECT h FROM dup)),
+            SELECT line, row_number() OVER (PARTITION BY h ORDER BY line) AS rn
+            FROM src WHERE h IN (SELECT h FROM dup)),
         x AS (
             SELECT CASE WHEN n.rn > 1 THEN md5(src.k || {sep} || n.rn) ELSE src.h END AS id, src.*
-            FROM src LEFT JOIN numbered n ON n.tid = src.tid {keep}),
+            FROM src LEFT JOIN numbered n ON n.line = src.line {keep}),
         ins AS (
             INSERT INTO {main} ({main_cols})
             SELECT x.id, %(filename)s, {x_cols} FROM x {guard} {tail}
@@ -375,17 +409,21 @@ def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
     return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
 
 
-def _count_staged(cur, tables: Tables, month: Month) -> tuple[int, int]:
-    """Staged rows, and those loaded but worth a look: pickup outside the month, a negative amount,
-    dropoff before pickup."""
+def _suspicious(tables: Tables, month: Month, alias: str) -> sql.Composed:
+    """Loaded but worth a look: pickup outside the month, dropoff before pickup, a negative amount."""
     taxi = tables.taxi
-    pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
-    dropoff = sql.Identifier(taxi.column(taxi.dropoff).db_name)
-    conds = [_month_filter(tables, month, "s", inside=False), sql.SQL("{} < {}").format(dropoff, pickup)]
-    conds += [sql.SQL("{} < 0").format(sql.Identifier(taxi.column(a).db_name)) for a in taxi.amount_fields]
+    pickup = sql.Identifier(alias, taxi.column(taxi.pickup).db_name)
+    dropoff = sql.Identifier(alias, taxi.column(taxi.dropoff).db_name)
+    conds = [_month_filter(tables, month, alias, inside=False), sql.SQL("{} < {}").format(dropoff, pickup)]
+    conds += [sql.SQL("{} < 0").format(sql.Identifier(alias, taxi.column(a).db_name)) for a in taxi.amount_fields]
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(conds))
+
+
+def _count_staged(cur, tables: Tables, month: Month) -> tuple[int, int]:
+    """Staged rows, and the suspicious ones among them."""
     cur.execute(
         sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {} s").format(
-            sql.SQL(" OR ").join(conds), tables.staging(month)
+            _suspicious(tables, month, "s"), tables.staging(month)
         )
     )
     return cur.fetchone()

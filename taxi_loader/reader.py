@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import re
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -182,16 +183,25 @@ class MonthFile:
         self.close()
 
 
-class ChunkStream(io.RawIOBase):
-    """A file-like view of an iterator of byte chunks, for psycopg2's copy_expert."""
+class StreamStopped(Exception):
+    """Another COPY stream of the same file failed: this one stops too."""
 
-    def __init__(self, chunks: Iterator[bytes]):
-        self._chunks, self._buf = chunks, b""
+
+class ChunkStream(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks, for psycopg2's copy_expert.
+
+    With `stop`, reading raises StreamStopped once the event is set, which makes psycopg2 abort the COPY.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], stop: threading.Event | None = None):
+        self._chunks, self._buf, self._stop = chunks, b"", stop
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if self._stop is not None and self._stop.is_set():
+            raise StreamStopped("another COPY stream failed")
         while not self._buf:
             try:
                 self._buf = next(self._chunks)

@@ -9,7 +9,7 @@ import threading
 import psycopg2
 import pytest
 
-from taxi_loader import pipeline
+from taxi_loader import pipeline, postgres, reader
 from taxi_loader.identity import key_text, row_id
 from taxi_loader.months import Month
 from taxi_loader.taxis import TAXI_TYPES
@@ -110,6 +110,62 @@ def test_repeats_are_kept_with_their_own_ids_or_dropped(cli, db, mirror):
     dropped = cli("load", "--taxi", "yellow", "--month", "2021-03", "--drop-duplicates")
     assert outputs(dropped)["rows_inserted"] == 2 and outputs(dropped)["rows_dropped"] == 2
     assert db.count("yellow_tripdata") == 2
+
+
+def _rows(n: int, day: int = 5) -> list[str]:
+    """n distinct yellow rows of March 2021."""
+    return [
+        f"2,2021-03-{day:02d} {i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d},2021-03-{day:02d} 23:59:59,"
+        f"1,{i % 97}.25,1,N,{i % 263 + 1},{i % 251 + 1},1,{i % 50}.5,0.5,0.5,0,0,0.3,12.8,2.5"
+        for i in range(n)
+    ]
+
+
+def test_parallel_copy_streams_keep_every_row_and_the_file_order_of_repeats(cli, db, mirror, monkeypatch):
+    # Segments of 4 KiB spread the file over both COPY streams; a key repeats in three far-apart segments,
+    # each time with another tip, so the k-th id must go to the k-th occurrence in the file.
+    monkeypatch.setattr(postgres, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(reader, "CHUNK", 2048)
+    header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+    lines = _rows(3000)
+    repeated = "1,2021-03-01 00:46:40,2021-03-01 00:53:20,1,1.50,1,N,151,239,1,7,0.5,0.5,{tip},0,0.3,9.95,2.5"
+    for position, tip in ((2900, "3"), (1500, "2"), (5, "1")):
+        lines.insert(position, repeated.format(tip=tip))
+    mirror.put_csv("yellow", Month(2021, 3), header + "\n" + "\n".join(lines) + "\n")
+
+    assert cli("stage", "--taxi", "yellow", "--month", "2021-03").exit_code == 0
+    per_stream = db.all(
+        "SELECT tableoid::regclass::text, count(*) FROM yellow_tripdata_staging_2021_03 GROUP BY 1 ORDER BY 1"
+    )
+    assert len(per_stream) == 2 and all(n > 0 for _, n in per_stream)  # both streams carried rows
+    assert db.one("SELECT count(DISTINCT _line), min(_line), max(_line) FROM yellow_tripdata_staging_2021_03") == (
+        3003,
+        1,
+        3003,
+    )
+    merged = cli("dedup-merge", "--taxi", "yellow", "--month", "2021-03")
+    assert outputs(merged)["rows_inserted"] == 3003 and outputs(merged)["rows_repeated"] == 2
+    text = "12021-03-01 00:46:402021-03-01 00:53:2015123971.5"
+    by_tip = dict(
+        db.all("SELECT tip_amount, unique_row_id FROM yellow_tripdata WHERE pulocationid = '151' AND vendorid = '1'")
+    )
+    assert by_tip == {1.0: row_id(text), 2.0: row_id(text, 2), 3.0: row_id(text, 3)}
+
+
+def test_a_bad_value_late_in_the_file_is_found_whichever_stream_reads_it(cli, db, mirror, monkeypatch):
+    monkeypatch.setattr(postgres, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(reader, "CHUNK", 2048)
+    header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+    lines = _rows(2000)
+    fields = lines[1800].split(",")
+    fields[7] = "abc"
+    lines[1800] = ",".join(fields)
+    mirror.put_csv("yellow", Month(2021, 3), header + "\n" + "\n".join(lines) + "\n")
+
+    result = cli("load", "--taxi", "yellow", "--month", "2021-03", "--max-rejects", "1")
+    assert result.exit_code == 0, result.output
+    assert outputs(result)["rows_rejected"] == 1 and db.count("yellow_tripdata") == 1999
+    assert db.all("SELECT line, column_name FROM yellow_tripdata_rejects") == [(1802, "PULocationID")]
 
 
 def test_a_generated_month_with_quirks_loads_every_row(cli, db, mirror):
