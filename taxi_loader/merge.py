@@ -198,7 +198,8 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
     # staging tables have no statistics, and the planner, guessing them small, would sort a month of rows to
     # merge-join the few repeats: hash the repeats instead.
     cur.execute(
-        "SET LOCAL max_parallel_workers_per_gather = 1; SET LOCAL enable_mergejoin = off; SET LOCAL enable_nestloop = off"
+        "SET LOCAL max_parallel_workers_per_gather = 1;"
+        "SET LOCAL enable_mergejoin = off; SET LOCAL enable_nestloop = off"
     )
     cur.execute(
         sql.SQL("""

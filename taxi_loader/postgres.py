@@ -343,8 +343,9 @@ class _BadValue(Exception):
 
 
 # A segment is what one COPY statement carries: big enough that its statement costs nothing, small enough
-# that both streams stay busy to the end of the file (measured: 16 MiB, about 110,000 rows).
-SEGMENT_BYTES = 16 << 20
+# that both streams stay busy to the end of the file and that the segments in flight (one queued, one being
+# read, one per stream) hold little memory. 8 MiB is about 55,000 rows.
+SEGMENT_BYTES = 8 << 20
 _COPY_DATA_ERRORS = (
     psycopg2.DataError,
     psycopg2.errors.BadCopyFileFormat,
@@ -392,7 +393,7 @@ def _copy_streams(conns: list, tables: Tables, month: Month, columns: list[str],
     segment's first line. Raises _BadValue when COPY rejects a value (every stream's work is then rolled back
     by the caller).
     """
-    work: queue.Queue = queue.Queue(maxsize=len(conns))
+    work: queue.Queue = queue.Queue(maxsize=1)
     failed = threading.Event()
     errors: list[BaseException] = []
     copied = [0] * len(conns)
