@@ -306,13 +306,15 @@ def stage(
                     rejects, stats, validated = [], mf.stats, False
                 except _BadValue:
                     validated = True
-            for c in helpers:  # their rows are complete; the ledger row, written last, vouches for them
-                c.rollback() if validated else c.commit()
-            if validated:
-                conn.rollback()
+            if validated:  # every stream's rows go; the validating pass copies the file again on `conn`
+                for c in conns:
+                    c.rollback()
                 with MonthFile(path, taxi) as mf:
                     staged, rejects = _copy_validated(conn, tables, month, mf)
                     stats = mf.stats
+            else:  # the helpers' rows are complete; the ledger row, committed last, vouches for them all
+                for c in helpers:
+                    c.commit()
             check_rejects(rejects, stats.data_lines, max_rejects, filename)
             with conn.cursor() as cur:
                 _record_staged(cur, tables, month, source, stats, rejects, started)
