@@ -235,8 +235,10 @@ class Cli:
     mirror: Mirror
     data_dir: Path
 
-    def __call__(self, *args: str, db_url: str | None = None, source: bool = True, pg: bool = True):
-        argv = ["--log-format", "json", *args]
+    def __call__(
+        self, *args: str, db_url: str | None = None, source: bool = True, pg: bool = True, log_format: str = "json"
+    ):
+        argv = ["--log-format", log_format, *args]
         command = args[0]
         if pg and command in ("stage", "dedup-merge", "cleanup", "load", "backfill", "status"):
             argv += ["--db-url", db_url or self.db.url, "--schema", self.db.schema]

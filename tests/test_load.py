@@ -289,56 +289,19 @@ def test_steps_one_by_one_with_year_month_and_trigger_date(cli, db, mirror):
     assert db.one("SELECT filename FROM green_tripdata LIMIT 1")[0] == "green_tripdata_2019-01.csv"
 
 
-def test_a_local_mirror_is_read_in_place_and_never_deleted(db, tmp_path):
-    from click.testing import CliRunner
-
-    from taxi_loader.cli import main
-
-    src = tmp_path / "mirror" / "yellow_tripdata_2020-07.csv"
+def test_a_local_mirror_is_read_in_place_and_never_deleted(cli, db, tmp_path):
+    src = tmp_path / "local" / "yellow_tripdata_2020-07.csv"
     src.parent.mkdir()
     src.write_bytes((DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes())
-    args = [
-        "load",
-        "--taxi",
-        "yellow",
-        "--month",
-        "2020-07",
-        "--db-url",
-        db.url,
-        "--schema",
-        db.schema,
-        "--source-url",
-        f"file://{tmp_path}/mirror/{{taxi}}_tripdata_{{year}}-{{month}}.csv",
-    ]
-    result = CliRunner().invoke(main, args)
+    source = f"file://{tmp_path}/local/{{taxi}}_tripdata_{{year}}-{{month}}.csv"
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--source-url", source, source=False)
     assert result.exit_code == 0, result.output
     assert db.count("yellow_tripdata") == 266 and src.exists()
 
 
 def test_kestra_format_prints_outputs_metrics_and_levelled_logs(cli, mirror):
     mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
-    args = [
-        "--log-format",
-        "kestra",
-        "load",
-        "--taxi",
-        "yellow",
-        "--month",
-        "2020-07",
-        "--db-url",
-        cli.db.url,
-        "--schema",
-        cli.db.schema,
-        "--source-url",
-        mirror.template,
-        "--data-dir",
-        str(cli.data_dir),
-    ]
-    from click.testing import CliRunner
-
-    from taxi_loader.cli import main
-
-    result = CliRunner().invoke(main, args)
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", log_format="kestra")
     lines = result.stdout.strip().splitlines()
     assert all(line.startswith("::{") and line.endswith("}::") for line in lines)
     payloads = [json.loads(line[2:-2]) for line in lines]
