@@ -17,6 +17,8 @@ A re-run of a file already loaded whole is recognised from the ledger and skips 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg2.errors
@@ -155,6 +157,18 @@ def _merge(cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: b
     return in_month + others, repeats_in_month + repeats_elsewhere, staged, suspicious
 
 
+@contextmanager
+def _planner(cur, **settings: str) -> Iterator[None]:
+    """Planner settings for the statements inside the block only; the transaction's own come back after."""
+    previous = {}
+    for name, value in settings.items():
+        cur.execute("SELECT current_setting(%s), set_config(%s, %s, true)", (name, name, value))
+        previous[name] = cur.fetchone()[0]
+    yield
+    for name, value in previous.items():
+        cur.execute("SELECT set_config(%s, %s, true)", (name, value))
+
+
 def _month_filter(tables: Tables, month: Month, alias: str, inside: bool) -> sql.Composed:
     pickup = sql.Identifier(alias, tables.taxi.column(tables.taxi.pickup).db_name)
     bounds = (sql.Literal(month.first_day.isoformat()), sql.Literal(month.next().first_day.isoformat()))
@@ -197,29 +211,25 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
     # One worker beside the leader, which writes the rows: measured faster than two on two cores. The fresh
     # staging tables have no statistics, and the planner, guessing them small, would sort a month of rows to
     # merge-join the few repeats: hash the repeats instead.
-    cur.execute(
-        "SET LOCAL max_parallel_workers_per_gather = 1;"
-        "SET LOCAL enable_mergejoin = off; SET LOCAL enable_nestloop = off"
-    )
-    cur.execute(
-        sql.SQL("""
+    with _planner(cur, max_parallel_workers_per_gather="1", enable_mergejoin="off", enable_nestloop="off"):
+        cur.execute(
+            sql.SQL("""
         CREATE TABLE {part} AS
         SELECT CASE WHEN r.rn IS NULL THEN md5({k}) ELSE md5({k} || {sep} || r.rn) END AS unique_row_id,
                %(filename)s::text AS filename, {cols}
         FROM {stg} s LEFT JOIN unnest(%(lines)s::bigint[], %(rns)s::int[]) AS r(line, rn) ON r.line = s._line
         WHERE {inside} {keep}""").format(
-            part=part,
-            k=key_text_sql(taxi, "s"),
-            sep=sql.Literal(REPEAT_SEPARATOR),
-            cols=_typed_columns(taxi, "s"),
-            stg=stg,
-            inside=inside,
-            keep=keep,
-        ),
-        {"filename": taxi.filename(str(month)), "lines": list(repeats), "rns": list(repeats.values())},
-    )
-    inserted = cur.rowcount
-    cur.execute("RESET max_parallel_workers_per_gather; RESET enable_mergejoin; RESET enable_nestloop")
+                part=part,
+                k=key_text_sql(taxi, "s"),
+                sep=sql.Literal(REPEAT_SEPARATOR),
+                cols=_typed_columns(taxi, "s"),
+                stg=stg,
+                inside=inside,
+                keep=keep,
+            ),
+            {"filename": taxi.filename(str(month)), "lines": list(repeats), "rns": list(repeats.values())},
+        )
+        inserted = cur.rowcount
     # From here on the default partition and the parent are touched (rows moved out, ATTACH): two months
     # doing this at once would each hold a lock the other needs, so this part goes one month at a time.
     _xact_lock(cur, "attach", tables.schema, taxi.table)
@@ -292,19 +302,18 @@ def _find_repeats(cur, tables: Tables, month: Month) -> tuple[dict[int, int], in
     )
     # Grouping sets: the () set is the whole table's counts. (They also keep the planner from aggregating in
     # the workers first, which only adds work when nearly every group has one row.)
-    cur.execute("SET LOCAL enable_hashagg = off")
-    cur.execute(
-        sql.SQL("""
+    with _planner(cur, enable_hashagg="off"):
+        cur.execute(
+            sql.SQL("""
         SELECT grouping(h) = 1, min(_line), max(_line), count(*), count(*) FILTER (WHERE suspicious), h
         FROM (SELECT CASE WHEN {inside} THEN {digest} END AS h, s._line, {suspicious} AS suspicious
               FROM {stg} s) x
         GROUP BY GROUPING SETS ((h), ())
         HAVING grouping(h) = 1 OR (h IS NOT NULL AND count(*) > 1)""").format(
-            digest=digest, stg=stg, inside=inside, suspicious=_suspicious(tables, month, "s")
+                digest=digest, stg=stg, inside=inside, suspicious=_suspicious(tables, month, "s")
+            )
         )
-    )
-    rows = cur.fetchall()
-    cur.execute("RESET enable_hashagg")
+        rows = cur.fetchall()
     staged, suspicious = next((n, sus) for total, _, _, n, sus, _ in rows if total)
     groups = [(first, last, n, h) for total, first, last, n, _, h in rows if not total]
     if not groups:

@@ -27,7 +27,15 @@ from psycopg2 import sql
 from taxi_loader import __version__
 from taxi_loader.errors import ConfigError, TransientError
 from taxi_loader.months import Month
-from taxi_loader.reader import ChunkStream, MonthFile, Reject, StreamStopped, check_rejects, validated_rows
+from taxi_loader.reader import (
+    ChunkStream,
+    Header,
+    MonthFile,
+    Reject,
+    StreamStopped,
+    check_rejects,
+    validated_rows,
+)
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import PG_MAIN_TYPE, PG_STAGE_TYPE, TaxiType
 
@@ -298,11 +306,9 @@ def stage(
         try:
             with MonthFile(path, taxi) as mf:
                 extra = mf.header.extra
-                _create_staging(conn, tables, month, extra, streams=len(conns))
-                extra_names = iter(f"_extra_{i}" for i in range(len(extra)))
-                file_order = [c.db_name if c else next(extra_names) for c in mf.header.columns]
+                file_order = _create_staging(conn, tables, month, mf.header, streams=len(conns))
                 try:
-                    staged = _copy_streams(conns, tables, month, file_order, mf.chunks())
+                    staged = _copy_streams(conns, tables, month, file_order, mf)
                     rejects, stats, validated = [], mf.stats, False
                 except _BadValue:
                     validated = True
@@ -361,9 +367,10 @@ def _stream_names(tables: Tables, month: Month, i: int) -> tuple[sql.Identifier,
     return tables.ident(name), tables.ident(f"{name}_line")
 
 
-def _create_staging(conn, tables: Tables, month: Month, extra: list[str], streams: int) -> None:
+def _create_staging(conn, tables: Tables, month: Month, header: Header, streams: int) -> list[str]:
     """The month's staging table: the taxi type's columns typed for COPY, the file's unknown columns as text,
-    and `_line`, each row's position in the file (repeats are numbered in file order).
+    and `_line`, each row's position in the file (repeats are numbered in file order). Returns the columns in
+    the file's order, for COPY.
 
     Each COPY stream writes to a child table of its own, whose `_line` comes from its own sequence: a stream
     sets the sequence to the first line of each segment it copies. Queries read the parent, which holds
@@ -373,7 +380,8 @@ def _create_staging(conn, tables: Tables, month: Month, extra: list[str], stream
     col_defs = [
         sql.SQL("{} {}").format(sql.Identifier(c.db_name), sql.SQL(PG_STAGE_TYPE[c.kind])) for c in taxi.columns
     ]
-    col_defs += [sql.SQL("{} text").format(sql.Identifier(f"_extra_{i}")) for i in range(len(extra))]
+    extra = [f"_extra_{i}" for i in range(len(header.extra))]
+    col_defs += [sql.SQL("{} text").format(sql.Identifier(name)) for name in extra]
     col_defs.append(sql.SQL("_line bigint"))
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(stg))
@@ -386,14 +394,16 @@ def _create_staging(conn, tables: Tables, month: Month, extra: list[str], stream
             default = sql.SQL("ALTER TABLE {} ALTER COLUMN _line SET DEFAULT nextval(%s)").format(child)
             cur.execute(default, (seq.as_string(cur),))
     conn.commit()
+    unknown = iter(extra)
+    return [c.db_name if c else next(unknown) for c in header.columns]
 
 
-def _copy_streams(conns: list, tables: Tables, month: Month, columns: list[str], chunks: Iterator[bytes]) -> int:
+def _copy_streams(conns: list, tables: Tables, month: Month, columns: list[str], mf: MonthFile) -> int:
     """COPY the file's chunks into the staging tables, one stream per connection; return the rows copied.
 
     The chunks are grouped into segments; each stream takes the next segment and numbers its rows from the
-    segment's first line. Raises _BadValue when COPY rejects a value (every stream's work is then rolled back
-    by the caller).
+    segment's first line (the reader counts the lines it hands out). Raises _BadValue when COPY rejects a
+    value (every stream's work is then rolled back by the caller).
     """
     work: queue.Queue = queue.Queue(maxsize=1)
     failed = threading.Event()
@@ -434,17 +444,16 @@ def _copy_streams(conns: list, tables: Tables, month: Month, columns: list[str],
     for t in threads:
         t.start()
     try:
-        line, blocks, size = 1, [], 0
-        for block in chunks:
+        first_line, blocks, size = 1, [], 0
+        for block in mf.chunks():
             blocks.append(block)
             size += len(block)
             if size >= SEGMENT_BYTES:
-                if not put((line, blocks)):
+                if not put((first_line, blocks)):
                     break
-                line += sum(b.count(b"\n") for b in blocks)
-                blocks, size = [], 0
+                first_line, blocks, size = mf.stats.data_lines + 1, [], 0
         if blocks:
-            put((line, blocks))
+            put((first_line, blocks))
         for _ in threads:
             put(None)
     except BaseException:
