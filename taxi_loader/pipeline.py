@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -209,22 +209,18 @@ def _connected(settings: PgSettings, job: Job, conn, cancel: Cancellation) -> It
 @contextmanager
 def _helpers(settings: PgSettings, job: Job, cancel: Cancellation) -> Iterator[list]:
     """Extra connections for stage's parallel COPY streams; none when they cannot be had (one stream then)."""
-    helpers = []
-    for _ in range(settings.copy_streams - 1):
-        try:
-            helpers.append(pg.connect(settings.db_url, replace(job.retry, attempts=1)))
-        except Exception as exc:  # noqa: BLE001 - the load goes on with the streams it has
-            log.info("one COPY stream fewer", reason=str(exc).splitlines()[0] if str(exc) else "", **job.tags)
-            break
-    try:
-        with ExitStack() as stack:
-            for h in helpers:
-                stack.enter_context(cancel.watching(h))
-            yield helpers
-    finally:
-        for h in helpers:
-            with suppress(Exception):
-                h.close()
+    with ExitStack() as stack:
+        helpers = []
+        for _ in range(settings.copy_streams - 1):
+            try:
+                helper = pg.connect(settings.db_url, replace(job.retry, attempts=1))
+            except Exception as exc:  # noqa: BLE001 - the load goes on with the streams it has
+                log.info("one COPY stream fewer", reason=str(exc).splitlines()[0] if str(exc) else "", **job.tags)
+                break
+            stack.callback(helper.close)
+            stack.enter_context(cancel.watching(helper))
+            helpers.append(helper)
+        yield helpers
 
 
 def _note_failure(conn, tables: pg.Tables, job: Job, exc: BaseException, cancel: Cancellation) -> None:
