@@ -13,10 +13,14 @@ forms agree on both sinks.
 
 from __future__ import annotations
 
+import array
+import binascii
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,6 +32,13 @@ from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text, pg_float_text, value_text
 from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
 from taxi_loader.taxis import Kind, TaxiType
+
+try:
+    # CPython's own md5 costs half of OpenSSL's per call (no EVP context to set up), which is what counts
+    # for a 60-byte key text: measured 0.26 us against 0.50 us.
+    from _md5 import md5 as _md5
+except ImportError:  # a Python built without its own hashes
+    _md5 = hashlib.md5
 
 BATCH = 50_000
 ARROW_TYPE = {
@@ -110,10 +121,11 @@ def _write(source: Path, taxi: TaxiType, month: str, part: Path, digests: Path, 
     ):
         batches = _arrow_batches(mf, taxi) if fast else _validated_batches(mf, taxi, rejects)
         for batch in batches:
-            raw = [hashlib.md5(text.encode("utf-8")).digest() for text in _key_texts(batch, taxi)]
-            digest_file.write(b"".join(raw))
-            writer.write_table(_output_table(schema, [d.hex() for d in raw], taxi.filename(month), batch, taxi))
-            written += len(raw)
+            key = [taxi.column(f) for f in taxi.key_fields]
+            raw = md5_digests(key_texts([batch.column(c.name) for c in key], [c.kind for c in key]))
+            digest_file.write(raw)
+            writer.write_table(_output_table(schema, hex_ids(raw), taxi.filename(month), batch, taxi))
+            written += len(raw) // 16
         stats = mf.stats
     return ParquetResult(stats.data_lines, written, 0, 0, rejects, stats.size, stats.sha256)
 
@@ -171,19 +183,23 @@ def _validated_batches(mf: MonthFile, taxi: TaxiType, rejects: list[Reject]):
         )
 
 
-def _key_texts(batch: pa.RecordBatch, taxi: TaxiType) -> list[str]:
-    """The key text of every row, computed column-wise with Arrow: identity.key_text's rule, vectorised."""
+def key_texts(columns: Sequence[pa.Array], kinds: Sequence[Kind]) -> pa.Array:
+    """The key text of every row from the typed key columns (in key order): `identity.key_text`'s rule, vectorised.
+
+    Codes are int64, times timestamps, distances and money float64, text strings, as Arrow's CSV reader types
+    them; the result is a string array without nulls.
+    """
     parts = []
-    for field in taxi.key_fields:
-        column = batch.column(taxi.column(field).name)
-        kind = taxi.column(field).kind
+    for column, kind in zip(columns, kinds, strict=True):
         if kind is Kind.TIMESTAMP:
             naive = column.cast(pa.timestamp("us"))
             seconds = pc.cast(naive, pa.timestamp("s"), safe=False)
             if pc.any(pc.not_equal(seconds.cast(pa.timestamp("us")), naive)).as_py():  # fractions: Python
                 text = pa.array([None if v is None else value_text(v, kind) for v in naive.to_pylist()], pa.string())
             else:
-                text = pc.strftime(seconds, format="%Y-%m-%d %H:%M:%S")
+                # Arrow prints whole seconds as 'YYYY-MM-DD HH:MM:SS', PostgreSQL's ISO form (and far
+                # faster than strftime).
+                text = pc.cast(seconds, pa.string())
         elif kind is Kind.FLOAT:
             text = pc.cast(column, pa.string())
             # Arrow prints the same shortest digits as PostgreSQL but picks exponent notation by other rules:
@@ -202,11 +218,29 @@ def _key_texts(batch: pa.RecordBatch, taxi: TaxiType) -> list[str]:
         else:
             text = pc.cast(column, pa.string())
         parts.append(pc.fill_null(text, ""))
-    return pc.binary_join_element_wise(*parts, "").to_pylist()
+    joined = pc.binary_join_element_wise(*parts, "")
+    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
 
 
-def _output_table(schema: pa.Schema, ids: list[str], filename: str, batch: pa.RecordBatch, taxi: TaxiType) -> pa.Table:
-    arrays = [pa.array(ids, pa.string()), pa.array([filename] * len(ids), pa.string())]
+def md5_digests(texts: pa.Array) -> bytes:
+    """The 16-byte md5 of every string of `texts`, concatenated (Arrow has no md5: one loop in Python)."""
+    if len(texts) == 0:
+        return b""
+    _, offsets, data = texts.buffers()
+    bounds = memoryview(offsets).cast("i")[texts.offset : texts.offset + len(texts) + 1].tolist()
+    view = memoryview(data) if data is not None else memoryview(b"")
+    return b"".join([_md5(view[a:b]).digest() for a, b in pairwise(bounds)])
+
+
+def hex_ids(digests: bytes) -> pa.Array:
+    """The ids (lower-case hex) of concatenated 16-byte digests, as an Arrow string array."""
+    n = len(digests) // 16
+    offsets = array.array("i", range(0, 32 * n + 1, 32))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(digests)))
+
+
+def _output_table(schema: pa.Schema, ids: pa.Array, filename: str, batch: pa.RecordBatch, taxi: TaxiType) -> pa.Table:
+    arrays = [ids, pa.array([filename] * len(ids), pa.string())]
     arrays += [batch.column(c.name).cast(ARROW_TYPE[c.kind]) for c in taxi.columns]
     return pa.Table.from_arrays(arrays, schema=schema)
 
