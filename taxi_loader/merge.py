@@ -1,15 +1,17 @@
 """dedup-merge: move a month's staged rows into the main table, each row once, in one transaction.
 
-Identity is computed here, in SQL, from the typed staged values: md5 of the key fields rendered as
-PostgreSQL's CAST(x AS text) (the course's expression; `identity.py` is its Python twin). The k-th exact
-repeat of a key in the file gets md5(key_text || '|' || k), k counted in file order.
+stage gave every row the plain md5 of its key text (the course's id). Here repeats are numbered: the k-th
+row (k > 1, in file order, which is the staging table's physical order) with the same id gets
+md5(key_text || '|' || k), key_text rendered by PostgreSQL itself (`key_text_sql`; `identity.py` is its
+Python twin).
 
 Three ways in, by what the table allows (measured with `make bench`):
-- bulk: the month's partition does not exist yet (a first load into a table taxi-loader created). The rows
-  are written into a fresh table, indexed in one sort, and attached as the partition. Building an index
-  once is several times cheaper than growing a large one row by row.
-- incremental: the partition exists (a reload after rows were deleted) or the rows belong to other months
-  (pickups outside the file's month): INSERT ... ON CONFLICT DO NOTHING, in key order.
+- bulk: the month's partition does not exist yet (a first load into a table taxi-loader created) and stage
+  made the staging table a logged one with the main table's columns. Its out-of-month rows go to the main
+  table, the rest is indexed in one sort and the table attached as the month's partition: every row is
+  written once. Building an index once is several times cheaper than growing a large one row by row.
+- incremental: the partition exists (a reload after rows were deleted), or the staging table cannot become
+  the partition: INSERT ... ON CONFLICT DO NOTHING, in key order.
 - course table: a table the course's flows created has no unique key; INSERT ... WHERE NOT EXISTS under a
   table lock that serializes merges.
 A re-run of a file already loaded whole is recognised from the ledger and skips the insert (see dedup_merge).
@@ -21,11 +23,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import psycopg2.errors
 from psycopg2 import sql
 
 from taxi_loader.errors import TransientError, UsageError
-from taxi_loader.identity import REPEAT_SEPARATOR
+from taxi_loader.identity import row_id
 from taxi_loader.months import Month
 from taxi_loader.postgres import (
     Layout,
@@ -34,10 +35,9 @@ from taxi_loader.postgres import (
     ensure_main_table,
     ensure_support_tables,
     month_lock,
-    relation_exists,
     staging_exists,
 )
-from taxi_loader.taxis import Kind, TaxiType
+from taxi_loader.taxis import TaxiType
 
 MERGE_WORK_MEM = "256MB"  # lets the merge hash and sort a month in memory instead of on disk
 
@@ -86,6 +86,10 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
         with conn.cursor() as cur:
             if not staging_exists(cur, tables, month):
                 raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
+            if not _has_ids(cur, tables, month):
+                raise UsageError(
+                    f"{taxi.name} {month} was staged by an older taxi-loader: run `taxi-loader stage` again"
+                )
             staged_load = _last_load(cur, tables, month, "staged")
             previous = _last_load(cur, tables, month, "succeeded")
             cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
@@ -96,7 +100,8 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
                 if kept and not cur.fetchone()[0]:
                     raise _short_staging(taxi, month, 0, kept)
             else:
-                kept = _count_staged(cur, tables, month)[0]
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
+                kept = cur.fetchone()[0]
         conn.commit()
         with conn.cursor() as cur:
             # Pin the text forms the identity depends on, whatever the server's defaults are.
@@ -136,6 +141,15 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
     )
 
 
+def _has_ids(cur, tables: Tables, month: Month) -> bool:
+    cur.execute(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'unique_row_id'"
+        " AND NOT attisdropped)",
+        (tables.staging(month).as_string(cur),),
+    )
+    return cur.fetchone()[0]
+
+
 def _short_staging(taxi: TaxiType, month: Month, staged: int, kept: int) -> TransientError:
     # An unlogged table is emptied by crash recovery: never pass a short staging table off as a load.
     return TransientError(
@@ -146,15 +160,16 @@ def _short_staging(taxi: TaxiType, month: Month, staged: int, kept: int) -> Tran
 
 def _merge(cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool) -> tuple[int, int, int, int]:
     """Insert what is new; return (rows inserted, repeats seen, rows staged, rows suspicious)."""
-    if not layout.partitioned or relation_exists(cur, tables.partition(month)):
-        if not layout.partitioned and not layout.unique_index:
-            # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
-            cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
-        staged, suspicious = _count_staged(cur, tables, month)
-        return (*_incremental(cur, tables, month, layout, drop_duplicates, only=None), staged, suspicious)
-    in_month, repeats_in_month, staged, suspicious = _bulk(cur, tables, month, drop_duplicates)
-    others, repeats_elsewhere = _incremental(cur, tables, month, layout, drop_duplicates, only="outside")
-    return in_month + others, repeats_in_month + repeats_elsewhere, staged, suspicious
+    counts = _number_repeats(cur, tables, month, drop_duplicates)
+    if layout.partitioned and _attachable(cur, tables, month):
+        kept = counts.staged - (counts.repeated if drop_duplicates else 0)
+        return _bulk(cur, tables, month, kept, counts.outside), counts.repeated, counts.staged, counts.suspicious
+    if layout.partitioned:  # rows may be routed to the default partition: not while another month attaches
+        _xact_lock(cur, "attach", tables.schema, tables.taxi.table)
+    elif not layout.unique_index:
+        # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
+        cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
+    return _insert_new(cur, tables, month, layout), counts.repeated, counts.staged, counts.suspicious
 
 
 @contextmanager
@@ -176,64 +191,114 @@ def _month_filter(tables: Tables, month: Month, alias: str, inside: bool) -> sql
     return test if inside else sql.SQL("({}) IS NOT TRUE").format(test)  # a NULL pickup is outside too
 
 
-def _main_columns(taxi: TaxiType) -> sql.Composed:
-    return sql.SQL(", ").join(
-        [sql.Identifier("unique_row_id"), sql.Identifier("filename")]
-        + [sql.Identifier(c.db_name) for c in taxi.columns]
-    )
+def _main_columns(taxi: TaxiType, alias: str | None = None) -> sql.Composed:
+    names = ["unique_row_id", "filename"] + [c.db_name for c in taxi.columns]
+    return sql.SQL(", ").join(sql.Identifier(alias, n) if alias else sql.Identifier(n) for n in names)
 
 
-def _typed_columns(taxi: TaxiType, alias: str) -> sql.Composed:
-    # Codes are bigint in staging (so COPY validates them) and text in the main table, as in the course.
-    return sql.SQL(", ").join(
-        sql.SQL("{}::text AS {}").format(sql.Identifier(alias, c.db_name), sql.Identifier(c.db_name))
-        if c.kind is Kind.CODE
-        else sql.SQL("{} AS {}").format(sql.Identifier(alias, c.db_name), sql.Identifier(c.db_name))
-        for c in taxi.columns
-    )
+@dataclass
+class _Counts:
+    staged: int
+    suspicious: int
+    outside: int  # pickups outside the month
+    repeated: int = 0  # rows with an id seen before in the file
 
 
-def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int, int, int, int]:
-    """Fill a new partition for the month's own pickups, index it in one pass, attach it.
+def _number_repeats(cur, tables: Tables, month: Month, drop_duplicates: bool) -> _Counts:
+    """Give the k-th (k > 1) staged row of each id its own id, or delete it with `drop_duplicates`.
 
-    Returns (rows inserted, repeats, rows staged, rows suspicious)."""
-    taxi, stg, part = tables.taxi, tables.staging(month), tables.partition(month)
-    inside = _month_filter(tables, month, "s", inside=True)
-    # 1. Repeats, numbered in file order (the staging table's _line).
-    # The planner prices handing a month of rows from the workers to the leader above computing the md5s
-    # alone; measured, parallel plans are faster on two cores, so make that hand-over free here.
-    cur.execute("SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0")
-    repeats, staged, suspicious = _find_repeats(cur, tables, month)
-    # 2. The partition's rows, ids computed from the typed values. CREATE TABLE AS can run its SELECT in
-    #    parallel workers, which INSERT ... SELECT cannot: the md5 work is shared between the cores.
-    keep = sql.SQL("AND r.rn IS NULL") if drop_duplicates else sql.SQL("")
-    cur.execute("SAVEPOINT bulk")
-    # One worker beside the leader, which writes the rows: measured faster than two on two cores. The fresh
-    # staging tables have no statistics, and the planner, guessing them small, would sort a month of rows to
-    # merge-join the few repeats: hash the repeats instead.
-    with _planner(cur, max_parallel_workers_per_gather="1", enable_mergejoin="off", enable_nestloop="off"):
+    One pass counts the rows and finds the ids seen more than once, by sorting a 64-bit hash of each id
+    (measured: a third cheaper than sorting the ids, and than hashing them); the candidates' ids are then
+    compared whole. The ids are md5s of the key text, so equal ids are equal keys. File order is the
+    staging table's physical order: stage writes it with one COPY into a table created in the same
+    transaction.
+    """
+    stg = tables.staging(month)
+    with _planner(cur, enable_hashagg="off"):
         cur.execute(
             sql.SQL("""
-        CREATE TABLE {part} AS
-        SELECT CASE WHEN r.rn IS NULL THEN md5({k}) ELSE md5({k} || {sep} || r.rn) END AS unique_row_id,
-               %(filename)s::text AS filename, {cols}
-        FROM {stg} s LEFT JOIN unnest(%(lines)s::bigint[], %(rns)s::int[]) AS r(line, rn) ON r.line = s._line
-        WHERE {inside} {keep}""").format(
-                part=part,
-                k=key_text_sql(taxi, "s"),
-                sep=sql.Literal(REPEAT_SEPARATOR),
-                cols=_typed_columns(taxi, "s"),
+            SELECT grouping(h) = 1, count(*), count(*) FILTER (WHERE suspicious), count(*) FILTER (WHERE outside), h
+            FROM (SELECT hashtextextended(s.unique_row_id, 0) AS h, {suspicious} AS suspicious, {outside} AS outside
+                  FROM {stg} s) x
+            GROUP BY GROUPING SETS ((h), ())
+            HAVING grouping(h) = 1 OR count(*) > 1""").format(
+                suspicious=_suspicious(tables, month, "s"),
+                outside=_month_filter(tables, month, "s", inside=False),
                 stg=stg,
-                inside=inside,
-                keep=keep,
-            ),
-            {"filename": taxi.filename(str(month)), "lines": list(repeats), "rns": list(repeats.values())},
+            )
         )
-        inserted = cur.rowcount
-    # From here on the default partition and the parent are touched (rows moved out, ATTACH): two months
-    # doing this at once would each hold a lock the other needs, so this part goes one month at a time.
+        rows = cur.fetchall()
+    counts = next(_Counts(n, sus, out) for total, n, sus, out, _ in rows if total)
+    hashes = [h for total, *_, h in rows if not total]
+    if not hashes:
+        return counts
+    cur.execute(
+        sql.SQL("""
+        SELECT s.ctid::text, s.unique_row_id, {key} FROM {stg} s
+        WHERE hashtextextended(s.unique_row_id, 0) = ANY(%s::bigint[]) ORDER BY s.ctid""").format(
+            key=key_text_sql(tables.taxi, "s"), stg=stg
+        ),
+        (hashes,),
+    )
+    seen: dict[str, int] = {}
+    tids, ids = [], []
+    for tid, rid, key in cur.fetchall():
+        seen[rid] = seen.get(rid, 0) + 1
+        if seen[rid] > 1:
+            tids.append(tid)
+            ids.append(row_id(key, seen[rid]))
+    if drop_duplicates:
+        cur.execute(sql.SQL("DELETE FROM {} WHERE ctid = ANY(%s::tid[])").format(stg), (tids,))
+    else:
+        cur.execute(
+            sql.SQL("""
+            UPDATE {stg} s SET unique_row_id = v.id
+            FROM unnest(%s::tid[], %s::text[]) AS v(tid, id) WHERE s.ctid = v.tid""").format(stg=stg),
+            (tids, ids),
+        )
+    counts.repeated = len(tids)
+    return counts
+
+
+def _attachable(cur, tables: Tables, month: Month) -> bool:
+    """Whether the staging table can become the month's partition: stage made it logged (it does so only with
+    the main table's exact columns) and the month has no partition yet."""
+    cur.execute(
+        "SELECT relpersistence = 'p' AND to_regclass(%s) IS NULL FROM pg_class WHERE oid = to_regclass(%s)",
+        (tables.partition(month).as_string(cur), tables.staging(month).as_string(cur)),
+    )
+    return cur.fetchone()[0]
+
+
+def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
+    """Make the staging table the month's partition: out-of-month rows to the main table, index, attach.
+
+    `kept` rows are staged, `outside` of them with pickups outside the month. Returns the rows inserted."""
+    taxi, stg, part = tables.taxi, tables.staging(month), tables.partition(month)
+    # From here on the main table's partitions are written and its partition bounds change (rows moved out
+    # of the default partition, ATTACH): two months doing this at once would each hold a lock the other
+    # needs, or route a row by bounds the other is changing, so this part goes one month at a time.
     _xact_lock(cur, "attach", tables.schema, taxi.table)
-    # 3. Rows of other files whose pickups fall in this month wait in the default partition: move them in,
+    # 1. Pickups outside the month belong to other partitions: move them into the main table.
+    inserted = kept
+    if outside:
+        pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
+        cur.execute(
+            sql.SQL("""
+            WITH moved AS (DELETE FROM {stg} s WHERE {outside} RETURNING s.*),
+            ins AS (INSERT INTO {main} ({cols}) SELECT {cols} FROM moved ORDER BY unique_row_id COLLATE "C"
+                    ON CONFLICT (unique_row_id COLLATE "C", {pickup}) DO NOTHING RETURNING 1)
+            SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM ins)""").format(
+                stg=stg,
+                outside=_month_filter(tables, month, "s", inside=False),
+                main=tables.main,
+                cols=_main_columns(taxi),
+                pickup=pickup,
+            )
+        )
+        moved, new = cur.fetchone()
+        inserted += new - moved
+    # 2. Rows of other files whose pickups fall in this month wait in the default partition: move them in,
     #    keeping the older copy of a row both files hold.
     cur.execute(
         sql.SQL("""
@@ -244,23 +309,24 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
     )
     if cur.rowcount:
         cur.execute(
-            sql.SQL("DELETE FROM {} WHERE unique_row_id IN (SELECT unique_row_id FROM taxi_loader_moved)").format(part)
+            sql.SQL("DELETE FROM {} WHERE unique_row_id IN (SELECT unique_row_id FROM taxi_loader_moved)").format(stg)
         )
         inserted -= cur.rowcount
-        cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM taxi_loader_moved").format(part))
-    # 4. Index once, then attach: the parent's indexes adopt these instead of building their own.
-    pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
-    try:
         cur.execute(
-            sql.SQL('CREATE UNIQUE INDEX {} ON {} (unique_row_id COLLATE "C", {})').format(
-                sql.Identifier(f"{tables.partition_name(month)}_unique_row_id_key"), part, pickup
+            sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM taxi_loader_moved").format(
+                stg, cols=_main_columns(taxi)
             )
         )
-    except psycopg2.errors.UniqueViolation:
-        # Two different keys rendered to the same text (concatenation without separators can do that, e.g.
-        # PULocationID 15 + DOLocationID 1 and 1 + 51): number repeats by the key text instead.
-        cur.execute("ROLLBACK TO SAVEPOINT bulk")
-        return (*_bulk_by_text(cur, tables, month, drop_duplicates), staged, suspicious)
+    # 3. The staging table becomes the partition: indexed once, then attached (the parent's indexes adopt
+    #    these instead of building their own).
+    cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN filename DROP DEFAULT").format(stg))
+    cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stg, sql.Identifier(tables.partition_name(month))))
+    pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
+    cur.execute(
+        sql.SQL('CREATE UNIQUE INDEX {} ON {} (unique_row_id COLLATE "C", {})').format(
+            sql.Identifier(f"{tables.partition_name(month)}_unique_row_id_key"), part, pickup
+        )
+    )
     cur.execute(
         sql.SQL("CREATE INDEX {} ON {} (filename)").format(
             sql.Identifier(f"{tables.partition_name(month)}_filename_idx"), part
@@ -283,128 +349,34 @@ def _bulk(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int
             tables.main, part, sql.Literal(first), sql.Literal(after)
         )
     )
-    return inserted, len(repeats), staged, suspicious
+    return inserted
 
 
-def _find_repeats(cur, tables: Tables, month: Month) -> tuple[dict[int, int], int, int]:
-    """The k-th (k > 1) rows of keys seen more than once among the month's own pickups as {_line: k}, and the
-    counts of staged and of suspicious rows (one pass counts them all).
-
-    Candidates are the groups of a 64-bit hash of the typed key, found by sorting the hashes (measured:
-    faster than hash-aggregating a month of distinct keys). Almost all groups are pairs, known by their first
-    and last line; the rare larger groups are fetched by hash. Each candidate's key text, the text its id is
-    made of, is then compared, so a hash collision never numbers two different keys.
-    """
-    taxi, stg = tables.taxi, tables.staging(month)
-    inside = _month_filter(tables, month, "s", inside=True)
-    digest = sql.SQL("hash_record_extended(ROW({}), 0)").format(
-        sql.SQL(", ").join(sql.Identifier("s", taxi.column(f).db_name) for f in taxi.key_fields)
-    )
-    # Grouping sets: the () set is the whole table's counts. (They also keep the planner from aggregating in
-    # the workers first, which only adds work when nearly every group has one row.)
-    with _planner(cur, enable_hashagg="off"):
-        cur.execute(
-            sql.SQL("""
-        SELECT grouping(h) = 1, min(_line), max(_line), count(*), count(*) FILTER (WHERE suspicious), h
-        FROM (SELECT CASE WHEN {inside} THEN {digest} END AS h, s._line, {suspicious} AS suspicious
-              FROM {stg} s) x
-        GROUP BY GROUPING SETS ((h), ())
-        HAVING grouping(h) = 1 OR (h IS NOT NULL AND count(*) > 1)""").format(
-                digest=digest, stg=stg, inside=inside, suspicious=_suspicious(tables, month, "s")
-            )
-        )
-        rows = cur.fetchall()
-    staged, suspicious = next((n, sus) for total, _, _, n, sus, _ in rows if total)
-    groups = [(first, last, n, h) for total, first, last, n, _, h in rows if not total]
-    if not groups:
-        return {}, staged, suspicious
-    lines = [line for first, last, n, _ in groups if n == 2 for line in (first, last)]
-    larger = [h for _, _, n, h in groups if n > 2]
-    by_hash = sql.SQL("OR ({} AND {} = ANY(%(larger)s::bigint[]))").format(inside, digest) if larger else sql.SQL("")
-    cur.execute(
-        sql.SQL("""
-        SELECT s._line, {key} FROM {stg} s
-        WHERE s._line = ANY(%(lines)s::bigint[]) {by_hash} ORDER BY s._line""").format(
-            key=key_text_sql(taxi, "s"), stg=stg, by_hash=by_hash
-        ),
-        {"lines": lines, "larger": larger},
-    )
-    seen: dict[str, int] = {}
-    repeats: dict[int, int] = {}
-    for line, key in cur.fetchall():
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] > 1:
-            repeats[line] = seen[key]
-    return repeats, staged, suspicious
-
-
-def _bulk_by_text(cur, tables: Tables, month: Month, drop_duplicates: bool) -> tuple[int, int]:
-    """The rare fallback of `_bulk`: create the partition empty and insert with repeats numbered by key text."""
-    first, after = month.first_day.isoformat(), month.next().first_day.isoformat()
-    cur.execute(
-        sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
-            tables.partition(month), tables.main, sql.Literal(first), sql.Literal(after)
-        )
-    )
-    layout = Layout(partitioned=True, unique_index=True)
-    return _incremental(cur, tables, month, layout, drop_duplicates, only="inside")
-
-
-def _incremental(
-    cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool, only: str | None
-) -> tuple[int, int]:
-    """INSERT the staged rows (all, or those `inside` / `outside` the month) that are not in the table yet."""
+def _insert_new(cur, tables: Tables, month: Month, layout: Layout) -> int:
+    """INSERT the staged rows that are not in the table yet; return how many."""
     taxi = tables.taxi
-    pickup = taxi.column(taxi.pickup).db_name
     where = sql.SQL("")
-    if only:
-        where = sql.SQL("WHERE {}").format(_month_filter(tables, month, "s", inside=only == "inside"))
-    keep = sql.SQL("WHERE n.rn IS NULL OR n.rn = 1") if drop_duplicates else sql.SQL("")
     # Inserting in key order keeps the b-tree's leaf pages hot instead of touching one at random per row.
     if layout.partitioned:
-        guard = sql.SQL("")
-        tail = sql.SQL('ORDER BY x.id COLLATE "C" ON CONFLICT (unique_row_id COLLATE "C", {}) DO NOTHING').format(
-            sql.Identifier(pickup)
-        )
+        pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
+        tail = sql.SQL('ORDER BY s.unique_row_id COLLATE "C" ON CONFLICT (unique_row_id COLLATE "C", {}) DO NOTHING')
+        tail = tail.format(pickup)
     elif layout.unique_index:
-        guard, tail = sql.SQL(""), sql.SQL("ORDER BY x.id ON CONFLICT (unique_row_id) DO NOTHING")
+        tail = sql.SQL("ORDER BY s.unique_row_id ON CONFLICT (unique_row_id) DO NOTHING")
     else:
-        guard = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {} m WHERE m.unique_row_id = x.id)").format(tables.main)
-        tail = sql.SQL("")
-    # Only keys seen more than once are numbered: a window over every row would sort the whole month.
+        where = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {} m WHERE m.unique_row_id = s.unique_row_id)")
+        where, tail = where.format(tables.main), sql.SQL("")
     cur.execute(
-        sql.SQL("""
-        WITH src AS MATERIALIZED (
-            SELECT t.*, md5(t.k) AS h FROM (SELECT s._line AS line, {key} AS k, {cols} FROM {stg} s {where}) t),
-        dup AS (SELECT h FROM src GROUP BY h HAVING count(*) > 1),
-        numbered AS (
-            SELECT line, row_number() OVER (PARTITION BY h ORDER BY line) AS rn
-            FROM src WHERE h IN (SELECT h FROM dup)),
-        x AS (
-            SELECT CASE WHEN n.rn > 1 THEN md5(src.k || {sep} || n.rn) ELSE src.h END AS id, src.*
-            FROM src LEFT JOIN numbered n ON n.line = src.line {keep}),
-        ins AS (
-            INSERT INTO {main} ({main_cols})
-            SELECT x.id, %(filename)s, {x_cols} FROM x {guard} {tail}
-            RETURNING 1)
-        SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM numbered WHERE rn > 1)
-        """).format(
-            key=key_text_sql(taxi, "s"),
-            cols=_typed_columns(taxi, "s"),
+        sql.SQL("INSERT INTO {main} ({cols}) SELECT {s_cols} FROM {stg} s {where} {tail}").format(
+            main=tables.main,
+            cols=_main_columns(taxi),
+            s_cols=_main_columns(taxi, "s"),
             stg=tables.staging(month),
             where=where,
-            sep=sql.Literal(REPEAT_SEPARATOR),
-            keep=keep,
-            main=tables.main,
-            main_cols=_main_columns(taxi),
-            x_cols=sql.SQL(", ").join(sql.Identifier("x", c.db_name) for c in taxi.columns),
-            guard=guard,
             tail=tail,
-        ),
-        {"filename": taxi.filename(str(month))},
+        )
     )
-    inserted, repeated = cur.fetchone()
-    return inserted, repeated
+    return cur.rowcount
 
 
 def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
@@ -427,13 +399,3 @@ def _suspicious(tables: Tables, month: Month, alias: str) -> sql.Composed:
     conds = [_month_filter(tables, month, alias, inside=False), sql.SQL("{} < {}").format(dropoff, pickup)]
     conds += [sql.SQL("{} < 0").format(sql.Identifier(alias, taxi.column(a).db_name)) for a in taxi.amount_fields]
     return sql.SQL("({})").format(sql.SQL(" OR ").join(conds))
-
-
-def _count_staged(cur, tables: Tables, month: Month) -> tuple[int, int]:
-    """Staged rows, and the suspicious ones among them."""
-    cur.execute(
-        sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {} s").format(
-            _suspicious(tables, month, "s"), tables.staging(month)
-        )
-    )
-    return cur.fetchone()

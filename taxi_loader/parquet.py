@@ -13,14 +13,10 @@ forms agree on both sinks.
 
 from __future__ import annotations
 
-import array
-import binascii
 import hashlib
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import pairwise
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,17 +24,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from taxi_loader.arrowids import hex_ids, key_texts, md5_digests
 from taxi_loader.errors import BadData
-from taxi_loader.identity import REPEAT_SEPARATOR, key_text, pg_float_text, value_text
+from taxi_loader.identity import REPEAT_SEPARATOR, key_text
 from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
 from taxi_loader.taxis import Kind, TaxiType
-
-try:
-    # CPython's own md5 costs half of OpenSSL's per call (no EVP context to set up), which is what counts
-    # for a 60-byte key text: measured 0.26 us against 0.50 us.
-    from _md5 import md5 as _md5
-except ImportError:  # a Python built without its own hashes
-    _md5 = hashlib.md5
 
 BATCH = 50_000
 ARROW_TYPE = {
@@ -181,62 +171,6 @@ def _validated_batches(mf: MonthFile, taxi: TaxiType, rejects: list[Reject]):
         yield pa.RecordBatch.from_arrays(
             [pa.array(v, t) for v, t in zip(columns, types, strict=True)], names=[c.name for c in taxi.columns]
         )
-
-
-def key_texts(columns: Sequence[pa.Array], kinds: Sequence[Kind]) -> pa.Array:
-    """The key text of every row from the typed key columns (in key order): `identity.key_text`'s rule, vectorised.
-
-    Codes are int64, times timestamps, distances and money float64, text strings, as Arrow's CSV reader types
-    them; the result is a string array without nulls.
-    """
-    parts = []
-    for column, kind in zip(columns, kinds, strict=True):
-        if kind is Kind.TIMESTAMP:
-            naive = column.cast(pa.timestamp("us"))
-            seconds = pc.cast(naive, pa.timestamp("s"), safe=False)
-            if pc.any(pc.not_equal(seconds.cast(pa.timestamp("us")), naive)).as_py():  # fractions: Python
-                text = pa.array([None if v is None else value_text(v, kind) for v in naive.to_pylist()], pa.string())
-            else:
-                # Arrow prints whole seconds as 'YYYY-MM-DD HH:MM:SS', PostgreSQL's ISO form (and far
-                # faster than strftime).
-                text = pc.cast(seconds, pa.string())
-        elif kind is Kind.FLOAT:
-            text = pc.cast(column, pa.string())
-            # Arrow prints the same shortest digits as PostgreSQL but picks exponent notation by other rules:
-            # rows where either would use an exponent are formatted in Python.
-            magnitude = pc.abs(column)
-            odd = pc.or_(
-                pc.match_substring(text, "e"),
-                pc.and_(pc.not_equal(column, 0.0), pc.or_(pc.less(magnitude, 1e-4), pc.greater_equal(magnitude, 1e15))),
-            )
-            if pc.any(odd).as_py():
-                values, flags = column.to_pylist(), odd.to_pylist()
-                text = pa.array(
-                    [pg_float_text(v) if f else t for v, t, f in zip(values, text.to_pylist(), flags, strict=True)],
-                    pa.string(),
-                )
-        else:
-            text = pc.cast(column, pa.string())
-        parts.append(pc.fill_null(text, ""))
-    joined = pc.binary_join_element_wise(*parts, "")
-    return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
-
-
-def md5_digests(texts: pa.Array) -> bytes:
-    """The 16-byte md5 of every string of `texts`, concatenated (Arrow has no md5: one loop in Python)."""
-    if len(texts) == 0:
-        return b""
-    _, offsets, data = texts.buffers()
-    bounds = memoryview(offsets).cast("i")[texts.offset : texts.offset + len(texts) + 1].tolist()
-    view = memoryview(data) if data is not None else memoryview(b"")
-    return b"".join([_md5(view[a:b]).digest() for a, b in pairwise(bounds)])
-
-
-def hex_ids(digests: bytes) -> pa.Array:
-    """The ids (lower-case hex) of concatenated 16-byte digests, as an Arrow string array."""
-    n = len(digests) // 16
-    offsets = array.array("i", range(0, 32 * n + 1, 32))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(digests)))
 
 
 def _output_table(schema: pa.Schema, ids: pa.Array, filename: str, batch: pa.RecordBatch, taxi: TaxiType) -> pa.Table:

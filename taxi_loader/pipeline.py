@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ class PgSettings:
     schema: str = "public"
     max_rejects: str = "0.1%"
     drop_duplicates: bool = False
-    copy_streams: int = 2  # parallel COPY streams in stage; measured 40% faster than one on two cores
 
 
 class Cancellation:
@@ -119,10 +118,10 @@ def download(
 def stage(job: Job, settings: PgSettings, conn=None, cancel: Cancellation = NEVER) -> dict[str, Any]:
     """Fetch the file when needed, then COPY it into the month's staging table."""
     tables = pg.Tables(settings.schema, job.taxi)
-    with _connected(settings, job, conn, cancel) as c, _helpers(settings, job, cancel) as helpers:
+    with _connected(settings, job, conn, cancel) as c:
         try:
             path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry)
-            result = pg.stage(c, tables, job.month, path, job.location, settings.max_rejects, helpers)
+            result = pg.stage(c, tables, job.month, path, job.location, settings.max_rejects)
         except BaseException as exc:
             _note_failure(c, tables, job, exc, cancel)
             raise
@@ -204,23 +203,6 @@ def _connected(settings: PgSettings, job: Job, conn, cancel: Cancellation) -> It
         if cancel.cancelled:  # a cancelled query surfaces as a database error: report the interrupt
             raise Interrupted(f"{job.taxi.name} {job.month}: interrupted") from exc
         raise
-
-
-@contextmanager
-def _helpers(settings: PgSettings, job: Job, cancel: Cancellation) -> Iterator[list]:
-    """Extra connections for stage's parallel COPY streams; none when they cannot be had (one stream then)."""
-    with ExitStack() as stack:
-        helpers = []
-        for _ in range(settings.copy_streams - 1):
-            try:
-                helper = pg.connect(settings.db_url, replace(job.retry, attempts=1))
-            except Exception as exc:  # noqa: BLE001 - the load goes on with the streams it has
-                log.info("one COPY stream fewer", reason=str(exc).splitlines()[0] if str(exc) else "", **job.tags)
-                break
-            stack.callback(helper.close)
-            stack.enter_context(cancel.watching(helper))
-            helpers.append(helper)
-        yield helpers
 
 
 def _note_failure(conn, tables: pg.Tables, job: Job, exc: BaseException, cancel: Cancellation) -> None:

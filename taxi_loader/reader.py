@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import io
 import re
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,34 +182,25 @@ class MonthFile:
         self.close()
 
 
-class StreamStopped(Exception):
-    """Another COPY stream of the same file failed: this one stops too."""
-
-
 class ChunkStream(io.RawIOBase):
-    """A file-like view of an iterator of byte chunks, for psycopg2's copy_expert.
+    """A file-like view of an iterator of byte chunks, for psycopg2's copy_expert."""
 
-    With `stop`, reading raises StreamStopped once the event is set, which makes psycopg2 abort the COPY.
-    """
-
-    def __init__(self, chunks: Iterator[bytes], stop: threading.Event | None = None):
-        self._chunks, self._buf, self._stop = chunks, b"", stop
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._buf, self._pos = chunks, b"", 0
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        if self._stop is not None and self._stop.is_set():
-            raise StreamStopped("another COPY stream failed")
-        while not self._buf:
+        while self._pos >= len(self._buf):
             try:
-                self._buf = next(self._chunks)
+                self._buf, self._pos = next(self._chunks), 0
             except StopIteration:
                 return b""
-        if size < 0 or size >= len(self._buf):
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:size], self._buf[size:]
+        # Hand out pieces of the current chunk without copying the rest of it each time.
+        end = len(self._buf) if size < 0 else min(len(self._buf), self._pos + size)
+        out = self._buf[self._pos : end] if self._pos or end < len(self._buf) else self._buf
+        self._pos = end
         return out
 
 
