@@ -13,6 +13,7 @@ import binascii
 import hashlib
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -103,6 +104,28 @@ def hex_ids(digests: bytes) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(digests)))
 
 
+def repeated_ids(digests: BinaryIO, buckets: int = 16, chunk: int = 1 << 18) -> set[str]:
+    """The ids (hex) that occur more than once, from a file of 16-byte digests.
+
+    Counted by Arrow in `buckets` passes, each over the digests whose first byte falls in its range, so the
+    hash table holds a sixteenth of the month at a time: memory stays bounded whatever the month's size.
+    """
+    repeated: set[str] = set()
+    for bucket in range(buckets):
+        low, high = bytes([bucket * 256 // buckets]), bytes([(bucket + 1) * 256 // buckets - 1])
+        parts = []
+        digests.seek(0)
+        while block := digests.read(chunk * 16):
+            keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(block) // 16, [None, pa.py_buffer(block)])
+            first = pc.binary_slice(keys.cast(pa.binary()), 0, 1)
+            parts.append(keys.filter(pc.and_(pc.greater_equal(first, low), pc.less_equal(first, high))))
+        if not parts:
+            return repeated
+        counts = pc.value_counts(pa.concat_arrays(parts))
+        repeated |= {v.hex() for v in counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist()}
+    return repeated
+
+
 class RowIds:
     """Prefixes each line of a segment of a month's CSV file with its row's id, for COPY.
 
@@ -119,8 +142,8 @@ class RowIds:
         self._codes = [position[c.name] for c in taxi.columns if c.kind is Kind.CODE]
         self._read = sorted({name for name, _ in self._key} | set(self._codes))
 
-    def prefixed(self, segment: bytes) -> bytes:
-        """`segment` (whole lines, LF endings) with `<id>,` before each line.
+    def prefixed(self, segment: bytes) -> tuple[bytes, bytes]:
+        """`segment` (whole lines, LF endings) with `<id>,` before each line, and the 16-byte digests.
 
         Raises NotCanonical when a code or key value is not in the form the fast path vouches for, or a line
         does not split into the header's number of fields.
@@ -169,7 +192,7 @@ class RowIds:
         out = pc.binary_join_element_wise(ids, lines, b",")
         _, offsets, data = out.buffers()
         bounds = memoryview(offsets).cast("i")
-        return memoryview(data)[bounds[out.offset] + 1 : bounds[out.offset + len(out)]].tobytes() + b"\n"
+        return memoryview(data)[bounds[out.offset] + 1 : bounds[out.offset + len(out)]].tobytes() + b"\n", digests
 
 
 def _lines(segment: bytes) -> pa.Array:

@@ -1,13 +1,10 @@
 """dedup-merge: move a month's staged rows into the main table, each row once, in one transaction.
 
-stage gave every row the plain md5 of its key text (the course's id). Here repeats are numbered: the k-th
-row (k > 1, in file order, which is the staging table's physical order) with the same id gets
-md5(key_text || '|' || k), key_text rendered by PostgreSQL itself (`key_text_sql`; `identity.py` is its
-Python twin).
+stage gave every row its final id (the md5 of its key text, repeats numbered: see `postgres.stage`).
 
 Three ways in, by what the table allows (measured with `make bench`):
 - bulk: the month's partition does not exist yet (a first load into a table taxi-loader created) and stage
-  made the staging table a logged one with the main table's columns. Its out-of-month rows go to the main
+  made the staging table a logged one with the main table's columns. Its out-of-month rows move to the main
   table, the rest is indexed in one sort and the table attached as the month's partition: every row is
   written once. Building an index once is several times cheaper than growing a large one row by row.
 - incremental: the partition exists (a reload after rows were deleted), or the staging table cannot become
@@ -19,14 +16,11 @@ A re-run of a file already loaded whole is recognised from the ledger and skips 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from psycopg2 import sql
 
 from taxi_loader.errors import TransientError, UsageError
-from taxi_loader.identity import row_id
 from taxi_loader.months import Month
 from taxi_loader.postgres import (
     Layout,
@@ -34,6 +28,7 @@ from taxi_loader.postgres import (
     _xact_lock,
     ensure_main_table,
     ensure_support_tables,
+    key_text_sql,
     month_lock,
     staging_exists,
 )
@@ -56,15 +51,6 @@ class MergeResult:
     rows_dropped: int
     rows_rejected: int
     rows_suspicious: int
-
-
-def key_text_sql(taxi: TaxiType, alias: str) -> sql.Composed:
-    """The key text of a row: the key fields as PostgreSQL's CAST(x AS text), NULL as '' (the course's rule)."""
-    # concat() renders each argument with its type's output function, as ::text does, without the casts'
-    # per-value overhead (measured: a quarter of the key text's cost).
-    return sql.SQL("concat({})").format(
-        sql.SQL(", ").join(sql.Identifier(alias, taxi.column(f).db_name) for f in taxi.key_fields)
-    )
 
 
 def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = False) -> MergeResult:
@@ -120,7 +106,8 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
                 inserted, repeated = 0, previous["rows_repeated"] or 0
                 staged, suspicious = kept, previous["rows_suspicious"] or 0
             else:
-                inserted, repeated, staged, suspicious = _merge(cur, tables, month, layout, drop_duplicates)
+                repeated = staged_load["rows_repeated"] if staged_load else None
+                inserted, repeated, staged, suspicious = _merge(cur, tables, month, layout, drop_duplicates, repeated)
                 if staged != kept:
                     raise _short_staging(taxi, month, staged, kept)
                 rows_of_file += inserted
@@ -158,30 +145,31 @@ def _short_staging(taxi: TaxiType, month: Month, staged: int, kept: int) -> Tran
     )
 
 
-def _merge(cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool) -> tuple[int, int, int, int]:
-    """Insert what is new; return (rows inserted, repeats seen, rows staged, rows suspicious)."""
-    counts = _number_repeats(cur, tables, month, drop_duplicates)
+def _merge(
+    cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool, repeated: int | None
+) -> tuple[int, int, int, int]:
+    """Insert what is new; return (rows inserted, repeats, rows staged, rows suspicious).
+
+    `repeated`: the repeats stage numbered (None when unknown: counted here)."""
+    counts = _count(cur, tables, month, repeats=repeated is None or drop_duplicates)
+    if repeated is None:
+        repeated = counts.repeated
+    if drop_duplicates and repeated:
+        # A repeat is a row whose id is not the plain md5 of its key text: only this option pays for the md5s.
+        cur.execute(
+            sql.SQL("DELETE FROM {} s WHERE s.unique_row_id <> md5({})").format(
+                tables.staging(month), key_text_sql(tables.taxi, "s")
+            )
+        )
     if layout.partitioned and _attachable(cur, tables, month):
-        kept = counts.staged - (counts.repeated if drop_duplicates else 0)
-        return _bulk(cur, tables, month, kept, counts.outside), counts.repeated, counts.staged, counts.suspicious
+        kept = counts.staged - (repeated if drop_duplicates else 0)
+        return _bulk(cur, tables, month, kept, counts.outside), repeated, counts.staged, counts.suspicious
     if layout.partitioned:  # rows may be routed to the default partition: not while another month attaches
         _xact_lock(cur, "attach", tables.schema, tables.taxi.table)
     elif not layout.unique_index:
         # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
         cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
-    return _insert_new(cur, tables, month, layout), counts.repeated, counts.staged, counts.suspicious
-
-
-@contextmanager
-def _planner(cur, **settings: str) -> Iterator[None]:
-    """Planner settings for the statements inside the block only; the transaction's own come back after."""
-    previous = {}
-    for name, value in settings.items():
-        cur.execute("SELECT current_setting(%s), set_config(%s, %s, true)", (name, name, value))
-        previous[name] = cur.fetchone()[0]
-    yield
-    for name, value in previous.items():
-        cur.execute("SELECT set_config(%s, %s, true)", (name, value))
+    return _insert_new(cur, tables, month, layout), repeated, counts.staged, counts.suspicious
 
 
 def _month_filter(tables: Tables, month: Month, alias: str, inside: bool) -> sql.Composed:
@@ -201,63 +189,21 @@ class _Counts:
     staged: int
     suspicious: int
     outside: int  # pickups outside the month
-    repeated: int = 0  # rows with an id seen before in the file
+    repeated: int  # rows whose id is not their key's plain md5 (counted only when asked)
 
 
-def _number_repeats(cur, tables: Tables, month: Month, drop_duplicates: bool) -> _Counts:
-    """Give the k-th (k > 1) staged row of each id its own id, or delete it with `drop_duplicates`.
-
-    One pass counts the rows and finds the ids seen more than once, by sorting a 64-bit hash of each id
-    (measured: a third cheaper than sorting the ids, and than hashing them); the candidates' ids are then
-    compared whole. The ids are md5s of the key text, so equal ids are equal keys. File order is the
-    staging table's physical order: stage writes it with one COPY into a table created in the same
-    transaction.
-    """
-    stg = tables.staging(month)
-    with _planner(cur, enable_hashagg="off"):
-        cur.execute(
-            sql.SQL("""
-            SELECT grouping(h) = 1, count(*), count(*) FILTER (WHERE suspicious), count(*) FILTER (WHERE outside), h
-            FROM (SELECT hashtextextended(s.unique_row_id, 0) AS h, {suspicious} AS suspicious, {outside} AS outside
-                  FROM {stg} s) x
-            GROUP BY GROUPING SETS ((h), ())
-            HAVING grouping(h) = 1 OR count(*) > 1""").format(
-                suspicious=_suspicious(tables, month, "s"),
-                outside=_month_filter(tables, month, "s", inside=False),
-                stg=stg,
-            )
-        )
-        rows = cur.fetchall()
-    counts = next(_Counts(n, sus, out) for total, n, sus, out, _ in rows if total)
-    hashes = [h for total, *_, h in rows if not total]
-    if not hashes:
-        return counts
+def _count(cur, tables: Tables, month: Month, repeats: bool) -> _Counts:
+    """One pass over the staged rows: how many, how many suspicious, outside the month, (repeats)."""
+    repeat = sql.SQL("count(*) FILTER (WHERE s.unique_row_id <> md5({}))").format(key_text_sql(tables.taxi, "s"))
     cur.execute(
-        sql.SQL("""
-        SELECT s.ctid::text, s.unique_row_id, {key} FROM {stg} s
-        WHERE hashtextextended(s.unique_row_id, 0) = ANY(%s::bigint[]) ORDER BY s.ctid""").format(
-            key=key_text_sql(tables.taxi, "s"), stg=stg
-        ),
-        (hashes,),
-    )
-    seen: dict[str, int] = {}
-    tids, ids = [], []
-    for tid, rid, key in cur.fetchall():
-        seen[rid] = seen.get(rid, 0) + 1
-        if seen[rid] > 1:
-            tids.append(tid)
-            ids.append(row_id(key, seen[rid]))
-    if drop_duplicates:
-        cur.execute(sql.SQL("DELETE FROM {} WHERE ctid = ANY(%s::tid[])").format(stg), (tids,))
-    else:
-        cur.execute(
-            sql.SQL("""
-            UPDATE {stg} s SET unique_row_id = v.id
-            FROM unnest(%s::tid[], %s::text[]) AS v(tid, id) WHERE s.ctid = v.tid""").format(stg=stg),
-            (tids, ids),
+        sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), {} FROM {} s").format(
+            _suspicious(tables, month, "s"),
+            _month_filter(tables, month, "s", inside=False),
+            repeat if repeats else sql.SQL("0"),
+            tables.staging(month),
         )
-    counts.repeated = len(tids)
-    return counts
+    )
+    return _Counts(*cur.fetchone())
 
 
 def _attachable(cur, tables: Tables, month: Month) -> bool:

@@ -20,11 +20,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from taxi_loader.arrowids import hex_ids, key_texts, md5_digests
+from taxi_loader.arrowids import hex_ids, key_texts, md5_digests, repeated_ids
 from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text
 from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
@@ -90,7 +89,8 @@ def write_month_parquet(
         part.unlink(missing_ok=True)
         digests.unlink(missing_ok=True)
         raise
-    repeats = _repeated_ids(digests)
+    with open(digests, "rb") as f:
+        repeats = repeated_ids(f)
     digests.unlink()
     if repeats:
         result.rows_repeated, result.rows_dropped = _renumber(part, taxi, repeats, drop_duplicates)
@@ -177,30 +177,6 @@ def _output_table(schema: pa.Schema, ids: pa.Array, filename: str, batch: pa.Rec
     arrays = [ids, pa.array([filename] * len(ids), pa.string())]
     arrays += [batch.column(c.name).cast(ARROW_TYPE[c.kind]) for c in taxi.columns]
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _repeated_ids(digests: Path, buckets: int = 16, chunk: int = 1 << 18) -> set[str]:
-    """The ids (hex) that occur more than once, from the file of 16-byte digests.
-
-    Counted by Arrow in `buckets` passes, each over the digests whose first byte falls in its range, so the
-    hash table holds a sixteenth of the month at a time: memory stays bounded whatever the month's size.
-    """
-    repeated: set[str] = set()
-    for bucket in range(buckets):
-        low, high = bytes([bucket * 256 // buckets]), bytes([(bucket + 1) * 256 // buckets - 1])
-        parts = []
-        with open(digests, "rb") as f:
-            while block := f.read(chunk * 16):
-                keys = pa.FixedSizeBinaryArray.from_buffers(
-                    pa.binary(16), len(block) // 16, [None, pa.py_buffer(block)]
-                )
-                first = pc.binary_slice(keys.cast(pa.binary()), 0, 1)
-                parts.append(keys.filter(pc.and_(pc.greater_equal(first, low), pc.less_equal(first, high))))
-        if not parts:
-            return repeated
-        counts = pc.value_counts(pa.concat_arrays(parts))
-        repeated |= {v.hex() for v in counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist()}
-    return repeated
 
 
 def _renumber(path: Path, taxi: TaxiType, repeats: set[str], drop_duplicates: bool) -> tuple[int, int]:
