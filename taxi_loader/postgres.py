@@ -14,9 +14,7 @@ import queue
 import tempfile
 import threading
 import zlib
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -353,7 +351,6 @@ class _BadValue(Exception):
 # the segments in flight (one being read, one queued, one being sent) and Arrow's work on one hold little
 # memory. Measured: 2 MiB (about 14,000 rows) as fast as 8 MiB, with a peak of 160 MB instead of 290.
 SEGMENT_BYTES = 2 << 20
-ID_THREADS = 2  # threads computing ids; with PostgreSQL's own process, what keeps two cores busy
 _COPY_DATA_ERRORS = (
     psycopg2.DataError,
     psycopg2.errors.BadCopyFileFormat,
@@ -431,37 +428,23 @@ def _copy_fast(conn, tables: Tables, month: Month, columns: list[str], mf: Month
     work: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
-    def grouped() -> Iterator[bytes]:
-        blocks, size = [], 0
-        for block in mf.chunks():
-            blocks.append(block)
-            size += len(block)
-            if size >= SEGMENT_BYTES:
-                yield b"".join(blocks)
-                blocks, size = [], 0
-        if blocks:
-            yield b"".join(blocks)
+    def segment(blocks: list[bytes]) -> bytes:
+        rows, raw = ids.prefixed(b"".join(blocks))
+        digests.write(raw)
+        return rows
 
     def produce() -> None:
-        # Two threads compute ids (Arrow lets go of the GIL): the reading thread keeps a few segments in
-        # flight and hands them over in file order.
         try:
-            with ThreadPoolExecutor(max_workers=ID_THREADS, thread_name_prefix="taxi-loader-ids") as pool:
-                pending: deque = deque()
-                for segment in grouped():
-                    pending.append(pool.submit(ids.prefixed, segment))
-                    while len(pending) > ID_THREADS or (pending and pending[0].done()):
-                        rows, raw = pending.popleft().result()
-                        digests.write(raw)
-                        if not _put(work, rows, stop):
-                            return
-                    if stop.is_set():
+            blocks, size = [], 0
+            for block in mf.chunks():
+                blocks.append(block)
+                size += len(block)
+                if size >= SEGMENT_BYTES:
+                    if not _put(work, segment(blocks), stop):
                         return
-                while pending:
-                    rows, raw = pending.popleft().result()
-                    digests.write(raw)
-                    if not _put(work, rows, stop):
-                        return
+                    blocks, size = [], 0
+            if blocks:
+                _put(work, segment(blocks), stop)
             _put(work, None, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the COPY, which raises it
             _put(work, exc, stop)
