@@ -11,9 +11,9 @@ from __future__ import annotations
 import array
 import binascii
 import hashlib
+import tempfile
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -104,26 +104,67 @@ def hex_ids(digests: bytes) -> pa.Array:
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(digests)))
 
 
-def repeated_ids(digests: BinaryIO, buckets: int = 16, chunk: int = 1 << 18) -> set[str]:
-    """The ids (hex) that occur more than once, from a file of 16-byte digests.
+class Digests:
+    """The 16-byte md5 digests of a month's rows, to find the repeated ones in bounded memory.
 
-    Counted by Arrow in `buckets` passes, each over the digests whose first byte falls in its range, so the
-    hash table holds a sixteenth of the month at a time: memory stays bounded whatever the month's size.
+    They are spread over temporary files by their first byte as they come, so that Arrow counts one file at
+    a time: a thirty-second of the month (43,000 digests for 1.37M rows, 240,000 for 7.67M, about 50 MB).
     """
-    repeated: set[str] = set()
-    for bucket in range(buckets):
-        low, high = bytes([bucket * 256 // buckets]), bytes([(bucket + 1) * 256 // buckets - 1])
-        parts = []
-        digests.seek(0)
-        while block := digests.read(chunk * 16):
-            keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(block) // 16, [None, pa.py_buffer(block)])
-            first = pc.binary_slice(keys.cast(pa.binary()), 0, 1)
-            parts.append(keys.filter(pc.and_(pc.greater_equal(first, low), pc.less_equal(first, high))))
-        if not parts:
-            return repeated
-        counts = pc.value_counts(pa.concat_arrays(parts))
-        repeated |= {v.hex() for v in counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist()}
-    return repeated
+
+    FILES = 32
+
+    def __init__(self) -> None:
+        self._files = [tempfile.TemporaryFile() for _ in range(self.FILES)]  # noqa: SIM115 - closed by close()
+
+    def add(self, raw: bytes) -> None:
+        """Add concatenated digests."""
+        n = len(raw) // 16
+        keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), n, [None, pa.py_buffer(raw)])
+        ordered = keys.take(pc.sort_indices(keys))  # in byte order: each file's share is one slice
+        data = memoryview(ordered.buffers()[1]).cast("B")[ordered.offset * 16 : (ordered.offset + n) * 16]
+        start = 0
+        for bucket, f in enumerate(self._files):
+            end = _first_at_least(data, start, n, (bucket + 1) * 256 // self.FILES)
+            f.write(data[start * 16 : end * 16])
+            start = end
+
+    def repeated(self) -> set[str]:
+        """The ids (hex) of the digests added more than once."""
+        found: set[str] = set()
+        for f in self._files:
+            f.seek(0)
+            data = f.read()
+            keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(data) // 16, [None, pa.py_buffer(data)])
+            counts = pc.value_counts(keys)
+            found |= {v.hex() for v in counts.field("values").filter(pc.greater(counts.field("counts"), 1)).to_pylist()}
+        return found
+
+    def clear(self) -> None:
+        """Forget every digest (a pass that starts again)."""
+        for f in self._files:
+            f.seek(0)
+            f.truncate()
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+    def __enter__(self) -> Digests:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _first_at_least(data: memoryview, low: int, high: int, first_byte: int) -> int:
+    """In sorted 16-byte records, the index of the first one in [low, high) whose first byte is >= first_byte."""
+    while low < high:
+        middle = (low + high) // 2
+        if data[middle * 16] < first_byte:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 class RowIds:

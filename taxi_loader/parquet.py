@@ -2,9 +2,9 @@
 
 One streaming pass with the same validation as the PostgreSQL path (`reader.validated_rows`) and the same
 identity (`identity.py`, tested equal to PostgreSQL's), written in row groups so memory stays bounded.
-Exact repeats get their k-th ids as on PostgreSQL: the pass keeps the 16-byte md5 of every row (16 bytes a
-row, the only state that grows with the month), and when some repeat, a second pass over the Parquet file
-renumbers just those rows.
+Exact repeats get their k-th ids as on PostgreSQL: the pass keeps the 16-byte md5 of every row in temporary
+files (`arrowids.Digests`), and when some repeat, a second pass over the Parquet file renumbers just those
+rows.
 
 Types: codes as STRING (as the course's tables keep them), counts as INT64, times as TIMESTAMP (UTC, the
 files carry no zone), distances and money as FLOAT64: the same doubles PostgreSQL holds, so the id's text
@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from taxi_loader.arrowids import hex_ids, key_texts, md5_digests, repeated_ids
+from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
 from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text
 from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
@@ -78,20 +78,18 @@ def write_month_parquet(
     bad rows aside with their reasons.
     """
     part = target.with_name(target.name + ".part")
-    digests = target.with_name(target.name + ".md5s")
-    try:
-        result = _write(source, taxi, month, part, digests, fast=True)
-    except pa.ArrowInvalid:
-        result = _write(source, taxi, month, part, digests, fast=False)
-    try:
-        check_rejects(result.rejects, result.rows_read, max_rejects, taxi.filename(month))
-    except BadData:
-        part.unlink(missing_ok=True)
-        digests.unlink(missing_ok=True)
-        raise
-    with open(digests, "rb") as f:
-        repeats = repeated_ids(f)
-    digests.unlink()
+    with Digests() as digests:
+        try:
+            result = _write(source, taxi, month, part, digests, fast=True)
+        except pa.ArrowInvalid:
+            digests.clear()
+            result = _write(source, taxi, month, part, digests, fast=False)
+        try:
+            check_rejects(result.rejects, result.rows_read, max_rejects, taxi.filename(month))
+        except BadData:
+            part.unlink(missing_ok=True)
+            raise
+        repeats = digests.repeated()
     if repeats:
         result.rows_repeated, result.rows_dropped = _renumber(part, taxi, repeats, drop_duplicates)
         result.rows_written -= result.rows_dropped
@@ -99,21 +97,20 @@ def write_month_parquet(
     return result
 
 
-def _write(source: Path, taxi: TaxiType, month: str, part: Path, digests: Path, fast: bool) -> ParquetResult:
-    """One pass: Parquet rows with plain md5 ids into `part`, the 16-byte digests (file order) into `digests`."""
+def _write(source: Path, taxi: TaxiType, month: str, part: Path, digests: Digests, fast: bool) -> ParquetResult:
+    """One pass: Parquet rows with plain md5 ids into `part`, their 16-byte digests into `digests`."""
     schema = arrow_schema(taxi)
     rejects: list[Reject] = []
     written = 0
     with (
         MonthFile(source, taxi) as mf,
         pq.ParquetWriter(part, schema, compression="zstd") as writer,
-        open(digests, "wb") as digest_file,
     ):
         batches = _arrow_batches(mf, taxi) if fast else _validated_batches(mf, taxi, rejects)
         for batch in batches:
             key = [taxi.column(f) for f in taxi.key_fields]
             raw = md5_digests(key_texts([batch.column(c.name) for c in key], [c.kind for c in key]))
-            digest_file.write(raw)
+            digests.add(raw)
             writer.write_table(_output_table(schema, hex_ids(raw), taxi.filename(month), batch, taxi))
             written += len(raw) // 16
         stats = mf.stats

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import queue
-import tempfile
 import threading
 import zlib
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING
 
 import psycopg2
 import psycopg2.errors
@@ -40,6 +39,9 @@ from taxi_loader.reader import (
 )
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import PG_MAIN_TYPE, TaxiType
+
+if TYPE_CHECKING:
+    from taxi_loader.arrowids import Digests
 
 LEDGER = "taxi_loader_ledger"
 
@@ -299,7 +301,9 @@ def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejec
     filename = taxi.filename(str(month))
     ensure_support_tables(conn, tables)
     started = datetime.now(UTC)
-    with month_lock(conn, tables, month), tempfile.TemporaryFile() as digests:
+    from taxi_loader.arrowids import Digests  # Arrow is for stage only: merge starts faster
+
+    with month_lock(conn, tables, month), Digests() as digests:
         try:
             with MonthFile(path, taxi) as mf:
                 extra = mf.header.extra
@@ -312,8 +316,7 @@ def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejec
                     validated = True
             if validated:  # the validating pass copies the file again, into a new staging table
                 conn.rollback()
-                digests.seek(0)
-                digests.truncate()
+                digests.clear()
                 with MonthFile(path, taxi) as mf:
                     columns = _create_staging(conn, tables, month, mf.header, logged=attachable)
                     staged, rejects = _copy_validated(conn, tables, month, mf, digests)
@@ -415,7 +418,7 @@ def _copy(cur, tables: Tables, month: Month, columns: list[str], stream: io.RawI
     return cur.rowcount
 
 
-def _copy_fast(conn, tables: Tables, month: Month, columns: list[str], mf: MonthFile, digests: BinaryIO) -> int:
+def _copy_fast(conn, tables: Tables, month: Month, columns: list[str], mf: MonthFile, digests: Digests) -> int:
     """COPY the file's rows with their plain ids; return the rows copied. The 16-byte digests go to `digests`,
     in file order. Raises _BadValue when COPY or the id pass meets a value it cannot vouch for.
 
@@ -430,7 +433,7 @@ def _copy_fast(conn, tables: Tables, month: Month, columns: list[str], mf: Month
 
     def segment(blocks: list[bytes]) -> bytes:
         rows, raw = ids.prefixed(b"".join(blocks))
-        digests.write(raw)
+        digests.add(raw)
         return rows
 
     def produce() -> None:
@@ -487,7 +490,7 @@ def _put(work: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
-def _copy_validated(conn, tables: Tables, month: Month, mf: MonthFile, digests: BinaryIO) -> tuple[int, list[Reject]]:
+def _copy_validated(conn, tables: Tables, month: Month, mf: MonthFile, digests: Digests) -> tuple[int, list[Reject]]:
     """COPY the rows the Python validator accepts, with their plain ids (digests to `digests`); return the rows
     copied and the rejects."""
     taxi, rejects = tables.taxi, []
@@ -503,7 +506,7 @@ def _copy_validated(conn, tables: Tables, month: Month, mf: MonthFile, digests: 
                 rejects.append(item)
                 continue
             rid = row_id("".join(value_text(item[i], kind) for i, kind in key))
-            digests.write(bytes.fromhex(rid))
+            digests.add(bytes.fromhex(rid))
             w.writerow([rid, *item])
             n += 1
             if n % 20_000 == 0:
@@ -526,16 +529,14 @@ def key_text_sql(taxi: TaxiType, alias: str) -> sql.Composed:
     )
 
 
-def _number_repeats(cur, tables: Tables, month: Month, digests: BinaryIO) -> int:
+def _number_repeats(cur, tables: Tables, month: Month, digests: Digests) -> int:
     """Give the k-th (k > 1) staged row of each key its own id, md5(key_text || '|' || k); return how many.
 
-    The repeated ids are found from the digests the COPY wrote (`arrowids.repeated_ids`, bounded memory);
+    The repeated ids are found from the digests of the COPY's rows (`arrowids.Digests`, bounded memory);
     their rows are read in the table's physical order, which is file order (one COPY statement into a
     table created in the same transaction). The key text is PostgreSQL's own rendering of the stored values.
     """
-    from taxi_loader.arrowids import repeated_ids
-
-    repeated = sorted(repeated_ids(digests))
+    repeated = sorted(digests.repeated())
     if not repeated:
         return 0
     stg = tables.staging(month)
