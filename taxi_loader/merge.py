@@ -151,7 +151,7 @@ def _merge(
     """Insert what is new; return (rows inserted, repeats, rows staged, rows suspicious).
 
     `repeated`: the repeats stage numbered (None when unknown: counted here)."""
-    counts = _count(cur, tables, month, repeats=repeated is None or drop_duplicates)
+    counts = _count(cur, tables, month, repeats=repeated is None)
     if repeated is None:
         repeated = counts.repeated
     if drop_duplicates and repeated:
