@@ -97,11 +97,13 @@ def md5_digests(texts: pa.Array) -> bytes:
     return b"".join([_md5(view[a:b]).digest() for a, b in pairwise(bounds)])
 
 
-def hex_ids(digests: bytes) -> pa.Array:
-    """The ids (lower-case hex) of concatenated 16-byte digests, as a string array."""
+def hex_ids(digests: bytes, lead: str = "") -> pa.Array:
+    """The ids (lower-case hex) of concatenated 16-byte digests as a string array, each after `lead` (at most
+    one character)."""
     n = len(digests) // 16
-    offsets = array.array("i", range(0, 32 * n + 1, 32))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(binascii.hexlify(digests)))
+    hexed = (lead.encode() + binascii.hexlify(digests, lead, 16)) if lead and n else binascii.hexlify(digests)
+    offsets = array.array("i", range(0, (32 + len(lead)) * n + 1, 32 + len(lead)))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(hexed))
 
 
 class Digests:
@@ -170,9 +172,10 @@ def _first_at_least(data: memoryview, low: int, high: int, first_byte: int) -> i
 class RowIds:
     """Prefixes each line of a segment of a month's CSV file with its row's id, for COPY.
 
-    The id is the plain md5 of the key text, a first occurrence's id: repeats are numbered later, in SQL,
-    in file order. Arrow parses just the key and code fields, as text: codes and times in canonical form
-    are their own key text (COPY then checks that they are valid), distances and money are re-printed.
+    The id is the plain md5 of the key text, a first occurrence's id: stage numbers the repeats once the
+    whole file is in, in file order. Arrow parses just the key and code fields, as text: codes and times in
+    canonical form are their own key text (COPY then checks that they are valid), distances and money are
+    re-printed.
     Codes are checked here because the table keeps them as text, where COPY would not.
     """
 
@@ -225,12 +228,7 @@ class RowIds:
         # Each id comes with the newline that ends the line before it: "\n<id>,<line>" joined is the segment
         # with ids, but for its first byte and its last newline.
         digests = md5_digests(_joined(parts))
-        n = len(digests) // 16
-        hexed = b"\n" + binascii.hexlify(digests, "\n", 16) if n else b""
-        ids = pa.BinaryArray.from_buffers(
-            pa.binary(), n, [None, pa.py_buffer(array.array("i", range(0, 33 * n + 1, 33))), pa.py_buffer(hexed)]
-        )
-        out = pc.binary_join_element_wise(ids, lines, b",")
+        out = pc.binary_join_element_wise(hex_ids(digests, lead="\n").cast(pa.binary()), lines, b",")
         _, offsets, data = out.buffers()
         bounds = memoryview(offsets).cast("i")
         return memoryview(data)[bounds[out.offset] + 1 : bounds[out.offset + len(out)]].tobytes() + b"\n", digests

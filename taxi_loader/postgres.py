@@ -297,12 +297,12 @@ def stage(conn, tables: Tables, month: Month, path: Path, source: str, max_rejec
     rejects raise BadData. One transaction: on any failure the staging table is gone and the main table
     was never touched. The ledger gets a 'staged' row with the stats.
     """
+    from taxi_loader.arrowids import Digests  # Arrow is for stage only: merge starts faster
+
     taxi = tables.taxi
     filename = taxi.filename(str(month))
     ensure_support_tables(conn, tables)
     started = datetime.now(UTC)
-    from taxi_loader.arrowids import Digests  # Arrow is for stage only: merge starts faster
-
     with month_lock(conn, tables, month), Digests() as digests:
         try:
             with MonthFile(path, taxi) as mf:
@@ -500,19 +500,20 @@ def _copy_validated(conn, tables: Tables, month: Month, mf: MonthFile, digests: 
     def good_rows() -> Iterator[bytes]:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        n = 0
+        batch: list[str] = []  # ids, handed to `digests` a batch at a time like the fast path's segments
         for item in validated_rows(mf):
             if isinstance(item, Reject):
                 rejects.append(item)
                 continue
-            rid = row_id("".join(value_text(item[i], kind) for i, kind in key))
-            digests.add(bytes.fromhex(rid))
-            w.writerow([rid, *item])
-            n += 1
-            if n % 20_000 == 0:
+            batch.append(row_id("".join(value_text(item[i], kind) for i, kind in key)))
+            w.writerow([batch[-1], *item])
+            if len(batch) == 20_000:
+                digests.add(bytes.fromhex("".join(batch)))
+                batch.clear()
                 yield buf.getvalue().encode()
                 buf.seek(0)
                 buf.truncate()
+        digests.add(bytes.fromhex("".join(batch)))
         yield buf.getvalue().encode()
 
     with conn.cursor() as cur:

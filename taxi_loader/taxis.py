@@ -30,10 +30,6 @@ PG_MAIN_TYPE = {
     Kind.TEXT: "text",
 }
 
-# Staging types are stricter than the main table's: a code must be an integer even though the course
-# stores it as text, so COPY itself validates it; the merge casts it back to its canonical text.
-PG_STAGE_TYPE = {**PG_MAIN_TYPE, Kind.CODE: "bigint"}
-
 
 @dataclass(frozen=True)
 class Column:
