@@ -207,9 +207,9 @@ class RowIds:
                     quoted_strings_can_be_null=True,
                 ),
             )
+            lines = _lines(segment)
         except pa.ArrowInvalid as exc:
             raise NotCanonical(str(exc)) from None
-        lines = _lines(segment)
         if table.num_rows != len(lines):
             raise NotCanonical(f"{table.num_rows} rows in {len(lines)} lines")
         for name in self._codes:
