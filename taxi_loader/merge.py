@@ -228,18 +228,16 @@ def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
     # 1. Pickups outside the month belong to other partitions: move them into the main table.
     inserted = kept
     if outside:
-        pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
         cur.execute(
             sql.SQL("""
             WITH moved AS (DELETE FROM {stg} s WHERE {outside} RETURNING s.*),
-            ins AS (INSERT INTO {main} ({cols}) SELECT {cols} FROM moved ORDER BY unique_row_id COLLATE "C"
-                    ON CONFLICT (unique_row_id COLLATE "C", {pickup}) DO NOTHING RETURNING 1)
+            ins AS (INSERT INTO {main} ({cols}) SELECT {cols} FROM moved {tail} RETURNING 1)
             SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM ins)""").format(
                 stg=stg,
                 outside=_month_filter(tables, month, "s", inside=False),
                 main=tables.main,
                 cols=_main_columns(taxi),
-                pickup=pickup,
+                tail=_in_key_order_once(taxi, "moved"),
             )
         )
         moved, new = cur.fetchone()
@@ -298,15 +296,21 @@ def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
     return inserted
 
 
+def _in_key_order_once(taxi: TaxiType, alias: str) -> sql.Composed:
+    """The tail of an INSERT into taxi-loader's partitioned table: rows in key order, each id once (the unique
+    key is the id with the pickup, see postgres.main_table_ddl)."""
+    return sql.SQL('ORDER BY {} COLLATE "C" ON CONFLICT (unique_row_id COLLATE "C", {}) DO NOTHING').format(
+        sql.Identifier(alias, "unique_row_id"), sql.Identifier(taxi.column(taxi.pickup).db_name)
+    )
+
+
 def _insert_new(cur, tables: Tables, month: Month, layout: Layout) -> int:
     """INSERT the staged rows that are not in the table yet; return how many."""
     taxi = tables.taxi
     where = sql.SQL("")
     # Inserting in key order keeps the b-tree's leaf pages hot instead of touching one at random per row.
     if layout.partitioned:
-        pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
-        tail = sql.SQL('ORDER BY s.unique_row_id COLLATE "C" ON CONFLICT (unique_row_id COLLATE "C", {}) DO NOTHING')
-        tail = tail.format(pickup)
+        tail = _in_key_order_once(taxi, "s")
     elif layout.unique_index:
         tail = sql.SQL("ORDER BY s.unique_row_id ON CONFLICT (unique_row_id) DO NOTHING")
     else:
