@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from taxi_loader.months import Month  # noqa: E402
-from taxi_loader.postgres import PG_MAIN_TYPE  # noqa: E402
+from taxi_loader.sinks.postgres.ddl import PG_TYPE  # noqa: E402
 from taxi_loader.synthetic import write_month  # noqa: E402
 from taxi_loader.taxis import YELLOW  # noqa: E402
 
@@ -80,7 +80,7 @@ def main() -> None:
     common = ["--taxi", "yellow", "--db-url", url]
     src = ["--source-url", source]
 
-    cols = ", ".join(f"{c.db_name} {PG_MAIN_TYPE[c.kind]}" for c in YELLOW.columns)
+    cols = ", ".join(f"{c.db_name} {PG_TYPE[c.kind]}" for c in YELLOW.columns)
     psql = shutil.which("psql")
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -146,7 +146,7 @@ def cloud_figure(path: Path, rows: int, out: Path) -> None:
     ours = [
         sys.executable,
         "-c",
-        "import sys; from pathlib import Path; from taxi_loader.parquet import "
+        "import sys; from pathlib import Path; from taxi_loader.sinks.bigquery.parquet import "
         "write_month_parquet; from taxi_loader.taxis import YELLOW; "
         f"write_month_parquet(Path({str(path)!r}), YELLOW, '2021-01', Path({str(parquet)!r}))",
     ]

@@ -11,17 +11,18 @@ from __future__ import annotations
 import hashlib
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
-
-from psycopg2 import sql
+from typing import Any
 
 from taxi_loader import pipeline
-from taxi_loader import postgres as pg
+from taxi_loader.contract import SUCCEEDED, LoadRecord
 from taxi_loader.errors import Interrupted, SourceNotFound, TaxiLoaderError, UsageError, exit_code
+from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month, month_range
+from taxi_loader.sinks import Sink
 from taxi_loader.source import USER_AGENT, local_name, local_path
 from taxi_loader.taxis import TAXI_TYPES, TaxiType, get_taxi
 
@@ -36,6 +37,7 @@ LOADED, SKIPPED, UNPUBLISHED, FAILED, INTERRUPTED, NOT_RUN = (
     "not run",
 )
 NOT_FOUND = "not found"  # a 404, until the whole range is known: UNPUBLISHED at the end, FAILED in a gap
+RETRYABLE = (FAILED, INTERRUPTED, NOT_RUN)  # the months a failed backfill's retry command names
 
 
 @dataclass
@@ -68,7 +70,7 @@ def plan(taxis: list[TaxiType], first: Month, last: Month) -> list[tuple[TaxiTyp
     return [(t, m) for m in month_range(first, last) for t in taxis]
 
 
-def source_fingerprint(job: pipeline.Job) -> tuple[int | None, str | None]:
+def source_fingerprint(job: Job) -> tuple[int | None, str | None]:
     """(size, sha256) of the month's source as far as it can be known without downloading it.
 
     A local file (mirror or earlier download) gives both; a remote one gives its size from a HEAD request.
@@ -95,58 +97,20 @@ def source_fingerprint(job: pipeline.Job) -> tuple[int | None, str | None]:
         return None, None
 
 
-def already_loaded(conn, tables: pg.Tables, month: Month, size: int | None, sha256: str | None) -> dict | None:
-    """The month's last load, when it succeeded from a file of this size (and checksum, when known)."""
-    if size is None:
-        return None
-    pg.ensure_support_tables(conn, tables)
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("""
-            SELECT status, source_size, source_sha256, rows_after, rows_inserted FROM {}
-            WHERE sink = 'postgres' AND taxi = %s AND month = %s AND status <> 'staged'
-            ORDER BY load_id DESC LIMIT 1""").format(tables.ledger),
-            (tables.taxi.name, str(month)),
-        )
-        row = cur.fetchone()
-    conn.commit()
-    if not row or row[0] != "succeeded" or row[1] != size or (sha256 and row[2] != sha256):
-        return None
-    return {"rows_after": row[3]}
-
-
-def _loaded_in_postgres(job: pipeline.Job, settings: pipeline.PgSettings, size, sha256) -> dict | None:
-    with pg.session(settings.db_url, job.retry) as conn:
-        found = already_loaded(conn, pg.Tables(settings.schema, job.taxi), job.month, size, sha256)
-    return {"rows": found["rows_after"]} if found else None
-
-
-def _loaded_in_bigquery(job: pipeline.Job, settings, size, sha256) -> dict | None:
-    from taxi_loader import gcp
-
-    last = next((r for r in gcp.ledger_rows(settings, [job.taxi]) if r["month"] == str(job.month)), None)
-    if not last or last["status"] != "succeeded" or size is None or last["source_size"] != size:
-        return None
-    if sha256 and last["source_sha256"] != sha256:
-        return None
-    return {"rows": last["rows"]}
-
-
 def backfill(
     pairs: list[tuple[TaxiType, Month]],
-    template: pipeline.Job,
-    settings,
+    template: Job,
+    sink: Sink,
     jobs: int = 1,
     force: bool = False,
     continue_on_error: bool = False,
     on_done: Callable[[Outcome], None] = lambda o: None,
-    cancel: pipeline.Cancellation = pipeline.NEVER,
+    cancel: Cancellation = NEVER,
 ) -> list[Outcome]:
-    """Load every pair with up to `jobs` loads at once; return one Outcome per pair, in plan order.
+    """Load every pair into `sink` with up to `jobs` loads at once; return one Outcome per pair, in plan order.
 
-    `settings` picks the sink: pipeline.PgSettings for PostgreSQL, gcp.GcpSettings for GCS + BigQuery.
-
-    Without `continue_on_error`, no new month starts after the first failure (running ones finish).
+    `template` gives every job but its taxi and month. Without `continue_on_error`, no new month starts
+    after the first failure (running ones finish).
     `on_done` is called as each month ends (the CLI prints progress from it).
     """
     if jobs < 1:
@@ -160,7 +124,7 @@ def backfill(
             while todo and len(running) < jobs and not stop and not cancel.cancelled:
                 taxi, month = todo.pop(0)
                 job = replace(template, taxi=taxi, month=month)
-                running[pool.submit(_one, job, settings, force, cancel)] = (taxi, month)
+                running[pool.submit(_one, job, sink, force, cancel)] = (taxi, month)
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -176,22 +140,18 @@ def backfill(
     return result
 
 
-def _one(job: pipeline.Job, settings, force: bool, cancel: pipeline.Cancellation) -> Outcome:
+def _one(job: Job, sink: Sink, force: bool, cancel: Cancellation) -> Outcome:
     outcome = Outcome(job.taxi.name, str(job.month))
     start = time.monotonic()
-    bigquery = not isinstance(settings, pipeline.PgSettings)
     try:
         cancel.check()
         if not force:
             size, sha256 = source_fingerprint(job)
-            loaded = (_loaded_in_bigquery if bigquery else _loaded_in_postgres)(job, settings, size, sha256)
-            if loaded:
-                outcome.status, outcome.rows = SKIPPED, loaded["rows"]
+            last = next(iter(sink.last_loads([job.taxi], job.month, job.retry)), None)
+            if last and last.loaded_from(size, sha256):
+                outcome.status, outcome.rows = SKIPPED, last.rows
                 return outcome
-        if bigquery:
-            result = pipeline.load_bigquery(job, settings, cancel=cancel)
-        else:
-            result = pipeline.load(job, settings, cancel=cancel)
+        result = pipeline.load(job, sink, cancel=cancel)
         outcome.status, outcome.inserted = LOADED, result["rows_inserted"]
         outcome.rows = result["rows_inserted"] + result["rows_present"]
     except (Interrupted, KeyboardInterrupt) as exc:
@@ -226,100 +186,34 @@ def _unpublished_at_the_end(outcomes: list[Outcome]) -> None:
 
 def retry_command(outcomes: list[Outcome], argv_prefix: str) -> str | None:
     """The command that retries just the failed and interrupted months, or None when there are none."""
-    bad = [f"{o.taxi}:{o.month}" for o in outcomes if o.status in (FAILED, INTERRUPTED, NOT_RUN)]
+    bad = [f"{o.taxi}:{o.month}" for o in outcomes if o.status in RETRYABLE]
     return f"{argv_prefix} --only {','.join(bad)}" if bad else None
 
 
 # ---------------------------------------------------------------- status
 
 
-@dataclass
-class MonthStatus:
-    taxi: str
-    month: str
-    status: str
-    rows: int | None
-    finished_at: str | None
+def status(sink: Sink, taxis: Sequence[TaxiType] | None = None) -> dict[str, Any]:
+    """What the sink's ledger says is loaded: the last load of every (taxi, month), gaps, totals."""
+    return summarize(sink.last_loads(list(taxis or TAXI_TYPES.values())))
 
 
-def status(conn, schema: str, taxis: list[TaxiType] | None = None) -> dict:
-    """What the PostgreSQL ledger says is loaded: the last load of every (taxi, month), gaps, totals."""
-    taxis = taxis or list(TAXI_TYPES.values())
-    tables = pg.Tables(schema, taxis[0])
-    if not _exists(conn, tables.ledger):
-        return summarize([])
-    with conn.cursor() as cur:
-        cur.execute(
-            sql.SQL("""
-            SELECT DISTINCT ON (taxi, month) taxi, month, status, rows_after, finished_at
-            FROM {} WHERE sink = 'postgres' AND taxi = ANY(%s) AND status <> 'staged'
-            ORDER BY taxi, month, load_id DESC""").format(tables.ledger),
-            ([t.name for t in taxis],),
-        )
-        rows = [MonthStatus(t, m, s, r, f.isoformat(timespec="seconds") if f else None) for t, m, s, r, f in cur]
-    conn.commit()
-    return summarize(rows)
-
-
-def status_bigquery(settings, taxis: list[TaxiType] | None = None) -> dict:
-    """The same picture from the BigQuery dataset's ledger."""
-    from taxi_loader import gcp
-
-    rows = gcp.ledger_rows(settings, taxis or list(TAXI_TYPES.values()))
-    return summarize([MonthStatus(r["taxi"], r["month"], r["status"], r["rows"], r["finished_at"]) for r in rows])
-
-
-def summarize(rows: list[MonthStatus]) -> dict:
+def summarize(records: list[LoadRecord]) -> dict[str, Any]:
     """The months, the gaps between the first and last loaded month of each taxi, the rows per taxi and year."""
     gaps: dict[str, list[str]] = {}
     totals: dict[str, dict[str, int]] = {}
-    for taxi in sorted({r.taxi for r in rows}):
-        mine = [r for r in rows if r.taxi == taxi]
-        loaded = {r.month for r in mine if r.status == "succeeded"}
+    for taxi in sorted({r.taxi for r in records}):
+        mine = [r for r in records if r.taxi == taxi]
+        loaded = {r.month for r in mine if r.status == SUCCEEDED}
         if loaded:
             span = month_range(Month.parse(min(loaded)), Month.parse(max(loaded)))
             gaps[taxi] = [str(m) for m in span if str(m) not in loaded]
         for r in mine:
-            if r.status == "succeeded" and r.rows is not None:
+            if r.status == SUCCEEDED and r.rows is not None:
                 year = r.month[:4]
                 totals.setdefault(taxi, {})[year] = totals.get(taxi, {}).get(year, 0) + r.rows
-    return {
-        "months": [r.__dict__ for r in sorted(rows, key=lambda r: (r.month, r.taxi))],
-        "gaps": gaps,
-        "totals": totals,
-    }
-
-
-def _exists(conn, ident: sql.Identifier) -> bool:
-    with conn.cursor() as cur:
-        found = pg.relation_exists(cur, ident)
-    conn.commit()
-    return found
-
-
-def status_table(report: dict) -> str:
-    """The months x taxis matrix, the gaps and the totals, as text for a terminal."""
-    months = sorted({r["month"] for r in report["months"]})
-    taxis = sorted({r["taxi"] for r in report["months"]})
-    if not months:
-        return "nothing loaded yet"
-    cell = {(r["taxi"], r["month"]): r for r in report["months"]}
-    lines = ["month    " + "".join(f"{t:>24}" for t in taxis)]
-    for m in months:
-        parts = []
-        for t in taxis:
-            r = cell.get((t, m))
-            if not r:
-                parts.append(f"{'-':>24}")
-            elif r["status"] == "succeeded":
-                parts.append(f"{r['rows']:>14,} {r['finished_at'][:10]:>9}" if r["rows"] is not None else f"{'ok':>24}")
-            else:
-                parts.append(f"{r['status'].upper():>24}")
-        lines.append(f"{m:<9}" + "".join(parts))
-    lines.append("")
-    for t in taxis:
-        gaps = report["gaps"].get(t) or []
-        lines.append(f"{t}: gaps {', '.join(gaps) if gaps else 'none'}")
-        for year, n in sorted(report["totals"].get(t, {}).items()):
-            lines.append(f"{t} {year}: {n:,} rows")
-    return "\n".join(lines)
+    months = [
+        {"taxi": r.taxi, "month": r.month, "status": r.status, "rows": r.rows, "finished_at": r.finished_at}
+        for r in sorted(records, key=lambda r: (r.month, r.taxi))
+    ]
+    return {"months": months, "gaps": gaps, "totals": totals}

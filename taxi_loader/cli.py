@@ -8,16 +8,26 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import click
 
 from taxi_loader import __version__, pipeline
 from taxi_loader import backfill as bf
-from taxi_loader import postgres as pg
 from taxi_loader.errors import Interrupted, MonthsFailed, TaxiLoaderError, UsageError, exit_code
-from taxi_loader.logs import configure, get_logger, kestra_line, result_lines
+from taxi_loader.job import Cancellation, Job
+from taxi_loader.logs import (
+    backfill_month_lines,
+    backfill_summary_lines,
+    configure,
+    get_logger,
+    result_lines,
+    status_table,
+)
 from taxi_loader.months import Month, select_month
+from taxi_loader.reader import DEFAULT_MAX_REJECTS
+from taxi_loader.sinks import SINKS, Sink, make_sink
 from taxi_loader.source import DEFAULT_SOURCE_URL, RetryPolicy
 from taxi_loader.taxis import TAXI_TYPES, get_taxi
 
@@ -88,68 +98,36 @@ def source_options(f):
     return f
 
 
-def pg_options(f):
-    for opt in reversed(
-        [
-            option(
-                "--db-url",
-                help="postgresql://user:password@host:port/db; else the PG* variables apply.",
-                show_default=False,
-            ),
-            option("--schema", default="public", show_default=True, help="Schema of the tables."),
-        ]
-    ):
-        f = opt(f)
-    return f
+def sink_options(*names: str):
+    """The options of the named sinks' settings (all sinks when none is named), from their fields' metadata."""
+    seen: set[str] = set()
+
+    def decorate(f):
+        for name in reversed(names or tuple(SINKS)):
+            for setting in reversed(fields(SINKS[name].Settings)):
+                if setting.name in seen:
+                    continue
+                seen.add(setting.name)
+                meta = dict(setting.metadata)
+                meta.setdefault("show_default", False)
+                default = None if setting.default is MISSING else setting.default
+                f = option(f"--{setting.name.replace('_', '-')}", default=default, **meta)(f)
+        return f
+
+    return decorate
 
 
-def gcp_options(f):
-    """Google Cloud settings, read from the names Kestra users keep in the KV store."""
-    for opt in reversed(
-        [
-            option("--project", envvar=["TAXI_LOADER_PROJECT", "GCP_PROJECT_ID"], help="GCP project id."),
-            option("--location", envvar=["TAXI_LOADER_LOCATION", "GCP_LOCATION"], help="BigQuery location, e.g. EU."),
-            option(
-                "--bucket", envvar=["TAXI_LOADER_BUCKET", "GCP_BUCKET_NAME"], help="GCS bucket for the Parquet objects."
-            ),
-            option("--dataset", envvar=["TAXI_LOADER_DATASET", "GCP_DATASET"], help="BigQuery dataset."),
-            option("--prefix", default="taxi", show_default=True, help="Object prefix in the bucket."),
-            option(
-                "--credentials-json",
-                envvar=["TAXI_LOADER_CREDENTIALS_JSON", "GCP_CREDS"],
-                help="The service-account JSON itself (else Application Default Credentials).",
-            ),
-            option(
-                "--storage-endpoint",
-                envvar=["TAXI_LOADER_STORAGE_ENDPOINT", "STORAGE_EMULATOR_HOST"],
-                help="GCS API endpoint (an emulator or a private endpoint); anonymous credentials then.",
-            ),
-            option(
-                "--bigquery-endpoint",
-                envvar=["TAXI_LOADER_BIGQUERY_ENDPOINT", "BIGQUERY_EMULATOR_HOST"],
-                help="BigQuery API endpoint (an emulator or a private endpoint); anonymous credentials then.",
-            ),
-        ]
-    ):
-        f = opt(f)
-    return f
+def sink_choice(f):
+    """--sink: which destination (the one place a sink is chosen by name is `_sink`)."""
+    return option("--sink", type=click.Choice(list(SINKS)), default="postgres", show_default=True)(f)
 
 
-def _gcp(kw: dict):
-    from taxi_loader.gcp import GcpSettings
-
-    return GcpSettings(
-        project=kw.pop("project", None),
-        location=kw.pop("location", None),
-        bucket=kw.pop("bucket", None),
-        dataset=kw.pop("dataset", None),
-        prefix=kw.pop("prefix", "taxi"),
-        credentials_json=kw.pop("credentials_json", None),
-        storage_endpoint=kw.pop("storage_endpoint", None),
-        bigquery_endpoint=kw.pop("bigquery_endpoint", None),
-        max_rejects=kw.pop("max_rejects", "0.1%"),
-        drop_duplicates=kw.pop("drop_duplicates", False),
-    )
+def _sink(name: str, kw: dict) -> Sink:
+    """The sink called `name`, configured from the command's options (each sink takes its own)."""
+    sink = make_sink(name, kw)
+    for setting in (f for kind in SINKS.values() for f in fields(kind.Settings)):
+        kw.pop(setting.name, None)
+    return sink
 
 
 def merge_options(f):
@@ -157,7 +135,7 @@ def merge_options(f):
         [
             option(
                 "--max-rejects",
-                default="0.1%",
+                default=DEFAULT_MAX_REJECTS,
                 show_default=True,
                 help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
             ),
@@ -168,22 +146,23 @@ def merge_options(f):
     return f
 
 
-def _job(kw: dict) -> pipeline.Job:
-    return pipeline.Job(
+def _job_options(kw: dict) -> dict:
+    """Job fields from the command's options (the ones it has), taken out of `kw`."""
+    options = {
+        "data_dir": kw.pop("data_dir", Path("data")),
+        "source_url": kw.pop("source_url", DEFAULT_SOURCE_URL),
+        "retry": RetryPolicy(attempts=kw.pop("retries", 5), initial_wait=kw.pop("retry_wait", 1.0)),
+        "max_rejects": kw.pop("max_rejects", DEFAULT_MAX_REJECTS),
+        "drop_duplicates": kw.pop("drop_duplicates", False),
+    }
+    return options
+
+
+def _job(kw: dict) -> Job:
+    return Job(
         taxi=get_taxi(kw.pop("taxi")),
         month=select_month(kw.pop("month"), kw.pop("year"), kw.pop("trigger_date")),
-        data_dir=kw.pop("data_dir", Path("data")),
-        source_url=kw.pop("source_url", DEFAULT_SOURCE_URL),
-        retry=RetryPolicy(attempts=kw.pop("retries", 5), initial_wait=kw.pop("retry_wait", 1.0)),
-    )
-
-
-def _pg(kw: dict) -> pipeline.PgSettings:
-    return pipeline.PgSettings(
-        db_url=kw.pop("db_url", None),
-        schema=kw.pop("schema", "public"),
-        max_rejects=kw.pop("max_rejects", "0.1%"),
-        drop_duplicates=kw.pop("drop_duplicates", False),
+        **_job_options(kw),
     )
 
 
@@ -236,10 +215,10 @@ def handled(f):
     return wrapper
 
 
-def cancellable(work: Callable[[pipeline.Cancellation], dict]) -> dict:
+def cancellable(work: Callable[[Cancellation], dict]) -> dict:
     """Run `work` in a worker thread so that Ctrl-C and SIGTERM, which only the main thread receives, can
     cancel its running query at once instead of after it; then raise Interrupted."""
-    cancel = pipeline.Cancellation()
+    cancel = Cancellation()
     box: dict = {}
     # An Event, not Thread.join: a join cut short by the signal handler's exception can later return before
     # the thread has ended (CPython gh-90882), and the month would be left unrecorded.
@@ -314,94 +293,85 @@ def download(**kw) -> None:
 @main.command()
 @month_options
 @source_options
-@pg_options
+@sink_options("postgres")
 @option(
     "--max-rejects",
-    default="0.1%",
+    default=DEFAULT_MAX_REJECTS,
     show_default=True,
     help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
 )
 @handled
 def stage(**kw) -> None:
     """Validate the month's file and COPY it into its own staging table (fetches it when needed)."""
-    job, settings = _job(kw), _pg(kw)
-    report("stage", cancellable(lambda c: pipeline.stage(job, settings, cancel=c)), job.tags)
+    job, sink = _job(kw), _sink("postgres", kw)
+    report("stage", cancellable(lambda c: pipeline.stage(job, sink, cancel=c)), job.tags)
 
 
 @main.command("dedup-merge")
 @month_options
-@pg_options
+@sink_options("postgres")
 @option("--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file.")
 @handled
 def dedup_merge(**kw) -> None:
     """Insert the staged rows not yet in the main table, in one transaction; record the load in the ledger."""
-    job, settings = _job(kw), _pg(kw)
-    report("dedup-merge", cancellable(lambda c: pipeline.dedup_merge(job, settings, cancel=c)), job.tags)
+    job, sink = _job(kw), _sink("postgres", kw)
+    report("dedup-merge", cancellable(lambda c: pipeline.merge(job, sink, cancel=c)), job.tags)
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
+@sink_choice
 @month_options
 @source_options
-@pg_options
-@gcp_options
+@sink_options()
 @option("--remove-object", is_flag=True, help="bigquery: also delete the month's Parquet object in GCS.")
 @handled
 def cleanup(**kw) -> None:
     """Drop the month's staging table and delete its local files (bigquery: --remove-object for the object)."""
-    sink, remove_object = kw.pop("sink"), kw.pop("remove_object")
+    sink_name, remove_object = kw.pop("sink"), kw.pop("remove_object")
     job = _job(kw)
-    if sink == "bigquery":
-        report("cleanup", pipeline.cleanup_bigquery(job, _gcp(kw), remove_object), job.tags)
-    else:
-        report("cleanup", pipeline.cleanup(job, _pg(kw)), job.tags)
+    report("cleanup", pipeline.cleanup(job, _sink(sink_name, kw), remove_object), job.tags)
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
+@sink_choice
 @month_options
 @source_options
-@pg_options
-@gcp_options
+@sink_options()
 @merge_options
 @handled
 def load(**kw) -> None:
     """All steps of one sink for one month, in one process (cleanup also runs when a step fails)."""
-    sink = kw.pop("sink")
+    sink_name = kw.pop("sink")
     job = _job(kw)
+    sink = _sink(sink_name, kw)
     progress = progress_bar(f"{job.taxi.name} {job.month}")
-    if sink == "bigquery":
-        settings = _gcp(kw)
-        report("load", cancellable(lambda c: pipeline.load_bigquery(job, settings, progress, cancel=c)), job.tags)
-    else:
-        settings = _pg(kw)
-        report("load", cancellable(lambda c: pipeline.load(job, settings, progress, cancel=c)), job.tags)
+    report("load", cancellable(lambda c: pipeline.load(job, sink, progress, cancel=c)), job.tags)
 
 
 @main.command("upload-gcs")
 @month_options
 @source_options
-@gcp_options
+@sink_options("bigquery")
 @merge_options
 @handled
 def upload_gcs(**kw) -> None:
     """Validate the month's file, write it as typed Parquet with its ids, upload it to GCS (fetches it if needed)."""
-    job = _job(kw)
-    report("upload-gcs", pipeline.upload_gcs(job, _gcp(kw)), job.tags)
+    job, sink = _job(kw), _sink("bigquery", kw)
+    report("upload-gcs", pipeline.stage(job, sink), job.tags)
 
 
 @main.command("bq-load")
 @month_options
-@gcp_options
+@sink_options("bigquery")
 @handled
 def bq_load(**kw) -> None:
     """Load the month's GCS object into BigQuery: staging table, MERGE of new rows, ledger, drop staging."""
-    job = _job(kw)
-    report("bq-load", pipeline.bq_load(job, _gcp(kw)), job.tags)
+    job, sink = _job(kw), _sink("bigquery", kw)
+    report("bq-load", pipeline.merge(job, sink), job.tags)
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
+@sink_choice
 @option("--taxi", default="yellow,green", show_default=True, help="Taxi types, comma-separated.")
 @option("--from", "first", help="First month, YYYY-MM.")
 @option("--to", "last", help="Last month, YYYY-MM.")
@@ -410,8 +380,7 @@ def bq_load(**kw) -> None:
 @option("--force", is_flag=True, help="Load months the ledger says are loaded from the same file too.")
 @option("--continue-on-error", is_flag=True, help="Go on after a month fails (default: start no new month).")
 @source_options
-@pg_options
-@gcp_options
+@sink_options()
 @merge_options
 @handled
 def backfill(**kw) -> None:
@@ -420,7 +389,7 @@ def backfill(**kw) -> None:
     \b
     taxi-loader backfill --taxi yellow,green --from 2019-01 --to 2021-07 --jobs 2
     """
-    sink = kw.pop("sink")
+    sink = _sink(kw.pop("sink"), kw)
     if kw["only"]:
         pairs = bf.parse_pairs(kw["only"])
     elif kw["first"] and kw["last"]:
@@ -429,43 +398,19 @@ def backfill(**kw) -> None:
         )
     else:
         raise UsageError("give --from YYYY-MM and --to YYYY-MM (or --only TAXI:YYYY-MM,...)")
-    template = pipeline.Job(
-        taxi=pairs[0][0],
-        month=pairs[0][1],
-        data_dir=kw["data_dir"],
-        source_url=kw["source_url"],
-        retry=RetryPolicy(attempts=kw["retries"], initial_wait=kw["retry_wait"]),
-    )
-    pg_settings = _pg({**kw})  # both read --max-rejects and --drop-duplicates
-    settings = _gcp(kw) if sink == "bigquery" else pg_settings
+    template = Job(taxi=pairs[0][0], month=pairs[0][1], **_job_options(kw))
     fmt = click.get_current_context().obj["format"]
     bar = click.progressbar(length=len(pairs), label="backfill", file=sys.stderr) if sys.stderr.isatty() else None
 
     def on_done(o: bf.Outcome) -> None:
         if bar is not None:
             bar.update(1, f"{o.taxi} {o.month}")
-        elif fmt == "kestra":
-            tags = {"taxi": o.taxi, "month": o.month, "status": o.status}
-            click.echo(
-                kestra_line(
-                    {
-                        "metrics": [
-                            {"name": "rows", "type": "counter", "value": o.rows or 0, "tags": tags},
-                            {"name": "seconds", "type": "timer", "value": o.seconds, "tags": tags},
-                        ]
-                    }
-                )
-            )
-        elif fmt == "json":
-            click.echo(json.dumps({"step": "backfill-month", **o.__dict__}))
-        else:
-            rows = f"{o.rows:,} rows" if o.rows is not None else ""
-            click.echo(f"{o.taxi} {o.month}: {o.status} {rows} {o.seconds:.1f}s {o.error}".rstrip())
+            return
+        for line in backfill_month_lines(fmt, o.__dict__):
+            click.echo(line)
 
-    def work(cancel: pipeline.Cancellation) -> dict:
-        outcomes = bf.backfill(
-            pairs, template, settings, kw["jobs"], kw["force"], kw["continue_on_error"], on_done, cancel
-        )
+    def work(cancel: Cancellation) -> dict:
+        outcomes = bf.backfill(pairs, template, sink, kw["jobs"], kw["force"], kw["continue_on_error"], on_done, cancel)
         return {"outcomes": outcomes}
 
     try:
@@ -473,30 +418,20 @@ def backfill(**kw) -> None:
     finally:
         if bar is not None:
             bar.render_finish()
-    _backfill_summary(outcomes, fmt, sink, pg_settings)
+    _backfill_summary(outcomes, fmt, sink)
 
 
-def _backfill_summary(outcomes: list, fmt: str, sink: str, settings: pipeline.PgSettings) -> None:
+def _backfill_summary(outcomes: list[bf.Outcome], fmt: str, sink: Sink) -> None:
     counts = {
         s: sum(o.status == s for o in outcomes)
         for s in (bf.LOADED, bf.SKIPPED, bf.UNPUBLISHED, bf.FAILED, bf.INTERRUPTED, bf.NOT_RUN)
     }
-    bad = [o for o in outcomes if o.status in (bf.FAILED, bf.INTERRUPTED, bf.NOT_RUN)]
-    prefix = f"taxi-loader backfill --sink {sink}" + (
-        f" --schema {settings.schema}" if sink == "postgres" and settings.schema != "public" else ""
-    )
-    retry = bf.retry_command(outcomes, prefix)
-    summary = {k.replace(" ", "_"): v for k, v in counts.items()}
-    if fmt == "kestra":
-        click.echo(kestra_line({"outputs": {**summary, "failed_months": [f"{o.taxi}:{o.month}" for o in bad]}}))
-    elif fmt == "json":
-        click.echo(json.dumps({"step": "backfill", **summary, "retry": retry}))
-    else:
-        click.echo(f"\n{'month':<9}{'taxi':<8}{'rows':>13}  {'status':<14}{'seconds':>8}")
-        for o in outcomes:
-            rows = f"{o.rows:,}" if o.rows is not None else "-"
-            click.echo(f"{o.month:<9}{o.taxi:<8}{rows:>13}  {o.status:<14}{o.seconds:>8.1f}")
-        click.echo(", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    bad = [o for o in outcomes if o.status in bf.RETRYABLE]
+    retry = bf.retry_command(outcomes, " ".join(["taxi-loader backfill --sink", sink.name, *sink.target_options()]))
+    for line in backfill_summary_lines(
+        fmt, [o.__dict__ for o in outcomes], counts, retry, [f"{o.taxi}:{o.month}" for o in bad]
+    ):
+        click.echo(line)
     if bad:
         raise MonthsFailed(
             f"{len(bad)} month(s) not loaded: {', '.join(f'{o.taxi} {o.month}' for o in bad)}. "
@@ -506,21 +441,16 @@ def _backfill_summary(outcomes: list, fmt: str, sink: str, settings: pipeline.Pg
 
 
 @main.command()
-@option("--sink", type=click.Choice(["postgres", "bigquery"]), default="postgres", show_default=True)
+@sink_choice
 @option("--taxi", help="Taxi types, comma-separated (default: all).")
 @option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@pg_options
-@gcp_options
+@sink_options()
 @handled
 def status(**kw) -> None:
     """What is loaded: months x taxis from the ledger (rows, when, status), the gaps, rows per taxi and year."""
     taxis = [get_taxi(t) for t in kw["taxi"].split(",")] if kw["taxi"] else None
-    if kw["sink"] == "bigquery":
-        report_ = bf.status_bigquery(_gcp(kw), taxis)
-    else:
-        with pg.session(kw["db_url"]) as conn:
-            report_ = bf.status(conn, kw["schema"], taxis)
-    click.echo(json.dumps(report_, indent=2) if kw["fmt"] == "json" else bf.status_table(report_))
+    report_ = bf.status(_sink(kw.pop("sink"), kw), taxis)
+    click.echo(json.dumps(report_, indent=2) if kw["fmt"] == "json" else status_table(report_))
 
 
 def run() -> None:

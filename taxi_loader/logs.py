@@ -1,4 +1,4 @@
-"""Logging and results: structlog for logs, one summary per step on stdout, and Kestra's `::{...}::` protocol.
+"""Logging and results: structlog for logs, what each command prints on stdout, and Kestra's `::{...}::` protocol.
 
 Formats: `console` (human-readable, for a terminal), `json` (one JSON object per line), `kestra` (levelled
 log lines, outputs and counter metrics as Kestra parses them from a container's output). `auto` picks
@@ -84,6 +84,69 @@ def result_lines(fmt: str, step: str, result: dict[str, Any], tags: dict[str, st
     summary = " ".join(f"{k.removeprefix('rows_')}={v}" for k, v in counts.items())
     label = " ".join(str(result[k]) for k in ("taxi", "month") if k in result)
     return [f"{step} {label}: {summary}".rstrip(": ") if summary else f"{step} {label}: ok"]
+
+
+def backfill_month_lines(fmt: str, outcome: dict[str, Any]) -> list[str]:
+    """The stdout lines for one month of a backfill as it ends (off a terminal: the CLI draws a bar there)."""
+    if fmt == "kestra":
+        tags = {"taxi": outcome["taxi"], "month": outcome["month"], "status": outcome["status"]}
+        metrics = [
+            {"name": "rows", "type": "counter", "value": outcome["rows"] or 0, "tags": tags},
+            {"name": "seconds", "type": "timer", "value": outcome["seconds"], "tags": tags},
+        ]
+        return [kestra_line({"metrics": metrics})]
+    if fmt == "json":
+        return [json.dumps({"step": "backfill-month", **outcome})]
+    o = outcome
+    rows = f"{o['rows']:,} rows" if o["rows"] is not None else ""
+    return [f"{o['taxi']} {o['month']}: {o['status']} {rows} {o['seconds']:.1f}s {o['error']}".rstrip()]
+
+
+def backfill_summary_lines(
+    fmt: str, outcomes: list[dict[str, Any]], counts: dict[str, int], retry: str | None, bad: list[str]
+) -> list[str]:
+    """The stdout lines that end a backfill: every month's outcome, the counts per status, what to retry.
+
+    `counts`: months per status; `retry`: the command that retries the `bad` months (TAXI:YYYY-MM)."""
+    summary = {k.replace(" ", "_"): v for k, v in counts.items()}
+    if fmt == "kestra":
+        return [kestra_line({"outputs": {**summary, "failed_months": bad}})]
+    if fmt == "json":
+        return [json.dumps({"step": "backfill", **summary, "retry": retry})]
+    lines = [f"\n{'month':<9}{'taxi':<8}{'rows':>13}  {'status':<14}{'seconds':>8}"]
+    for o in outcomes:
+        rows = f"{o['rows']:,}" if o["rows"] is not None else "-"
+        lines.append(f"{o['month']:<9}{o['taxi']:<8}{rows:>13}  {o['status']:<14}{o['seconds']:>8.1f}")
+    lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    return lines
+
+
+def status_table(report: dict[str, Any]) -> str:
+    """`status` for a terminal: the months x taxis matrix, the gaps and the totals."""
+    months = sorted({r["month"] for r in report["months"]})
+    taxis = sorted({r["taxi"] for r in report["months"]})
+    if not months:
+        return "nothing loaded yet"
+    cell = {(r["taxi"], r["month"]): r for r in report["months"]}
+    lines = ["month    " + "".join(f"{t:>24}" for t in taxis)]
+    for m in months:
+        parts = []
+        for t in taxis:
+            r = cell.get((t, m))
+            if not r:
+                parts.append(f"{'-':>24}")
+            elif r["status"] == "succeeded":
+                parts.append(f"{r['rows']:>14,} {r['finished_at'][:10]:>9}" if r["rows"] is not None else f"{'ok':>24}")
+            else:
+                parts.append(f"{r['status'].upper():>24}")
+        lines.append(f"{m:<9}" + "".join(parts))
+    lines.append("")
+    for t in taxis:
+        gaps = report["gaps"].get(t) or []
+        lines.append(f"{t}: gaps {', '.join(gaps) if gaps else 'none'}")
+        for year, n in sorted(report["totals"].get(t, {}).items()):
+            lines.append(f"{t} {year}: {n:,} rows")
+    return "\n".join(lines)
 
 
 get_logger = structlog.get_logger

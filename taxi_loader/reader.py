@@ -25,6 +25,7 @@ from taxi_loader.taxis import Column, Kind, TaxiType
 
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
+DEFAULT_MAX_REJECTS = "0.1%"  # --max-rejects when none is given: see check_rejects
 
 
 def _latin1_fallback(err: UnicodeDecodeError) -> tuple[str, int]:

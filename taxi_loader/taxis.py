@@ -1,7 +1,8 @@
 """The taxi types, described once as data.
 
-Everything else derives from these specs: the DDL of the main, staging and rejects tables, the COPY
-column lists, header matching, value validation, the Parquet and BigQuery schemas and the row identity.
+Everything else derives from these specs: the DDL of the main and staging tables, the COPY column lists,
+header matching, value validation, the Parquet and BigQuery schemas and the row identity. The columns every
+sink adds in front of them (unique_row_id, filename), the rejects table and the ledger are in `contract.py`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taxi_loader.months import Month
 
 
 class Kind(StrEnum):
@@ -19,24 +24,18 @@ class Kind(StrEnum):
     TIMESTAMP = "timestamp"  # 'YYYY-MM-DD HH:MM:SS', no zone
     FLOAT = "float"  # distances and money, double precision as in the course tables
     TEXT = "text"  # free text (store_and_fwd_flag, dispatching_base_num, ...)
-
-
-# PostgreSQL type of each kind in the main table: the types the DE Zoomcamp flows create.
-PG_MAIN_TYPE = {
-    Kind.CODE: "text",
-    Kind.INT: "integer",
-    Kind.TIMESTAMP: "timestamp",
-    Kind.FLOAT: "double precision",
-    Kind.TEXT: "text",
-}
+    # Kinds of the loader's own bookkeeping columns (contract.py), never of a source column:
+    COUNT = "count"  # a 64-bit count or size (rows_read, source_size, line)
+    INSTANT = "instant"  # a point in time with its zone (started_at, finished_at)
 
 
 @dataclass(frozen=True)
 class Column:
-    """One source column: its name as the published CSV header spells it, and its kind."""
+    """One column: its name (a source column's as the published CSV header spells it) and its kind."""
 
     name: str
     kind: Kind
+    required: bool = False  # NOT NULL / REQUIRED where a sink can say so
 
     @property
     def db_name(self) -> str:
@@ -77,11 +76,11 @@ class TaxiType:
         """The uncompressed CSV name, which the tables record in `filename` (e.g. yellow_tripdata_2021-01.csv)."""
         return f"{self.name}_tripdata_{month}.csv"
 
-    def parquet_name(self, month) -> str:
+    def parquet_name(self, month: object) -> str:
         """The name of the month's Parquet file, locally and as a GCS object."""
         return f"{self.name}_tripdata_{month}.parquet"
 
-    def staging_table(self, month) -> str:
+    def staging_table(self, month: Month) -> str:
         """The month's own staging table, on either sink (e.g. yellow_tripdata_staging_2021_01)."""
         return f"{self.table}_staging_{month.year:04d}_{month.month:02d}"
 

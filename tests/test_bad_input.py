@@ -8,9 +8,10 @@ import socket
 import pytest
 from click.testing import CliRunner
 
-from taxi_loader import postgres, reader
+from taxi_loader import reader
 from taxi_loader.cli import main
 from taxi_loader.months import Month
+from taxi_loader.sinks.postgres import stage as pg_stage
 from taxi_loader.taxis import GREEN, YELLOW
 
 from conftest import DATA
@@ -208,7 +209,7 @@ def test_wrong_header_for_green_named_in_the_message(cli, mirror, db):
 def test_a_file_that_breaks_off_while_both_copy_streams_run_leaves_nothing_staged(cli, loaded, tmp_path, monkeypatch):
     # A local mirror is read in place, unverified: the break is found by the streaming pass itself, after
     # both COPY streams have copied segments of it.
-    monkeypatch.setattr(postgres, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(pg_stage, "SEGMENT_BYTES", 4096)
     monkeypatch.setattr(reader, "CHUNK", 2048)
     data = gzip.compress((DATA / SAMPLE).read_bytes())
     (tmp_path / "yellow_tripdata_2020-07.csv.gz").write_bytes(data[: len(data) * 3 // 4])

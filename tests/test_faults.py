@@ -20,7 +20,9 @@ from click.testing import CliRunner
 
 from taxi_loader import pipeline
 from taxi_loader.cli import main
+from taxi_loader.job import Cancellation, Job
 from taxi_loader.months import Month
+from taxi_loader.sinks.postgres import PostgresSettings, PostgresSink
 from taxi_loader.taxis import TAXI_TYPES
 
 MONTHS = [Month(2021, m) for m in (1, 2, 3, 4)]
@@ -243,14 +245,14 @@ def test_a_backfill_interrupted_halfway_and_run_again_ends_with_exactly_the_rows
 def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month):
     # The same mechanism the CLI uses on SIGTERM, driven from a thread of this test.
     month, rows = big_month
-    cancel = pipeline.Cancellation()
-    job = pipeline.Job(TAXI_TYPES["yellow"], month, tmp_path / "d", mirror.template)
-    settings = pipeline.PgSettings(db.url, db.schema)
+    cancel = Cancellation()
+    job = Job(TAXI_TYPES["yellow"], month, tmp_path / "d", mirror.template)
+    sink = PostgresSink(PostgresSettings(db.url, db.schema))
     errors = []
 
     def run():
         try:
-            pipeline.load(job, settings, cancel=cancel)
+            pipeline.load(job, sink, cancel=cancel)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -262,7 +264,7 @@ def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month
     if errors:  # cancelled mid-statement: rolled back, then loaded whole by the next run
         assert errors[0].__class__.__name__ == "Interrupted"
         assert db.count("yellow_tripdata") == 0
-        pipeline.load(job, settings)
+        pipeline.load(job, sink)
     # else the cancel fell after the merge's last statement: the month is simply loaded
     assert_exact(db, rows)
 

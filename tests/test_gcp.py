@@ -62,13 +62,14 @@ def test_a_load_killed_between_upload_and_merge_is_rerun_whole(cloud, mirror):
 def test_a_retried_bq_load_adopts_its_load_job(cloud, emulators, mirror):
     from google.cloud import storage
 
-    from taxi_loader import gcp
+    from taxi_loader.sinks.bigquery import bq
+    from taxi_loader.sinks.bigquery.settings import BigQuerySettings, storage_client
     from taxi_loader.taxis import YELLOW
 
     month = Month(2020, 7)
     mirror.put_sample("yellow", month, "yellow_tripdata_2020-07.head266.rides.csv")
     assert cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
-    settings = gcp.GcpSettings(
+    settings = BigQuerySettings(
         project=PROJECT,
         bucket=cloud.bucket,
         dataset=cloud.dataset,
@@ -78,10 +79,10 @@ def test_a_retried_bq_load_adopts_its_load_job(cloud, emulators, mirror):
     # A step that ran its load job and died before the MERGE:
     cloud.client.create_dataset(f"{PROJECT}.{cloud.dataset}", exists_ok=True)
     uri = f"gs://{cloud.bucket}/{settings.object_name(YELLOW, month)}"
-    blob = storage.Blob.from_uri(uri, client=gcp.storage_client(settings))
+    blob = storage.Blob.from_uri(uri, client=storage_client(settings))
     blob.reload()
     staging = f"{PROJECT}.{cloud.dataset}.yellow_tripdata_staging_2020_07"
-    first_job = gcp._load_job(cloud.client, uri, staging, blob.md5_hash, YELLOW, month, settings)
+    first_job = bq._load_job(cloud.client, uri, staging, blob.md5_hash, YELLOW, month)
     # Its retry adopts that job (same id, no second load) and finishes the month.
     result = cloud("bq-load", "--taxi", "yellow", "--month", "2020-07")
     assert result.exit_code == 0, result.output
@@ -113,7 +114,7 @@ def test_parquet_fast_and_validated_paths_give_the_same_ids(tmp_path):
     """Arrow's typed parse and the shared Python validation must agree on every id, repeats included."""
     import pyarrow.parquet as pq
 
-    from taxi_loader import parquet
+    from taxi_loader.sinks.bigquery import parquet
     from taxi_loader.synthetic import write_month
     from taxi_loader.taxis import YELLOW
 
@@ -139,7 +140,7 @@ def test_parquet_fast_and_validated_paths_give_the_same_ids(tmp_path):
 
 def test_parquet_rejects_bad_rows_like_the_postgresql_path(tmp_path):
     from taxi_loader.errors import BadData
-    from taxi_loader.parquet import write_month_parquet
+    from taxi_loader.sinks.bigquery.parquet import write_month_parquet
     from taxi_loader.taxis import YELLOW
 
     lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()

@@ -9,9 +9,12 @@ import threading
 import psycopg2
 import pytest
 
-from taxi_loader import pipeline, postgres, reader
+from taxi_loader import pipeline, reader
 from taxi_loader.identity import key_text, row_id
+from taxi_loader.job import Job
 from taxi_loader.months import Month
+from taxi_loader.sinks.postgres import PostgresSettings, PostgresSink
+from taxi_loader.sinks.postgres import stage as pg_stage
 from taxi_loader.taxis import TAXI_TYPES
 
 from conftest import DATA, SAMPLES, data_rows
@@ -124,7 +127,7 @@ def _rows(n: int, day: int = 5) -> list[str]:
 def test_ids_computed_segment_by_segment_number_repeats_in_file_order(cli, db, mirror, monkeypatch):
     # Segments of 4 KiB: the ids of one file come from many separately computed segments; a key repeats in
     # three far-apart segments, each time with another tip, so the k-th id must go to the k-th occurrence.
-    monkeypatch.setattr(postgres, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(pg_stage, "SEGMENT_BYTES", 4096)
     monkeypatch.setattr(reader, "CHUNK", 2048)
     header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
     lines = _rows(3000)
@@ -147,7 +150,7 @@ def test_ids_computed_segment_by_segment_number_repeats_in_file_order(cli, db, m
 
 
 def test_a_bad_value_late_in_the_file_is_found_in_its_segment(cli, db, mirror, monkeypatch):
-    monkeypatch.setattr(postgres, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(pg_stage, "SEGMENT_BYTES", 4096)
     monkeypatch.setattr(reader, "CHUNK", 2048)
     header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
     lines = _rows(2000)
@@ -229,13 +232,13 @@ def test_two_months_staged_at_once_do_not_interfere(cli, db, mirror, tmp_path):
     a, b = Month(2021, 1), Month(2020, 12)
     mirror.put_sample("yellow", a, "yellow_tripdata_2021-01.head22792.csv")
     mirror.put_sample("yellow", b, "yellow_tripdata_2020-12.head1295.csv")
-    settings = pipeline.PgSettings(db.url, db.schema)
-    jobs = [pipeline.Job(TAXI_TYPES["yellow"], m, tmp_path / "d", mirror.template) for m in (a, b)]
+    sink = PostgresSink(PostgresSettings(db.url, db.schema))
+    jobs = [Job(TAXI_TYPES["yellow"], m, tmp_path / "d", mirror.template) for m in (a, b)]
     errors = []
 
     def run(job):
         try:
-            pipeline.stage(job, settings)
+            pipeline.stage(job, sink)
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 

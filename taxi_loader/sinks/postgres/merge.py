@@ -1,6 +1,6 @@
-"""dedup-merge: move a month's staged rows into the main table, each row once, in one transaction.
+"""dedup-merge on PostgreSQL: move a month's staged rows into the main table, each row once, in one transaction.
 
-stage gave every row its final id (the md5 of its key text, repeats numbered: see `postgres.stage`).
+stage gave every row its final id (the md5 of its key text, repeats numbered: see `stage.stage`).
 
 Three ways in, by what the table allows (measured with `make bench`):
 - bulk: the month's partition does not exist yet (a first load into a table taxi-loader created) and stage
@@ -11,28 +11,37 @@ Three ways in, by what the table allows (measured with `make bench`):
   the partition: INSERT ... ON CONFLICT DO NOTHING, in key order.
 - course table: a table the course's flows created has no unique key; INSERT ... WHERE NOT EXISTS under a
   table lock that serializes merges.
-A re-run of a file already loaded whole is recognised from the ledger and skips the insert (see dedup_merge).
+A re-run of a file already loaded whole is recognised from the ledger and skips the insert (`MergePlan`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
 
 from taxi_loader.errors import TransientError, UsageError
 from taxi_loader.months import Month
-from taxi_loader.postgres import (
+from taxi_loader.taxis import TaxiType
+
+from . import ledger
+from .connect import Connection
+from .ddl import (
     Layout,
     Tables,
-    _xact_lock,
+    attach_xact_lock,
+    column_list,
     ensure_main_table,
     ensure_support_tables,
     key_text_sql,
+    month_filter,
     month_lock,
-    staging_exists,
+    pin_text_forms,
+    relation_exists,
+    unique_key_ddl,
 )
-from taxi_loader.taxis import TaxiType
 
 MERGE_WORK_MEM = "256MB"  # lets the merge hash and sort a month in memory instead of on disk
 
@@ -53,15 +62,34 @@ class MergeResult:
     rows_suspicious: int
 
 
-def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = False) -> MergeResult:
+@dataclass(frozen=True)
+class MergePlan:
+    """What decides how the month is merged, read before the merge in a transaction of its own."""
+
+    staged_load: dict[str, Any] | None  # the ledger row stage wrote ('staged'), if any
+    previous: dict[str, Any] | None  # the month's last successful load, if any
+    rows_of_file: int  # rows of this month's file in the main table now
+    kept: int  # rows stage kept: read less rejected
+
+    def already_whole(self, drop_duplicates: bool) -> bool:
+        """Whether this very file (same checksum) was loaded before and every row of it is still in the table.
+
+        Then there is nothing to insert: ids are a function of the file's content.
+        """
+        return bool(
+            self.staged_load
+            and self.previous
+            and self.previous["source_sha256"] == self.staged_load["source_sha256"]
+            and self.previous["rows_after"] == self.rows_of_file
+            and not drop_duplicates
+        )
+
+
+def dedup_merge(conn: Connection, tables: Tables, month: Month, drop_duplicates: bool = False) -> MergeResult:
     """Insert the staged rows whose unique_row_id is not yet in the main table, in one transaction.
 
     Repeats keep ids of their own, or are dropped with `drop_duplicates`. The month's 'staged' ledger row
-    becomes 'succeeded' with the counts.
-
-    A re-run of a file whose last successful load had the same checksum, and whose rows are all still in the
-    table (the count by filename equals the one recorded then), has nothing to insert: ids are a function of
-    the file's content. The insert is skipped and every staged row reported as present.
+    becomes 'succeeded' with the counts. A file already loaded whole inserts nothing (`MergePlan`).
     """
     taxi, filename = tables.taxi, tables.taxi.filename(str(month))
     ensure_support_tables(conn, tables)
@@ -69,72 +97,75 @@ def dedup_merge(conn, tables: Tables, month: Month, drop_duplicates: bool = Fals
     with month_lock(conn, tables, month):
         # Read what decides the plan in a transaction of its own: its read locks on the main table must be
         # gone before the merge, or another month's ATTACH PARTITION would wait for them while we wait for it.
+        plan = _plan(conn, tables, month)
         with conn.cursor() as cur:
-            if not staging_exists(cur, tables, month):
-                raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
-            if not _has_ids(cur, tables, month):
-                raise UsageError(
-                    f"{taxi.name} {month} was staged by an older taxi-loader: run `taxi-loader stage` again"
-                )
-            staged_load = _last_load(cur, tables, month, "staged")
-            previous = _last_load(cur, tables, month, "succeeded")
-            cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
-            rows_of_file = cur.fetchone()[0]
-            if staged_load:
-                kept = staged_load["rows_read"] - staged_load["rows_rejected"]
-                cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(tables.staging(month)))
-                if kept and not cur.fetchone()[0]:
-                    raise _short_staging(taxi, month, 0, kept)
-            else:
-                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
-                kept = cur.fetchone()[0]
-        conn.commit()
-        with conn.cursor() as cur:
-            # Pin the text forms the identity depends on, whatever the server's defaults are.
+            pin_text_forms(cur)
             cur.execute(
-                "SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1; SET LOCAL jit = off;"
-                "SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s",
+                "SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s",
                 {"mem": MERGE_WORK_MEM},
             )
-            if (
-                staged_load
-                and previous
-                and previous["source_sha256"] == staged_load["source_sha256"]
-                and previous["rows_after"] == rows_of_file
-                and not drop_duplicates
-            ):
-                inserted, repeated = 0, previous["rows_repeated"] or 0
-                staged, suspicious = kept, previous["rows_suspicious"] or 0
+            rows_of_file = plan.rows_of_file
+            if plan.already_whole(drop_duplicates):
+                assert plan.previous is not None
+                inserted, repeated = 0, plan.previous["rows_repeated"] or 0
+                staged, suspicious = plan.kept, plan.previous["rows_suspicious"] or 0
             else:
-                repeated = staged_load["rows_repeated"] if staged_load else None
-                inserted, repeated, staged, suspicious = _merge(cur, tables, month, layout, drop_duplicates, repeated)
-                if staged != kept:
-                    raise _short_staging(taxi, month, staged, kept)
+                known = plan.staged_load["rows_repeated"] if plan.staged_load else None
+                inserted, repeated, staged, suspicious = _merge(cur, tables, month, layout, drop_duplicates, known)
+                if staged != plan.kept:
+                    raise _short_staging(taxi, month, staged, plan.kept)
                 rows_of_file += inserted
             dropped = repeated if drop_duplicates else 0
             present = staged - inserted - dropped
-            rejected = (staged_load or {}).get("rows_rejected") or 0
-            if staged_load:
-                cur.execute(
-                    sql.SQL("""
-                    UPDATE {} SET rows_repeated = %s, rows_inserted = %s, rows_present = %s, rows_suspicious = %s,
-                                  rows_after = %s, finished_at = now(), status = 'succeeded'
-                    WHERE load_id = %s""").format(tables.ledger),
-                    (repeated, inserted, present, suspicious, rows_of_file, staged_load["load_id"]),
-                )
+            rejected = (plan.staged_load or {}).get("rows_rejected") or 0
+            if plan.staged_load:
+                counts = {
+                    "rows_repeated": repeated,
+                    "rows_inserted": inserted,
+                    "rows_present": present,
+                    "rows_suspicious": suspicious,
+                    "rows_after": rows_of_file,
+                }
+                ledger.record_success(cur, tables, plan.staged_load["load_id"], counts)
         conn.commit()
     return MergeResult(
         taxi.name, str(month), filename, staged, inserted, present, repeated, dropped, rejected, suspicious
     )
 
 
-def _has_ids(cur, tables: Tables, month: Month) -> bool:
+def _plan(conn: Connection, tables: Tables, month: Month) -> MergePlan:
+    """Check that the month is staged and read its plan; commits (its locks must not outlive it)."""
+    taxi = tables.taxi
+    with conn.cursor() as cur:
+        if not relation_exists(cur, tables.staging(month)):
+            raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
+        if not _has_ids(cur, tables, month):
+            raise UsageError(f"{taxi.name} {month} was staged by an older taxi-loader: run `taxi-loader stage` again")
+        staged_load = ledger.last_load(cur, tables, month, ledger.STAGED)
+        previous = ledger.last_load(cur, tables, month, ledger.SUCCEEDED)
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (taxi.filename(str(month)),)
+        )
+        rows_of_file = cur.fetchone()[0]
+        if staged_load:
+            kept = staged_load["rows_read"] - staged_load["rows_rejected"]
+            cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(tables.staging(month)))
+            if kept and not cur.fetchone()[0]:
+                raise _short_staging(taxi, month, 0, kept)
+        else:
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
+            kept = cur.fetchone()[0]
+    conn.commit()
+    return MergePlan(staged_load, previous, rows_of_file, kept)
+
+
+def _has_ids(cur: Cursor, tables: Tables, month: Month) -> bool:
     cur.execute(
         "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'unique_row_id'"
         " AND NOT attisdropped)",
         (tables.staging(month).as_string(cur),),
     )
-    return cur.fetchone()[0]
+    return bool(cur.fetchone()[0])
 
 
 def _short_staging(taxi: TaxiType, month: Month, staged: int, kept: int) -> TransientError:
@@ -146,7 +177,7 @@ def _short_staging(taxi: TaxiType, month: Month, staged: int, kept: int) -> Tran
 
 
 def _merge(
-    cur, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool, repeated: int | None
+    cur: Cursor, tables: Tables, month: Month, layout: Layout, drop_duplicates: bool, repeated: int | None
 ) -> tuple[int, int, int, int]:
     """Insert what is new; return (rows inserted, repeats, rows staged, rows suspicious).
 
@@ -165,23 +196,11 @@ def _merge(
         kept = counts.staged - (repeated if drop_duplicates else 0)
         return _bulk(cur, tables, month, kept, counts.outside), repeated, counts.staged, counts.suspicious
     if layout.partitioned:  # rows may be routed to the default partition: not while another month attaches
-        _xact_lock(cur, "attach", tables.schema, tables.taxi.table)
+        attach_xact_lock(cur, tables)
     elif not layout.unique_index:
         # A course-created table has no unique key: serialize merges so NOT EXISTS stays true.
         cur.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(tables.main))
     return _insert_new(cur, tables, month, layout), repeated, counts.staged, counts.suspicious
-
-
-def _month_filter(tables: Tables, month: Month, alias: str, inside: bool) -> sql.Composed:
-    pickup = sql.Identifier(alias, tables.taxi.column(tables.taxi.pickup).db_name)
-    bounds = (sql.Literal(month.first_day.isoformat()), sql.Literal(month.next().first_day.isoformat()))
-    test = sql.SQL("{p} >= {a}::timestamp AND {p} < {b}::timestamp").format(p=pickup, a=bounds[0], b=bounds[1])
-    return test if inside else sql.SQL("({}) IS NOT TRUE").format(test)  # a NULL pickup is outside too
-
-
-def _main_columns(taxi: TaxiType, alias: str | None = None) -> sql.Composed:
-    names = ["unique_row_id", "filename"] + [c.db_name for c in taxi.columns]
-    return sql.SQL(", ").join(sql.Identifier(alias, n) if alias else sql.Identifier(n) for n in names)
 
 
 @dataclass
@@ -192,13 +211,13 @@ class _Counts:
     repeated: int  # rows whose id is not their key's plain md5 (counted only when asked)
 
 
-def _count(cur, tables: Tables, month: Month, repeats: bool) -> _Counts:
+def _count(cur: Cursor, tables: Tables, month: Month, repeats: bool) -> _Counts:
     """One pass over the staged rows: how many, how many suspicious, outside the month, (repeats)."""
     repeat = sql.SQL("count(*) FILTER (WHERE s.unique_row_id <> md5({}))").format(key_text_sql(tables.taxi, "s"))
     cur.execute(
         sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}), {} FROM {} s").format(
             _suspicious(tables, month, "s"),
-            _month_filter(tables, month, "s", inside=False),
+            month_filter(tables, month, "s", inside=False),
             repeat if repeats else sql.SQL("0"),
             tables.staging(month),
         )
@@ -206,17 +225,17 @@ def _count(cur, tables: Tables, month: Month, repeats: bool) -> _Counts:
     return _Counts(*cur.fetchone())
 
 
-def _attachable(cur, tables: Tables, month: Month) -> bool:
+def _attachable(cur: Cursor, tables: Tables, month: Month) -> bool:
     """Whether the staging table can become the month's partition: stage made it logged (it does so only with
     the main table's exact columns) and the month has no partition yet."""
     cur.execute(
         "SELECT relpersistence = 'p' AND to_regclass(%s) IS NULL FROM pg_class WHERE oid = to_regclass(%s)",
         (tables.partition(month).as_string(cur), tables.staging(month).as_string(cur)),
     )
-    return cur.fetchone()[0]
+    return bool(cur.fetchone()[0])
 
 
-def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
+def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int) -> int:
     """Make the staging table the month's partition: out-of-month rows to the main table, index, attach.
 
     `kept` rows are staged, `outside` of them with pickups outside the month. Returns the rows inserted."""
@@ -224,7 +243,7 @@ def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
     # From here on the main table's partitions are written and its partition bounds change (rows moved out
     # of the default partition, ATTACH): two months doing this at once would each hold a lock the other
     # needs, or route a row by bounds the other is changing, so this part goes one month at a time.
-    _xact_lock(cur, "attach", tables.schema, taxi.table)
+    attach_xact_lock(cur, tables)
     # 1. Pickups outside the month belong to other partitions: move them into the main table.
     inserted = kept
     if outside:
@@ -234,10 +253,10 @@ def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
             ins AS (INSERT INTO {main} ({cols}) SELECT {cols} FROM moved {tail} RETURNING 1)
             SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM ins)""").format(
                 stg=stg,
-                outside=_month_filter(tables, month, "s", inside=False),
+                outside=month_filter(tables, month, "s", inside=False),
                 main=tables.main,
-                cols=_main_columns(taxi),
-                tail=_in_key_order_once(taxi, "moved"),
+                cols=column_list(taxi),
+                tail=_in_key_order_once(tables, "moved"),
             )
         )
         moved, new = cur.fetchone()
@@ -248,7 +267,7 @@ def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
         sql.SQL("""
         CREATE TEMP TABLE taxi_loader_moved ON COMMIT DROP AS
         WITH moved AS (DELETE FROM {default} d WHERE {inside} RETURNING d.*) SELECT * FROM moved""").format(
-            default=tables.default_partition, inside=_month_filter(tables, month, "d", inside=True)
+            default=tables.default_partition, inside=month_filter(tables, month, "d", inside=True)
         )
     )
     if cur.rowcount:
@@ -257,70 +276,57 @@ def _bulk(cur, tables: Tables, month: Month, kept: int, outside: int) -> int:
         )
         inserted -= cur.rowcount
         cur.execute(
-            sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM taxi_loader_moved").format(
-                stg, cols=_main_columns(taxi)
-            )
+            sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM taxi_loader_moved").format(stg, cols=column_list(taxi))
         )
     # 3. The staging table becomes the partition: indexed once, then attached (the parent's indexes adopt
     #    these instead of building their own).
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN filename DROP DEFAULT").format(stg))
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stg, sql.Identifier(tables.partition_name(month))))
-    pickup = sql.Identifier(taxi.column(taxi.pickup).db_name)
-    cur.execute(
-        sql.SQL('CREATE UNIQUE INDEX {} ON {} (unique_row_id COLLATE "C", {})').format(
-            sql.Identifier(f"{tables.partition_name(month)}_unique_row_id_key"), part, pickup
-        )
-    )
-    cur.execute(
-        sql.SQL("CREATE INDEX {} ON {} (filename)").format(
-            sql.Identifier(f"{tables.partition_name(month)}_filename_idx"), part
-        )
-    )
+    for statement in unique_key_ddl(tables, part, tables.partition_name(month)):
+        cur.execute(statement)
     # The CHECK constraint lets ATTACH skip its own validation scan.
-    first, after = month.first_day.isoformat(), month.next().first_day.isoformat()
+    first, after = sql.Literal(month.first_day.isoformat()), sql.Literal(month.next().first_day.isoformat())
     cur.execute(
-        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} >= {}::timestamp AND {} < {}::timestamp)").format(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(
             part,
             sql.Identifier(f"{tables.partition_name(month)}_month"),
-            pickup,
-            sql.Literal(first),
-            pickup,
-            sql.Literal(after),
+            month_filter(tables, month, None, inside=True),
         )
     )
     cur.execute(
         sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
-            tables.main, part, sql.Literal(first), sql.Literal(after)
+            tables.main, part, first, after
         )
     )
     return inserted
 
 
-def _in_key_order_once(taxi: TaxiType, alias: str) -> sql.Composed:
+def _in_key_order_once(tables: Tables, alias: str) -> sql.Composed:
     """The tail of an INSERT into taxi-loader's partitioned table: rows in key order, each id once (the unique
-    key is the id with the pickup, see postgres.main_table_ddl)."""
+    key is the id with the pickup, see ddl.unique_key_ddl)."""
     return sql.SQL('ORDER BY {} COLLATE "C" ON CONFLICT (unique_row_id COLLATE "C", {}) DO NOTHING').format(
-        sql.Identifier(alias, "unique_row_id"), sql.Identifier(taxi.column(taxi.pickup).db_name)
+        sql.Identifier(alias, "unique_row_id"), tables.pickup
     )
 
 
-def _insert_new(cur, tables: Tables, month: Month, layout: Layout) -> int:
+def _insert_new(cur: Cursor, tables: Tables, month: Month, layout: Layout) -> int:
     """INSERT the staged rows that are not in the table yet; return how many."""
-    taxi = tables.taxi
-    where = sql.SQL("")
+    where: sql.Composable = sql.SQL("")
     # Inserting in key order keeps the b-tree's leaf pages hot instead of touching one at random per row.
     if layout.partitioned:
-        tail = _in_key_order_once(taxi, "s")
+        tail = _in_key_order_once(tables, "s")
     elif layout.unique_index:
         tail = sql.SQL("ORDER BY s.unique_row_id ON CONFLICT (unique_row_id) DO NOTHING")
     else:
-        where = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {} m WHERE m.unique_row_id = s.unique_row_id)")
-        where, tail = where.format(tables.main), sql.SQL("")
+        where = sql.SQL("WHERE NOT EXISTS (SELECT 1 FROM {} m WHERE m.unique_row_id = s.unique_row_id)").format(
+            tables.main
+        )
+        tail = sql.SQL("")
     cur.execute(
         sql.SQL("INSERT INTO {main} ({cols}) SELECT {s_cols} FROM {stg} s {where} {tail}").format(
             main=tables.main,
-            cols=_main_columns(taxi),
-            s_cols=_main_columns(taxi, "s"),
+            cols=column_list(tables.taxi),
+            s_cols=column_list(tables.taxi, "s"),
             stg=tables.staging(month),
             where=where,
             tail=tail,
@@ -329,23 +335,11 @@ def _insert_new(cur, tables: Tables, month: Month, layout: Layout) -> int:
     return cur.rowcount
 
 
-def _last_load(cur, tables: Tables, month: Month, status: str) -> dict | None:
-    cur.execute(
-        sql.SQL("""
-        SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
-        WHERE sink = 'postgres' AND taxi = %s AND month = %s AND status = %s
-        ORDER BY load_id DESC LIMIT 1""").format(tables.ledger),
-        (tables.taxi.name, str(month), status),
-    )
-    row = cur.fetchone()
-    return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
-
-
 def _suspicious(tables: Tables, month: Month, alias: str) -> sql.Composed:
     """Loaded but worth a look: pickup outside the month, dropoff before pickup, a negative amount."""
     taxi = tables.taxi
     pickup = sql.Identifier(alias, taxi.column(taxi.pickup).db_name)
     dropoff = sql.Identifier(alias, taxi.column(taxi.dropoff).db_name)
-    conds = [_month_filter(tables, month, alias, inside=False), sql.SQL("{} < {}").format(dropoff, pickup)]
+    conds = [month_filter(tables, month, alias, inside=False), sql.SQL("{} < {}").format(dropoff, pickup)]
     conds += [sql.SQL("{} < 0").format(sql.Identifier(alias, taxi.column(a).db_name)) for a in taxi.amount_fields]
     return sql.SQL("({})").format(sql.SQL(" OR ").join(conds))

@@ -24,10 +24,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
+from taxi_loader.contract import REJECTS_COLUMNS, main_columns
 from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text
-from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
-from taxi_loader.taxis import Kind, TaxiType
+from taxi_loader.reader import DEFAULT_MAX_REJECTS, ChunkStream, MonthFile, Reject, check_rejects, validated_rows
+from taxi_loader.taxis import Column, Kind, TaxiType
 
 BATCH = 50_000
 ARROW_TYPE = {
@@ -36,6 +37,8 @@ ARROW_TYPE = {
     Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
     Kind.FLOAT: pa.float64(),
     Kind.TEXT: pa.string(),
+    Kind.COUNT: pa.int64(),
+    Kind.INSTANT: pa.timestamp("us", tz="UTC"),
 }
 _CONVERT = {
     Kind.CODE: int,
@@ -46,10 +49,21 @@ _CONVERT = {
 }
 
 
-def arrow_schema(taxi: TaxiType) -> pa.Schema:
-    """unique_row_id, filename, then the source columns with their names as the files spell them."""
-    fields = [pa.field("unique_row_id", pa.string(), nullable=False), pa.field("filename", pa.string())]
-    return pa.schema(fields + [pa.field(c.name, ARROW_TYPE[c.kind]) for c in taxi.columns])
+def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
+    """The Arrow schema of a table of the contract (names as the files spell them)."""
+    return pa.schema([pa.field(c.name, ARROW_TYPE[c.kind], nullable=not c.required) for c in columns])
+
+
+def rejects_table(filename: str, rejects: list[Reject]) -> pa.Table:
+    """A month's rejected rows as a table of the rejects contract."""
+    values = {
+        "filename": [filename] * len(rejects),
+        "line": [r.line for r in rejects],
+        "column_name": [r.column for r in rejects],
+        "reason": [r.reason for r in rejects],
+        "raw_line": [r.raw for r in rejects],
+    }
+    return pa.Table.from_pydict(values, schema=arrow_schema(REJECTS_COLUMNS))
 
 
 @dataclass
@@ -68,7 +82,7 @@ def write_month_parquet(
     taxi: TaxiType,
     month: str,
     target: Path,
-    max_rejects: str = "0.1%",
+    max_rejects: str = DEFAULT_MAX_REJECTS,
     drop_duplicates: bool = False,
 ) -> ParquetResult:
     """Validate `source` and write it to `target` as typed Parquet with final ids; raise BadData over the limit.
@@ -99,7 +113,7 @@ def write_month_parquet(
 
 def _write(source: Path, taxi: TaxiType, month: str, part: Path, digests: Digests, fast: bool) -> ParquetResult:
     """One pass: Parquet rows with plain md5 ids into `part`, their 16-byte digests into `digests`."""
-    schema = arrow_schema(taxi)
+    schema = arrow_schema(main_columns(taxi))
     rejects: list[Reject] = []
     written = 0
     with (

@@ -1,0 +1,80 @@
+"""The table contract every sink keeps, described once as data.
+
+- A main table `<taxi>_tripdata`: the system columns (`SYSTEM_COLUMNS`: unique_row_id, filename), then the
+  taxi type's source columns (`taxis.py`).
+- A rejects table `<taxi>_tripdata_rejects` (`REJECTS_COLUMNS`): the rows that could not be loaded.
+- A ledger `taxi_loader_ledger` (`LEDGER_COLUMNS`): one row per load, what `status` and `backfill` read.
+
+Each sink derives its DDL or schema from these (PostgreSQL: `sinks/postgres/ddl.py`, BigQuery:
+`sinks/bigquery/bq.py`, Parquet: `sinks/bigquery/parquet.py`), mapping each `Kind` to a type of its own.
+See docs/architecture.md for the whole contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taxi_loader.taxis import Column, Kind, TaxiType
+
+ROW_ID = Column("unique_row_id", Kind.TEXT, required=True)
+FILENAME = Column("filename", Kind.TEXT)
+SYSTEM_COLUMNS = (ROW_ID, FILENAME)
+
+REJECTS_COLUMNS = (
+    Column("filename", Kind.TEXT, required=True),
+    Column("line", Kind.COUNT, required=True),  # the header is line 1, as an editor counts
+    Column("column_name", Kind.TEXT),  # None: the line as a whole (wrong number of fields)
+    Column("reason", Kind.TEXT, required=True),
+    Column("raw_line", Kind.TEXT),
+)
+
+LEDGER_TABLE = "taxi_loader_ledger"
+LEDGER_COLUMNS = (
+    Column("sink", Kind.TEXT, required=True),
+    Column("taxi", Kind.TEXT, required=True),
+    Column("month", Kind.TEXT, required=True),  # YYYY-MM
+    Column("filename", Kind.TEXT, required=True),
+    Column("source", Kind.TEXT),  # the URL or path the file came from (bigquery: the object's gs:// URI)
+    Column("source_size", Kind.COUNT),
+    Column("source_sha256", Kind.TEXT),
+    Column("rows_read", Kind.COUNT),
+    Column("rows_rejected", Kind.COUNT),
+    Column("rows_repeated", Kind.COUNT),
+    Column("rows_inserted", Kind.COUNT),
+    Column("rows_present", Kind.COUNT),
+    Column("rows_suspicious", Kind.COUNT),
+    Column("rows_after", Kind.COUNT),  # rows of this file in the table after the load
+    Column("started_at", Kind.INSTANT),
+    Column("finished_at", Kind.INSTANT),
+    Column("status", Kind.TEXT, required=True),  # staged, succeeded, failed, interrupted
+    Column("error", Kind.TEXT),
+    Column("loader_version", Kind.TEXT),
+)
+
+# Ledger statuses. 'staged' is a load between its two steps; the others are how a load ended.
+STAGED, SUCCEEDED, FAILED, INTERRUPTED = "staged", "succeeded", "failed", "interrupted"
+
+
+def main_columns(taxi: TaxiType) -> tuple[Column, ...]:
+    """The columns of `taxi`'s main table, in order: the system columns, then the source columns."""
+    return SYSTEM_COLUMNS + taxi.columns
+
+
+@dataclass(frozen=True)
+class LoadRecord:
+    """The last finished load of one (taxi, month) as a sink's ledger tells it: what `status` shows and what
+    `backfill` decides a skip by."""
+
+    taxi: str
+    month: str
+    status: str
+    rows: int | None  # rows of the month's file in the table after the load
+    source_size: int | None
+    source_sha256: str | None
+    finished_at: str | None  # ISO 8601, seconds
+
+    def loaded_from(self, size: int | None, sha256: str | None) -> bool:
+        """Whether this load succeeded from a file of this size (and checksum, when it is known)."""
+        if self.status != SUCCEEDED or size is None or self.source_size != size:
+            return False
+        return not sha256 or self.source_sha256 == sha256

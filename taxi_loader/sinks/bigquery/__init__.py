@@ -1,0 +1,82 @@
+"""The BigQuery sink: the month as a typed Parquet object in GCS, loaded into a staging table and MERGEd.
+
+settings (where, and the Google clients), parquet (file -> typed Parquet with ids), gcs (the object: the
+stage step), bq (load job, MERGE, ledger, rejects: the merge step). `BigQuerySink` is the Sink of
+`sinks/base.py` over them. The Google libraries load only when a step runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, ClassVar
+
+from taxi_loader.contract import LoadRecord
+from taxi_loader.job import Cancellation, Job
+from taxi_loader.months import Month
+from taxi_loader.source import RetryPolicy
+from taxi_loader.taxis import TaxiType
+
+from .settings import BigQuerySettings
+
+
+class BigQueryMonth:
+    """One month's load on GCS + BigQuery."""
+
+    def __init__(self, settings: BigQuerySettings, job: Job):
+        self.settings, self.job = settings, job
+
+    def stage(self, path: Path) -> dict[str, Any]:
+        from . import gcs
+
+        job = self.job
+        result = gcs.upload_gcs(
+            path, job.taxi, job.month, self.settings, job.data_dir, job.max_rejects, job.drop_duplicates, job.retry
+        )
+        return asdict(result)
+
+    def merge(self) -> dict[str, Any]:
+        from . import bq
+
+        return asdict(bq.bq_load(self.job.taxi, self.job.month, self.settings, self.job.retry))
+
+    def cleanup(self, remove_object: bool = False) -> dict[str, Any]:
+        from . import bq, gcs
+
+        job = self.job
+        return {
+            "staging_dropped": bq.drop_staging(self.settings, job.taxi, job.month),
+            "files_removed": gcs.remove_local(job.data_dir, job.taxi, job.month),
+            "object_removed": remove_object and gcs.remove_object(self.settings, job.taxi, job.month),
+        }
+
+    def record_failure(self, status: str, message: str) -> None:
+        """Nothing: the BigQuery ledger records finished loads only (a failed one left the tables as they were)."""
+
+
+class BigQuerySink:
+    """The BigQuery sink (see the package's docstring)."""
+
+    name: ClassVar[str] = "bigquery"
+    Settings: ClassVar[type[BigQuerySettings]] = BigQuerySettings
+
+    def __init__(self, settings: BigQuerySettings = BigQuerySettings()):
+        self.settings = settings
+
+    @contextmanager
+    def open(self, job: Job, cancel: Cancellation, whole_load: bool = False) -> Iterator[BigQueryMonth]:
+        # Each step is a request or a job of its own; a second load of the month is made harmless by the
+        # deterministic load job id and the MERGE on unique_row_id, not by a lock.
+        yield BigQueryMonth(self.settings, job)
+
+    def last_loads(
+        self, taxis: Sequence[TaxiType], month: Month | None = None, retry: RetryPolicy = RetryPolicy()
+    ) -> list[LoadRecord]:
+        from . import bq
+
+        return bq.last_loads(self.settings, taxis, month)
+
+    def target_options(self) -> list[str]:
+        return []

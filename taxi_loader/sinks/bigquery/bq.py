@@ -1,0 +1,247 @@
+"""The BigQuery side of the sink: bq-load (load job, staging table, MERGE), the ledger, the rejects table.
+
+Main table <dataset>.<taxi>_tripdata, partitioned by the pickup day; no clustering: the loader's own MERGE
+joins on unique_row_id over the whole table, which clustering does not prune, and queries filter by date,
+which the partitioning already serves. Every schema derives from `contract.py` through `BQ_TYPE`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from taxi_loader import __version__
+from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, SUCCEEDED, LoadRecord, main_columns
+from taxi_loader.errors import ConfigError, TransientError
+from taxi_loader.months import Month
+from taxi_loader.source import RetryPolicy
+from taxi_loader.taxis import Column, Kind, TaxiType
+
+from .settings import BigQuerySettings, bigquery_client, storage_client
+
+if TYPE_CHECKING:
+    from google.cloud import bigquery
+
+SINK = "bigquery"
+BQ_TYPE = {
+    Kind.CODE: "STRING",
+    Kind.INT: "INT64",
+    Kind.TIMESTAMP: "TIMESTAMP",
+    Kind.FLOAT: "FLOAT64",
+    Kind.TEXT: "STRING",
+    Kind.COUNT: "INT64",
+    Kind.INSTANT: "TIMESTAMP",
+}
+_LEDGER_KIND = {c.name: c.kind for c in LEDGER_COLUMNS}
+
+
+def schema(columns: Sequence[Column]) -> list[bigquery.SchemaField]:
+    """The BigQuery schema of a table of the contract (names as the files spell them)."""
+    from google.cloud import bigquery
+
+    return [
+        bigquery.SchemaField(c.name, BQ_TYPE[c.kind], mode="REQUIRED" if c.required else "NULLABLE") for c in columns
+    ]
+
+
+@dataclass
+class BqResult:
+    """What bq-load did: the rows staged from the object, inserted, already present; the rejects loaded."""
+
+    taxi: str
+    month: str
+    table: str
+    job_id: str
+    rows_staged: int
+    rows_inserted: int
+    rows_present: int
+    rows_rejected: int
+
+
+def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: RetryPolicy = RetryPolicy()) -> BqResult:
+    """Load the month's object into its staging table (deterministic job id), MERGE new rows, drop staging."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery, storage
+
+    settings.need("project", "bucket", "dataset")
+    client = bigquery_client(settings)
+    ds = settings.dataset_id
+    main, staging = f"{ds}.{taxi.table}", f"{ds}.{taxi.staging_table(month)}"
+    uri = f"gs://{settings.bucket}/{settings.object_name(taxi, month)}"
+    started = datetime.now(UTC)
+    try:
+        dataset = bigquery.Dataset(ds)
+        dataset.location = settings.location
+        client.create_dataset(dataset, exists_ok=True)
+        table = bigquery.Table(main, schema=schema(main_columns(taxi)))
+        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=taxi.pickup)
+        client.create_table(table, exists_ok=True)
+        blob = storage.Blob.from_uri(uri, client=storage_client(settings))
+        blob.reload()
+        job = _load_job(client, uri, staging, blob.md5_hash, taxi, month)
+        staged = client.get_table(staging).num_rows or 0
+        cols = [f"`{c.name}`" for c in main_columns(taxi)]
+        merge = client.query(
+            f"MERGE `{main}` T USING `{staging}` S ON T.unique_row_id = S.unique_row_id "
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('S.' + c for c in cols)})"
+        )
+        merge.result()
+        inserted = merge.num_dml_affected_rows or 0
+        rejected = _load_rejects(client, settings, taxi, month)
+        meta = blob.metadata or {}
+        _record(
+            client,
+            settings,
+            {
+                "sink": SINK,
+                "taxi": taxi.name,
+                "month": str(month),
+                "filename": taxi.filename(str(month)),
+                "source": uri,
+                "source_size": _int(meta.get("source_size")),
+                "source_sha256": meta.get("source_sha256"),
+                "rows_read": _int(meta.get("rows_read")),
+                "rows_rejected": _int(meta.get("rows_rejected")),
+                "rows_repeated": _int(meta.get("rows_repeated")),
+                "rows_inserted": inserted,
+                "rows_present": staged - inserted,
+                "rows_after": staged,
+                "started_at": started,
+                "finished_at": datetime.now(UTC),
+                "status": SUCCEEDED,
+                "loader_version": __version__,
+            },
+        )
+        client.delete_table(staging, not_found_ok=True)
+    except gexc.NotFound as exc:
+        raise ConfigError(
+            f"{taxi.name} {month}: {exc.message}; run upload-gcs first, or check GCP_BUCKET_NAME / GCP_DATASET"
+        ) from None
+    except gexc.Forbidden as exc:
+        raise ConfigError(
+            f"no permission in BigQuery dataset {ds}: give the service account BigQuery Data Editor "
+            f"and Job User ({exc.message})"
+        ) from None
+    except (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests) as exc:
+        raise TransientError(f"BigQuery failed for {taxi.name} {month}: {exc}; run the command again") from None
+    return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text else None
+
+
+def _load_rejects(client: bigquery.Client, settings: BigQuerySettings, taxi: TaxiType, month: Month) -> int:
+    """Replace the month's rows in <taxi>_tripdata_rejects with those of its rejects object, if any."""
+    from google.cloud import bigquery
+
+    table = bigquery.Table(f"{settings.dataset_id}.{taxi.rejects_table}", schema=schema(REJECTS_COLUMNS))
+    client.create_table(table, exists_ok=True)
+    param = bigquery.ScalarQueryParameter("filename", "STRING", taxi.filename(str(month)))
+    client.query(
+        f"DELETE FROM `{table}` WHERE filename = @filename",
+        job_config=bigquery.QueryJobConfig(query_parameters=[param]),
+    ).result()
+    blob = storage_client(settings).bucket(settings.bucket).blob(settings.rejects_object_name(taxi, month))
+    if not blob.exists():
+        return 0
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
+    )
+    uri = f"gs://{settings.bucket}/{settings.rejects_object_name(taxi, month)}"
+    job = client.load_table_from_uri(uri, str(table), job_config=config)
+    job.result()
+    return job.output_rows or 0
+
+
+def _load_job(client: bigquery.Client, uri: str, staging: str, md5: str | None, taxi: TaxiType, month: Month) -> str:
+    """Run (or adopt) the load job of this object into the staging table; return its id.
+
+    The id is a function of the object's content, so a retried step finds the job already running or done
+    and waits for it instead of loading twice. A job done earlier whose staging table is gone (a finished
+    load's cleanup) is not adopted: the next numbered id runs afresh.
+    """
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    digest = hashlib.sha1(f"{uri}|{md5}|{staging}".encode()).hexdigest()[:16]
+    base = f"taxi_loader_{taxi.name}_{month.year:04d}_{month.mm}_{digest}"
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        schema=schema(main_columns(taxi)),
+    )
+    for n in range(100):
+        job_id = base if n == 0 else f"{base}_{n}"
+        job: Any
+        try:
+            job = client.load_table_from_uri(uri, staging, job_id=job_id, job_config=config)
+        except gexc.Conflict:
+            job = client.get_job(job_id)
+            if job.state == "DONE":
+                try:
+                    client.get_table(staging)
+                except gexc.NotFound:
+                    continue
+        job.result()
+        return job_id
+    raise TransientError(f"{taxi.name} {month}: could not find a free load job id after 100 tries")
+
+
+def _record(client: bigquery.Client, settings: BigQuerySettings, values: dict[str, Any]) -> None:
+    """Append one row to the dataset's ledger (created with the contract's columns when missing)."""
+    from google.cloud import bigquery
+
+    ledger = f"{settings.dataset_id}.{LEDGER_TABLE}"
+    client.create_table(bigquery.Table(ledger, schema=schema(LEDGER_COLUMNS)), exists_ok=True)
+    params = [bigquery.ScalarQueryParameter(k, BQ_TYPE[_LEDGER_KIND[k]], v) for k, v in values.items()]
+    client.query(
+        f"INSERT INTO `{ledger}` ({', '.join(values)}) VALUES ({', '.join('@' + k for k in values)})",
+        job_config=bigquery.QueryJobConfig(query_parameters=params),
+    ).result()
+
+
+def drop_staging(settings: BigQuerySettings, taxi: TaxiType, month: Month) -> bool:
+    """Drop the month's staging table when the dataset is configured; return whether that was tried."""
+    if not (settings.project and settings.dataset):
+        return False
+    bigquery_client(settings).delete_table(f"{settings.dataset_id}.{taxi.staging_table(month)}", not_found_ok=True)
+    return True
+
+
+def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Month | None = None) -> list[LoadRecord]:
+    """The last load of every (taxi, month) of `taxis` (of just `month` when given) from the dataset's ledger."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    settings.need("project", "dataset")
+    client = bigquery_client(settings)
+    params = [bigquery.ArrayQueryParameter("taxis", "STRING", [t.name for t in taxis])]
+    where = "taxi IN UNNEST(@taxis)"
+    if month:
+        params.append(bigquery.ScalarQueryParameter("month", "STRING", str(month)))
+        where += " AND month = @month"
+    query = (
+        "SELECT taxi, month, status, rows_after, source_size, source_sha256, finished_at FROM ("
+        "  SELECT *, ROW_NUMBER() OVER (PARTITION BY taxi, month ORDER BY finished_at DESC) AS rn"
+        f"  FROM `{settings.dataset_id}.{LEDGER_TABLE}` WHERE {where}) WHERE rn = 1"
+    )
+    try:
+        rows = client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
+    except gexc.NotFound:
+        return []
+    return [
+        LoadRecord(
+            r["taxi"],
+            r["month"],
+            r["status"],
+            r["rows_after"],
+            r["source_size"],
+            r["source_sha256"],
+            r["finished_at"].isoformat(timespec="seconds") if r["finished_at"] else None,
+        )
+        for r in rows
+    ]

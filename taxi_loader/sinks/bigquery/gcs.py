@@ -1,0 +1,152 @@
+"""The GCS side of the BigQuery sink: the month as a typed Parquet object with final ids (its stage step).
+
+Object: gs://<bucket>/<prefix>/<taxi>/<taxi>_tripdata_YYYY-MM.parquet, the raw zone (kept after a load), and
+beside it the month's rejected rows when there are any. Ids are final in the object (computed once, the
+twin of PostgreSQL's), so every sink holds the same unique_row_id for the same row.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taxi_loader.errors import ConfigError, TransientError
+from taxi_loader.months import Month
+from taxi_loader.reader import Reject
+from taxi_loader.source import RetryPolicy
+from taxi_loader.taxis import TaxiType
+
+from .parquet import ParquetResult, rejects_table, write_month_parquet
+from .settings import BigQuerySettings, cloud_retrying, storage_client
+
+
+@dataclass
+class UploadResult:
+    """What upload-gcs wrote: the object, the file's rows and what became of them."""
+
+    taxi: str
+    month: str
+    object: str
+    uploaded: bool  # False when an identical object was already there
+    rows_read: int
+    rows_written: int
+    rows_repeated: int
+    rows_dropped: int
+    rows_rejected: int
+    source_sha256: str
+
+
+def _md5_b64(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def upload_gcs(
+    source: Path,
+    taxi: TaxiType,
+    month: Month,
+    settings: BigQuerySettings,
+    data_dir: Path,
+    max_rejects: str,
+    drop_duplicates: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
+) -> UploadResult:
+    """Write the month as typed Parquet and upload it (resumable); an identical object is not uploaded again.
+
+    The object's metadata carries the source file's size and checksum and the file's counts, which bq-load
+    records in the ledger.
+    """
+    from google.api_core import exceptions as gexc
+
+    settings.need("bucket")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    local = data_dir / taxi.parquet_name(month)
+    result: ParquetResult = write_month_parquet(source, taxi, str(month), local, max_rejects, drop_duplicates)
+    name = settings.object_name(taxi, month)
+    md5 = _md5_b64(local)
+    client = storage_client(settings)
+    uploaded = False
+    try:
+        for attempt in cloud_retrying(retry):
+            with attempt:
+                bucket = client.bucket(settings.bucket)
+                blob = bucket.get_blob(name)
+                if blob is None or blob.md5_hash != md5:
+                    blob = bucket.blob(name, chunk_size=8 << 20)  # resumable, in 8 MiB chunks
+                    blob.metadata = {
+                        "source_sha256": result.source_sha256,
+                        "source_size": str(result.source_size),
+                        "rows": str(result.rows_written),
+                        "rows_read": str(result.rows_read),
+                        "rows_rejected": str(len(result.rejects)),
+                        "rows_repeated": str(result.rows_repeated),
+                    }
+                    blob.upload_from_filename(str(local), checksum="md5")
+                    uploaded = True
+                _upload_rejects(bucket, settings.rejects_object_name(taxi, month), result.rejects, taxi, month)
+    except gexc.NotFound:
+        raise ConfigError(
+            f"bucket gs://{settings.bucket} not found: create it (flow 04_gcp_setup, or "
+            f"`gcloud storage buckets create gs://{settings.bucket}`) or fix GCP_BUCKET_NAME"
+        ) from None
+    except gexc.Forbidden as exc:
+        raise ConfigError(
+            f"no permission to write gs://{settings.bucket}/{name}: give the service account "
+            f"Storage Object Admin on the bucket ({exc.message})"
+        ) from None
+    except gexc.GoogleAPICallError as exc:
+        raise TransientError(f"upload of gs://{settings.bucket}/{name} failed: {exc}; run the command again") from None
+    return UploadResult(
+        taxi.name,
+        str(month),
+        f"gs://{settings.bucket}/{name}",
+        uploaded,
+        result.rows_read,
+        result.rows_written,
+        result.rows_repeated,
+        result.rows_dropped,
+        len(result.rejects),
+        result.source_sha256,
+    )
+
+
+def _upload_rejects(bucket: Any, name: str, rejects: list[Reject], taxi: TaxiType, month: Month) -> None:
+    """The month's rejected rows as a small Parquet object beside the data (removed when there are none)."""
+    import pyarrow.parquet as pq
+
+    blob = bucket.blob(name)
+    if not rejects:
+        if blob.exists():
+            blob.delete()
+        return
+    buf = io.BytesIO()
+    pq.write_table(rejects_table(taxi.filename(str(month)), rejects), buf)
+    blob.upload_from_string(buf.getvalue(), content_type="application/octet-stream")
+
+
+def remove_object(settings: BigQuerySettings, taxi: TaxiType, month: Month) -> bool:
+    """Delete the month's Parquet object; return whether there was one."""
+    settings.need("bucket")
+    blob = storage_client(settings).bucket(settings.bucket).blob(settings.object_name(taxi, month))
+    if not blob.exists():
+        return False
+    blob.delete()
+    return True
+
+
+def remove_local(data_dir: Path, taxi: TaxiType, month: Month) -> list[str]:
+    """Delete the month's local Parquet file (and a partial one); return what was removed."""
+    local = data_dir / taxi.parquet_name(month)
+    removed = []
+    for p in (local, local.with_name(local.name + ".part")):
+        if p.exists():
+            p.unlink()
+            removed.append(str(p))
+    return removed

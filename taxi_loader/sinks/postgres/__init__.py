@@ -1,0 +1,116 @@
+"""The PostgreSQL sink: a staging table per month, filled by COPY, merged into a table partitioned by month.
+
+connect (connections), ddl (the contract's tables, locks, SQL fragments), stage (file -> staging table),
+merge (staging table -> main table), ledger (the ledger and rejects). `PostgresSink` is the Sink of
+`sinks/base.py` over them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psycopg2.errors
+
+from taxi_loader.contract import LoadRecord
+from taxi_loader.job import Cancellation, Job
+from taxi_loader.logs import get_logger
+from taxi_loader.months import Month
+from taxi_loader.source import RetryPolicy
+from taxi_loader.taxis import TaxiType
+
+from . import ledger, merge, stage
+from .connect import Connection, session
+from .ddl import Tables, drop_staging, month_lock
+
+log = get_logger("taxi_loader")
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    """Where the PostgreSQL sink writes (field metadata: the command-line option's help)."""
+
+    db_url: str | None = field(
+        default=None, metadata={"help": "postgresql://user:password@host:port/db; else the PG* variables apply."}
+    )
+    schema: str = field(default="public", metadata={"help": "Schema of the tables.", "show_default": True})
+
+
+class PostgresMonth:
+    """One month's load on PostgreSQL, over one connection."""
+
+    def __init__(self, conn: Connection, tables: Tables, job: Job):
+        self.conn, self.tables, self.job = conn, tables, job
+
+    def stage(self, path: Path) -> dict[str, Any]:
+        job = self.job
+        return asdict(stage.stage(self.conn, self.tables, job.month, path, job.location, job.max_rejects))
+
+    def merge(self) -> dict[str, Any]:
+        return asdict(merge.dedup_merge(self.conn, self.tables, self.job.month, self.job.drop_duplicates))
+
+    def cleanup(self, remove_object: bool = False) -> dict[str, Any]:
+        # A cancel request is asynchronous: when it lands after the statement it was meant for, it cancels the
+        # next one, this drop; the drop is then simply run again.
+        try:
+            dropped = drop_staging(self.conn, self.tables, self.job.month)
+        except psycopg2.errors.QueryCanceled:
+            self.conn.rollback()
+            dropped = drop_staging(self.conn, self.tables, self.job.month)
+        return {"staging_dropped": dropped}
+
+    def record_failure(self, status: str, message: str) -> None:
+        job = self.job
+        _best_effort(
+            self.conn, lambda: ledger.record_failure(self.conn, self.tables, job.month, job.location, status, message)
+        )
+
+
+def _best_effort(conn: Connection, action: Callable[[], object]) -> None:
+    """Run a bookkeeping action that must not mask the original error; try twice when a late cancel request
+    strikes it (see PostgresMonth.cleanup)."""
+    for attempt in (1, 2):
+        if conn.closed:
+            return
+        try:
+            action()
+            return
+        except psycopg2.errors.QueryCanceled:
+            conn.rollback()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("bookkeeping failed", error=str(exc), attempt=attempt)
+            return
+
+
+class PostgresSink:
+    """The PostgreSQL sink (see the package's docstring)."""
+
+    name: ClassVar[str] = "postgres"
+    Settings: ClassVar[type[PostgresSettings]] = PostgresSettings
+
+    def __init__(self, settings: PostgresSettings = PostgresSettings()):
+        self.settings = settings
+
+    @contextmanager
+    def open(self, job: Job, cancel: Cancellation, whole_load: bool = False) -> Iterator[PostgresMonth]:
+        tables = Tables(self.settings.schema, job.taxi)
+        with session(self.settings.db_url, job.retry) as conn, cancel.watching(conn):
+            if not whole_load:
+                yield PostgresMonth(conn, tables, job)
+                return
+            # The whole load holds the month's lock, so a second load of the same month waits for this one
+            # instead of re-staging under its feet; loads of other months run alongside.
+            with month_lock(conn, tables, job.month):
+                yield PostgresMonth(conn, tables, job)
+
+    def last_loads(
+        self, taxis: Sequence[TaxiType], month: Month | None = None, retry: RetryPolicy = RetryPolicy()
+    ) -> list[LoadRecord]:
+        with session(self.settings.db_url, retry) as conn:
+            return ledger.last_loads(conn, self.settings.schema, taxis, month)
+
+    def target_options(self) -> list[str]:
+        return ["--schema", self.settings.schema] if self.settings.schema != "public" else []

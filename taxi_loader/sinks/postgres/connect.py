@@ -1,0 +1,100 @@
+"""Connecting to PostgreSQL: libpq's settings, retries for an unreachable server, messages without passwords."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import psycopg2
+import psycopg2.extensions
+
+from taxi_loader.errors import ConfigError, TransientError
+from taxi_loader.source import RetryPolicy
+
+Connection = psycopg2.extensions.connection
+
+
+def describe_target(db_url: str | None) -> str:
+    """host:port/dbname of a connection string or URL, without the password, for messages."""
+    try:
+        params = psycopg2.extensions.parse_dsn(db_url or "")
+    except psycopg2.ProgrammingError:
+        return "the configured database"
+    host = params.get("host") or "(PGHOST or local socket)"
+    port = params.get("port") or "5432"
+    db = params.get("dbname") or ""
+    return f"{host}:{port}/{db}" if db else f"{host}:{port}"
+
+
+_CONFIG_PROBLEMS = (
+    "password authentication failed",
+    "authentication failed",
+    "does not exist",
+    "no password supplied",
+    "permission denied",
+    "pg_hba.conf",
+)
+
+
+class _Unreachable(Exception):
+    pass
+
+
+def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Connection:
+    """Open a connection; libpq's PG* variables apply when `db_url` leaves something out.
+
+    Unreachable servers are retried with backoff, then TransientError; wrong credentials or a missing
+    database are ConfigError at once. Messages name the host, never the password.
+    """
+    where = describe_target(db_url)
+    try:
+        params = psycopg2.extensions.parse_dsn(db_url or "")
+    except psycopg2.ProgrammingError:
+        raise ConfigError(
+            "the database URL cannot be parsed; use postgresql://user:password@host:port/dbname"
+        ) from None
+    try:
+        for attempt in retry.retrying((_Unreachable,)):
+            with attempt:
+                try:
+                    conn = psycopg2.connect(
+                        db_url or "", connect_timeout=max(1, int(retry.timeout)), application_name="taxi-loader"
+                    )
+                except psycopg2.OperationalError as exc:
+                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
+                    if any(p in text for p in _CONFIG_PROBLEMS):
+                        user = params.get("user") or "(PGUSER)"
+                        raise ConfigError(
+                            f"cannot log in to PostgreSQL at {where} as {user}: {_scrub(text, params)}; "
+                            "check --db-url / TAXI_LOADER_DB_URL or the PG* variables"
+                        ) from None
+                    raise _Unreachable(_scrub(text, params)) from None
+    except _Unreachable as exc:
+        raise TransientError(
+            f"PostgreSQL at {where} is unreachable after {retry.attempts} attempts ({exc}); "
+            "start it or fix --db-url, then run the command again"
+        ) from None
+    conn.autocommit = False
+    return conn
+
+
+def _scrub(text: str, params: dict[str, str]) -> str:
+    password = params.get("password")
+    return text.replace(password, "***") if password else text
+
+
+@contextmanager
+def session(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Iterator[Connection]:
+    """A connection that is closed afterwards; database errors become TransientError naming the host."""
+    conn = connect(db_url, retry)
+    try:
+        yield conn
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+        what = "lost the connection to" if conn.closed else "a transient failure in"
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise TransientError(
+            f"{what} PostgreSQL at {describe_target(db_url)} ({detail}); run the command again"
+        ) from None
+    finally:
+        with suppress(psycopg2.Error):
+            conn.close()

@@ -1,0 +1,162 @@
+"""The ledger and the rejects table on PostgreSQL: what each load did, as `status` and `backfill` read it.
+
+A load writes a 'staged' row when stage commits; dedup-merge turns it into 'succeeded' with the counts;
+a failure or an interrupt marks it (or a new row) 'failed' / 'interrupted' with the error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extensions import cursor as Cursor
+
+from taxi_loader import __version__
+from taxi_loader.contract import REJECTS_COLUMNS, STAGED, SUCCEEDED, LoadRecord
+from taxi_loader.months import Month
+from taxi_loader.reader import FileStats, Reject
+from taxi_loader.taxis import TaxiType
+
+from .connect import Connection
+from .ddl import Tables, ensure_support_tables, relation_exists
+
+SINK = "postgres"
+_ERROR_CHARS = 2000
+
+
+def _insert(cur: Cursor, tables: Tables, values: dict[str, Any]) -> None:
+    cur.execute(
+        sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            tables.ledger,
+            sql.SQL(", ").join(map(sql.Identifier, values)),
+            sql.SQL(", ").join(sql.Placeholder() * len(values)),
+        ),
+        list(values.values()),
+    )
+
+
+def record_staged(
+    cur: Cursor,
+    tables: Tables,
+    month: Month,
+    source: str,
+    stats: FileStats,
+    rejects: list[Reject],
+    repeated: int,
+    started: datetime,
+) -> None:
+    """The month's rejects (replacing an earlier stage's) and its 'staged' ledger row."""
+    filename = tables.taxi.filename(str(month))
+    cur.execute(sql.SQL("DELETE FROM {} WHERE filename = %s").format(tables.rejects), (filename,))
+    if rejects:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows((filename, r.line, r.column, r.reason, r.raw) for r in rejects)
+        buf.seek(0)
+        cur.copy_expert(
+            sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+                tables.rejects, sql.SQL(", ").join(sql.Identifier(c.db_name) for c in REJECTS_COLUMNS)
+            ),
+            buf,
+        )
+    _insert(
+        cur,
+        tables,
+        {
+            "sink": SINK,
+            "taxi": tables.taxi.name,
+            "month": str(month),
+            "filename": filename,
+            "source": source,
+            "source_size": stats.size,
+            "source_sha256": stats.sha256,
+            "rows_read": stats.data_lines,
+            "rows_rejected": len(rejects),
+            "rows_repeated": repeated,
+            "started_at": started,
+            "status": STAGED,
+            "loader_version": __version__,
+        },
+    )
+
+
+def last_load(cur: Cursor, tables: Tables, month: Month, status: str) -> dict[str, Any] | None:
+    """The month's last ledger row with this status, as a dict of the columns the merge reads."""
+    cur.execute(
+        sql.SQL("""
+        SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
+        WHERE sink = %s AND taxi = %s AND month = %s AND status = %s
+        ORDER BY load_id DESC LIMIT 1""").format(tables.ledger),
+        (SINK, tables.taxi.name, str(month), status),
+    )
+    row = cur.fetchone()
+    return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+
+
+def record_success(cur: Cursor, tables: Tables, load_id: int, counts: dict[str, int]) -> None:
+    """Turn the 'staged' row `load_id` into 'succeeded' with the merge's counts."""
+    cur.execute(
+        sql.SQL("UPDATE {} SET {}, finished_at = now(), status = %s WHERE load_id = %s").format(
+            tables.ledger, sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in counts)
+        ),
+        [*counts.values(), SUCCEEDED, load_id],
+    )
+
+
+def record_failure(conn: Connection, tables: Tables, month: Month, source: str | None, status: str, error: str) -> None:
+    """Note a failed or interrupted load in the ledger (the month's 'staged' row, or a new row)."""
+    conn.rollback()
+    ensure_support_tables(conn, tables)
+    with conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("""
+            UPDATE {} SET status = %s, error = %s, finished_at = now()
+            WHERE load_id = (SELECT max(load_id) FROM {} WHERE sink = %s AND taxi = %s AND month = %s
+                             AND status = %s)""").format(tables.ledger, tables.ledger),
+            (status, error[:_ERROR_CHARS], SINK, tables.taxi.name, str(month), STAGED),
+        )
+        if cur.rowcount == 0:
+            _insert(
+                cur,
+                tables,
+                {
+                    "sink": SINK,
+                    "taxi": tables.taxi.name,
+                    "month": str(month),
+                    "filename": tables.taxi.filename(str(month)),
+                    "source": source,
+                    "started_at": datetime.now().astimezone(),
+                    "finished_at": datetime.now().astimezone(),
+                    "status": status,
+                    "error": error[:_ERROR_CHARS],
+                    "loader_version": __version__,
+                },
+            )
+    conn.commit()
+
+
+def last_loads(
+    conn: Connection, schema: str, taxis: Sequence[TaxiType], month: Month | None = None
+) -> list[LoadRecord]:
+    """The last finished load of every (taxi, month) of `taxis` (of just `month` when given); nothing is created."""
+    tables = Tables(schema, taxis[0])
+    with conn.cursor() as cur:
+        if not relation_exists(cur, tables.ledger):
+            conn.commit()
+            return []
+        cur.execute(
+            sql.SQL("""
+            SELECT DISTINCT ON (taxi, month) taxi, month, status, rows_after, source_size, source_sha256, finished_at
+            FROM {} WHERE sink = %s AND taxi = ANY(%s) AND status <> %s {}
+            ORDER BY taxi, month, load_id DESC""").format(tables.ledger, sql.SQL("AND month = %s" if month else "")),
+            (SINK, [t.name for t in taxis], STAGED, *([str(month)] if month else [])),
+        )
+        records = [
+            LoadRecord(t, m, s, rows, size, sha, f.isoformat(timespec="seconds") if f else None)
+            for t, m, s, rows, size, sha, f in cur
+        ]
+    conn.commit()
+    return records
