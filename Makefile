@@ -33,8 +33,9 @@ $(BIN)/taxi-loader: setup.cfg pyproject.toml requirements-dev.txt
 test: install  ## the test suite, against the PostgreSQL at TAXI_LOADER_TEST_SERVER (default 127.0.0.1:5432)
 	$(BIN)/pytest
 
-lint: install
+lint: install  ## ruff, and mypy on the package (settings in pyproject.toml)
 	$(BIN)/ruff check taxi_loader tests bench
+	$(BIN)/mypy
 
 bench: install  ## the loader against PostgreSQL's own COPY, for a 1,369,765-row month
 	$(BIN)/python bench/bench.py

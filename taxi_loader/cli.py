@@ -130,20 +130,20 @@ def _sink(name: str, kw: dict) -> Sink:
     return sink
 
 
+max_rejects_option = option(
+    "--max-rejects",
+    default=DEFAULT_MAX_REJECTS,
+    show_default=True,
+    help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
+)
+drop_duplicates_option = option(
+    "--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file."
+)
+
+
 def merge_options(f):
-    for opt in reversed(
-        [
-            option(
-                "--max-rejects",
-                default=DEFAULT_MAX_REJECTS,
-                show_default=True,
-                help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
-            ),
-            option("--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file."),
-        ]
-    ):
-        f = opt(f)
-    return f
+    """The rules a month's rows are loaded by: --max-rejects and --drop-duplicates."""
+    return max_rejects_option(drop_duplicates_option(f))
 
 
 def _job_options(kw: dict) -> dict:
@@ -294,12 +294,7 @@ def download(**kw) -> None:
 @month_options
 @source_options
 @sink_options("postgres")
-@option(
-    "--max-rejects",
-    default=DEFAULT_MAX_REJECTS,
-    show_default=True,
-    help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
-)
+@max_rejects_option
 @handled
 def stage(**kw) -> None:
     """Validate the month's file and COPY it into its own staging table (fetches it when needed)."""
@@ -310,7 +305,7 @@ def stage(**kw) -> None:
 @main.command("dedup-merge")
 @month_options
 @sink_options("postgres")
-@option("--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file.")
+@drop_duplicates_option
 @handled
 def dedup_merge(**kw) -> None:
     """Insert the staged rows not yet in the main table, in one transaction; record the load in the ledger."""
@@ -404,7 +399,7 @@ def backfill(**kw) -> None:
 
     def on_done(o: bf.Outcome) -> None:
         if bar is not None:
-            bar.update(1, f"{o.taxi} {o.month}")
+            bar.update(1)
             return
         for line in backfill_month_lines(fmt, o.__dict__):
             click.echo(line)

@@ -12,6 +12,7 @@ import hashlib
 import math
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from taxi_loader.taxis import Kind, TaxiType
 
@@ -27,11 +28,12 @@ def pg_float_text(x: float) -> str:
     if x == 0:
         return "-0" if math.copysign(1.0, x) < 0 else "0"
     # repr gives the shortest round-trip digits, as PostgreSQL's float8out does; only the layout differs.
-    sign, digits_tuple, exponent = Decimal(repr(x)).as_tuple()
+    negative, digits_tuple, exponent = Decimal(repr(x)).as_tuple()
+    assert isinstance(exponent, int)  # a finite number (NaN and infinities are handled above)
     digits = "".join(map(str, digits_tuple))
     exp = exponent + len(digits) - 1  # scientific exponent: x = d.ddd * 10**exp
     digits = digits.rstrip("0") or "0"
-    sign = "-" if sign else ""
+    sign = "-" if negative else ""
     if exp < -4 or exp >= 15:
         m = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
         return f"{sign}{m}e{'+' if exp >= 0 else '-'}{abs(exp):02d}"
@@ -52,7 +54,7 @@ def pg_timestamp_text(ts: datetime) -> str:
     return text
 
 
-def value_text(value: object, kind: Kind) -> str:
+def value_text(value: Any, kind: Kind) -> str:
     """One key field's text form; None is ''."""
     if value is None:
         return ""

@@ -53,7 +53,8 @@ def configure(fmt: str = "auto", level: str = "info") -> str:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    processors: list = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    processors: list[Any] = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    renderer: Any
     if fmt == "kestra":
         # Kestra shows stderr lines as ERROR, so levelled lines go to stdout in its protocol.
         renderer, out = _kestra_renderer, sys.stdout

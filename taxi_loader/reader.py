@@ -28,8 +28,9 @@ GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_REJECTS = "0.1%"  # --max-rejects when none is given: see check_rejects
 
 
-def _latin1_fallback(err: UnicodeDecodeError) -> tuple[str, int]:
+def _latin1_fallback(err: UnicodeError) -> tuple[str, int]:
     # Read the offending byte as latin-1 (0xA0 becomes U+00A0) instead of failing the load.
+    assert isinstance(err, UnicodeDecodeError)  # registered for decoding only
     return err.object[err.start : err.start + 1].decode("latin-1"), err.start + 1
 
 

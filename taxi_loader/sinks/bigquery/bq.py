@@ -64,7 +64,7 @@ class BqResult:
 def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: RetryPolicy = RetryPolicy()) -> BqResult:
     """Load the month's object into its staging table (deterministic job id), MERGE new rows, drop staging."""
     from google.api_core import exceptions as gexc
-    from google.cloud import bigquery, storage
+    from google.cloud import bigquery, storage  # type: ignore[attr-defined]
 
     settings.need("project", "bucket", "dataset")
     client = bigquery_client(settings)
@@ -219,7 +219,7 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
 
     settings.need("project", "dataset")
     client = bigquery_client(settings)
-    params = [bigquery.ArrayQueryParameter("taxis", "STRING", [t.name for t in taxis])]
+    params: list[Any] = [bigquery.ArrayQueryParameter("taxis", "STRING", [t.name for t in taxis])]
     where = "taxi IN UNNEST(@taxis)"
     if month:
         params.append(bigquery.ScalarQueryParameter("month", "STRING", str(month)))

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -40,7 +42,7 @@ ARROW_TYPE = {
     Kind.COUNT: pa.int64(),
     Kind.INSTANT: pa.timestamp("us", tz="UTC"),
 }
-_CONVERT = {
+_CONVERT: dict[Kind, Callable[[str], Any]] = {
     Kind.CODE: int,
     Kind.INT: int,
     Kind.FLOAT: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -12,6 +13,14 @@ from taxi_loader.errors import ConfigError, TransientError
 from taxi_loader.source import RetryPolicy
 
 Connection = psycopg2.extensions.connection
+Cursor = psycopg2.extensions.cursor
+
+
+def one(cur: Cursor) -> tuple[Any, ...]:
+    """The row a statement that always returns one row (an aggregate, a function call) returned."""
+    row = cur.fetchone()
+    assert row is not None, "the statement returned no row"
+    return row
 
 
 def describe_target(db_url: str | None) -> str:

@@ -18,7 +18,7 @@ from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, 
 from taxi_loader.months import Month
 from taxi_loader.taxis import Column, Kind, TaxiType
 
-from .connect import Connection
+from .connect import Connection, one
 
 # The PostgreSQL type of each kind: for the trip columns, the types the DE Zoomcamp flows create.
 PG_TYPE = {
@@ -228,7 +228,7 @@ def ensure_main_table(conn: Connection, tables: Tables) -> Layout:
 def relation_exists(cur: psycopg2.extensions.cursor, ident: sql.Identifier) -> bool:
     """Whether the table (or other relation) `ident` exists."""
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (ident.as_string(cur),))
-    return bool(cur.fetchone()[0])
+    return bool(one(cur)[0])
 
 
 def staging_ddl(tables: Tables, month: Month, extra: int, logged: bool) -> sql.Composed:

@@ -32,7 +32,7 @@ def _insert(cur: Cursor, tables: Tables, values: dict[str, Any]) -> None:
     cur.execute(
         sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
             tables.ledger,
-            sql.SQL(", ").join(map(sql.Identifier, values)),
+            sql.SQL(", ").join(sql.Identifier(k) for k in values),
             sql.SQL(", ").join(sql.Placeholder() * len(values)),
         ),
         list(values.values()),
@@ -93,7 +93,7 @@ def last_load(cur: Cursor, tables: Tables, month: Month, status: str) -> dict[st
         (SINK, tables.taxi.name, str(month), status),
     )
     row = cur.fetchone()
-    return dict(zip([d[0] for d in cur.description], row, strict=True)) if row else None
+    return dict(zip([d[0] for d in cur.description or ()], row, strict=True)) if row else None
 
 
 def record_success(cur: Cursor, tables: Tables, load_id: int, counts: dict[str, int]) -> None:

@@ -27,7 +27,7 @@ from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
 
 from . import ledger
-from .connect import Connection
+from .connect import Connection, one
 from .ddl import (
     Layout,
     Tables,
@@ -146,15 +146,15 @@ def _plan(conn: Connection, tables: Tables, month: Month) -> MergePlan:
         cur.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (taxi.filename(str(month)),)
         )
-        rows_of_file = cur.fetchone()[0]
+        rows_of_file = one(cur)[0]
         if staged_load:
             kept = staged_load["rows_read"] - staged_load["rows_rejected"]
             cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(tables.staging(month)))
-            if kept and not cur.fetchone()[0]:
+            if kept and not one(cur)[0]:
                 raise _short_staging(taxi, month, 0, kept)
         else:
             cur.execute(sql.SQL("SELECT count(*) FROM {}").format(tables.staging(month)))
-            kept = cur.fetchone()[0]
+            kept = one(cur)[0]
     conn.commit()
     return MergePlan(staged_load, previous, rows_of_file, kept)
 
@@ -165,7 +165,7 @@ def _has_ids(cur: Cursor, tables: Tables, month: Month) -> bool:
         " AND NOT attisdropped)",
         (tables.staging(month).as_string(cur),),
     )
-    return bool(cur.fetchone()[0])
+    return bool(one(cur)[0])
 
 
 def _short_staging(taxi: TaxiType, month: Month, staged: int, kept: int) -> TransientError:
@@ -222,7 +222,7 @@ def _count(cur: Cursor, tables: Tables, month: Month, repeats: bool) -> _Counts:
             tables.staging(month),
         )
     )
-    return _Counts(*cur.fetchone())
+    return _Counts(*one(cur))
 
 
 def _attachable(cur: Cursor, tables: Tables, month: Month) -> bool:
@@ -232,7 +232,7 @@ def _attachable(cur: Cursor, tables: Tables, month: Month) -> bool:
         "SELECT relpersistence = 'p' AND to_regclass(%s) IS NULL FROM pg_class WHERE oid = to_regclass(%s)",
         (tables.partition(month).as_string(cur), tables.staging(month).as_string(cur)),
     )
-    return bool(cur.fetchone()[0])
+    return bool(one(cur)[0])
 
 
 def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int) -> int:
@@ -259,7 +259,7 @@ def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int) ->
                 tail=_in_key_order_once(tables, "moved"),
             )
         )
-        moved, new = cur.fetchone()
+        moved, new = one(cur)
         inserted += new - moved
     # 2. Rows of other files whose pickups fall in this month wait in the default partition: move them in,
     #    keeping the older copy of a row both files hold.
@@ -313,6 +313,7 @@ def _insert_new(cur: Cursor, tables: Tables, month: Month, layout: Layout) -> in
     """INSERT the staged rows that are not in the table yet; return how many."""
     where: sql.Composable = sql.SQL("")
     # Inserting in key order keeps the b-tree's leaf pages hot instead of touching one at random per row.
+    tail: sql.Composable
     if layout.partitioned:
         tail = _in_key_order_once(tables, "s")
     elif layout.unique_index:

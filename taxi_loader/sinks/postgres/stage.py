@@ -23,12 +23,13 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
+from taxi_loader.contract import ROW_ID
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
 from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
 
 from . import ledger
-from .connect import Connection
+from .connect import Connection, one
 from .ddl import Tables, create_staging, drop_staging, ensure_support_tables, key_text_sql, month_lock, pin_text_forms
 
 if TYPE_CHECKING:
@@ -135,11 +136,11 @@ def _partition_missing(conn: Connection, tables: Tables, month: Month) -> bool:
             "SELECT to_regclass(%s), to_regclass(%s)",
             (tables.main.as_string(cur), tables.partition(month).as_string(cur)),
         )
-        main, partition = cur.fetchone()
+        main, partition = one(cur)
         if main is None:
             return True
         cur.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", (main,))
-        return bool(cur.fetchone()[0]) and partition is None
+        return bool(one(cur)[0]) and partition is None
 
 
 def _create_staging(conn: Connection, tables: Tables, month: Month, mf: MonthFile, logged: bool) -> list[str]:
@@ -147,7 +148,7 @@ def _create_staging(conn: Connection, tables: Tables, month: Month, mf: MonthFil
     columns in the file's order (its unknown ones as `_extra_<i>`)."""
     create_staging(conn, tables, month, len(mf.header.extra), logged)
     unknown = (f"_extra_{i}" for i in range(len(mf.header.extra)))
-    return ["unique_row_id"] + [c.db_name if c else next(unknown) for c in mf.header.columns]
+    return [ROW_ID.db_name] + [c.db_name if c else next(unknown) for c in mf.header.columns]
 
 
 def _copy(cur: Cursor, tables: Tables, month: Month, columns: list[str], stream: io.RawIOBase) -> int:
@@ -267,7 +268,7 @@ def _copy_validated(
         yield buf.getvalue().encode()
 
     with conn.cursor() as cur:
-        columns = ["unique_row_id"] + [c.db_name for c in taxi.columns]
+        columns = [ROW_ID.db_name] + [c.db_name for c in taxi.columns]
         return _copy(cur, tables, month, columns, ChunkStream(good_rows())), rejects
 
 
