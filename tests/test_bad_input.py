@@ -12,7 +12,7 @@ from taxi_loader import reader
 from taxi_loader.cli import main
 from taxi_loader.months import Month
 from taxi_loader.sinks.postgres import stage as pg_stage
-from taxi_loader.taxis import GREEN, YELLOW
+from taxi_loader.taxis import GREEN
 
 from conftest import DATA
 
@@ -203,7 +203,10 @@ def test_wrong_header_for_green_named_in_the_message(cli, mirror, db):
     mirror.put_csv("green", Month(2019, 1), (DATA / SAMPLE).read_bytes())
     result = cli("load", "--taxi", "green", "--month", "2019-01")
     assert result.exit_code == 5 and "looks like a yellow file" in result.stderr
-    assert not db.exists(GREEN.table) and YELLOW.table not in db.tables()
+    # Nothing half-written: no green table, no staging table, no rejects; the ledger says why.
+    assert db.tables() == {"taxi_loader_ledger", GREEN.rejects_table}
+    assert db.count(GREEN.rejects_table) == 0
+    assert db.all("SELECT taxi, status FROM taxi_loader_ledger") == [("green", "failed")]
 
 
 def test_a_file_that_breaks_off_while_both_copy_streams_run_leaves_nothing_staged(cli, loaded, tmp_path, monkeypatch):

@@ -243,11 +243,15 @@ def test_a_backfill_interrupted_halfway_and_run_again_ends_with_exactly_the_rows
 
 
 def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month):
-    # The same mechanism the CLI uses on SIGTERM, driven from a thread of this test.
+    # The same mechanism the CLI uses on SIGTERM, driven from a thread of this test. The merge is held inside
+    # its transaction, after its first writes, by a lock this test takes, so the cancel always lands on a
+    # running statement of the merge.
     month, rows = big_month
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    sink = PostgresSink(PostgresSettings(db.url, db.schema))
+    pipeline.load(Job(TAXI_TYPES["yellow"], Month(2020, 7), tmp_path / "d", mirror.template), sink)
     cancel = Cancellation()
     job = Job(TAXI_TYPES["yellow"], month, tmp_path / "d", mirror.template)
-    sink = PostgresSink(PostgresSettings(db.url, db.schema))
     errors = []
 
     def run():
@@ -256,17 +260,29 @@ def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
+    blocker = psycopg2.connect(db.url)  # SHARE mode: readers pass, the merge's INSERT into the table waits
+    with blocker.cursor() as cur:
+        cur.execute(f'LOCK TABLE "{db.schema}".yellow_tripdata IN SHARE MODE')
     t = threading.Thread(target=run)
     t.start()
-    wait_for_query(db, "%_p2021_01_unique_row_id_key%")
-    cancel.cancel()
-    t.join(60)
-    if errors:  # cancelled mid-statement: rolled back, then loaded whole by the next run
-        assert errors[0].__class__.__name__ == "Interrupted"
-        assert db.count("yellow_tripdata") == 0
-        pipeline.load(job, sink)
-    # else the cancel fell after the merge's last statement: the month is simply loaded
-    assert_exact(db, rows)
+    try:
+        pid = wait_for_query(db, "%INSERT INTO%yellow_tripdata%")
+        assert db.one("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)) == ("Lock",)
+        cancel.cancel()
+        t.join(60)
+    finally:
+        blocker.close()
+    assert not t.is_alive()
+    assert [e.__class__.__name__ for e in errors] == ["Interrupted"]
+    # Rolled back: the other month only, no partition for this one, the ledger says interrupted.
+    assert db.count("yellow_tripdata") == 266 and "yellow_tripdata_p2021_01" not in db.tables()
+    assert db.one("SELECT status FROM taxi_loader_ledger WHERE month = '2021-01' ORDER BY load_id DESC LIMIT 1") == (
+        "interrupted",
+    )
+    assert not any("staging" in t for t in db.tables())
+    # The next run loads it whole.
+    pipeline.load(job, sink)
+    assert_exact(db, rows + 266)
 
 
 def test_a_staging_table_emptied_by_crash_recovery_is_not_passed_off_as_a_load(cli, db, mirror):
@@ -296,9 +312,11 @@ def test_postgresql_restarted_between_stage_and_merge(cli, db, mirror):
         time.sleep(0.2)
     db.conn = psycopg2.connect(db.url)
     db.conn.autocommit = True
-    # The unlogged staging table is emptied by the restart's recovery: the merge must not pass that off as a
-    # load. Staging again and merging gives the month whole.
+    # A month's first stage writes a logged table (it becomes the partition), which a restart keeps whole:
+    # the merge after it loads every row. (An unlogged staging table emptied by crash recovery is the test
+    # below: the merge refuses it.)
+    assert db.one("SELECT relpersistence FROM pg_class WHERE relname = 'yellow_tripdata_staging_2021_01'") == ("p",)
     merged = cli("dedup-merge", "--taxi", "yellow", "--month", "2021-01")
-    assert merged.exit_code != 0 or json.loads(merged.stdout.splitlines()[-1])["rows_inserted"] in (0, 10_000)
-    assert cli("load", "--taxi", "yellow", "--month", "2021-01").exit_code == 0
+    assert merged.exit_code == 0, merged.output
+    assert json.loads(merged.stdout.splitlines()[-1])["rows_inserted"] == 10_000
     assert_exact(db, 10_000)

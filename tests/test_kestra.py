@@ -63,13 +63,16 @@ def flow_tasks(f: dict) -> list[dict]:
     return all_tasks(f.get("tasks")) + all_tasks(f.get("errors")) + all_tasks(f.get("finally"))
 
 
-def test_the_six_flows_of_the_design_are_there():
-    names = {p.name for p in FLOWS}
-    assert {
+def test_the_seven_flows_of_the_design_are_there():
+    assert {p.name for p in FLOWS} == {
         "01_getting_started.yaml",
         "02_postgres_data_pipeline.yaml",
         "03_postgres_taxi_pipeline_scheduled.yaml",
-    } <= names
+        "04_gcp_setup.yaml",
+        "05_gcp_taxi_pipeline.yaml",
+        "06_gcp_taxi_pipeline_scheduled.yaml",
+        "07_postgres_backfill.yaml",
+    }
 
 
 @pytest.mark.parametrize("path", FLOWS, ids=[p.name for p in FLOWS])

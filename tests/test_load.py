@@ -263,7 +263,9 @@ def test_a_failure_between_stage_and_merge_leaves_the_main_table_untouched(cli, 
     # The merge dies mid-statement: the staging table lost a column it needs.
     db.run("ALTER TABLE yellow_tripdata_staging_2020_12 DROP COLUMN fare_amount")
     failed = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12")
-    assert failed.exit_code != 0
+    assert failed.exit_code == 2, failed.output
+    assert "staging table is not as stage left it" in failed.stderr and "fare_amount" in failed.stderr
+    assert "run `taxi-loader stage` again" in failed.stderr
     assert db.count("yellow_tripdata") == 266
     assert db.one("SELECT status FROM taxi_loader_ledger ORDER BY load_id DESC LIMIT 1")[0] == "failed"
     # Staged again and merged, the month arrives whole.

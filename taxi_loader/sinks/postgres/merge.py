@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
@@ -44,6 +45,13 @@ from .ddl import (
 )
 
 MERGE_WORK_MEM = "256MB"  # lets the merge hash and sort a month in memory instead of on disk
+# What a staging table changed by hand since stage makes the merge's statements fail with.
+_STAGING_CHANGED = (
+    psycopg2.errors.UndefinedColumn,
+    psycopg2.errors.DatatypeMismatch,
+    psycopg2.errors.WrongObjectType,
+    psycopg2.errors.NotNullViolation,
+)
 
 
 @dataclass
@@ -111,7 +119,13 @@ def dedup_merge(conn: Connection, tables: Tables, month: Month, drop_duplicates:
                 staged, suspicious = plan.kept, plan.previous["rows_suspicious"] or 0
             else:
                 known = plan.staged_load["rows_repeated"] if plan.staged_load else None
-                inserted, repeated, staged, suspicious = _merge(cur, tables, month, layout, drop_duplicates, known)
+                try:
+                    inserted, repeated, staged, suspicious = _merge(cur, tables, month, layout, drop_duplicates, known)
+                except _STAGING_CHANGED as exc:
+                    raise UsageError(
+                        f"{taxi.name} {month}: the staging table is not as stage left it "
+                        f"({str(exc).strip().splitlines()[0]}); run `taxi-loader stage` again, then dedup-merge"
+                    ) from None
                 if staged != plan.kept:
                     raise _short_staging(taxi, month, staged, plan.kept)
                 rows_of_file += inserted
