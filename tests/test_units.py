@@ -1,4 +1,5 @@
-"""Unit tests: month selection, value validation, header matching, identity text forms (the last against PostgreSQL)."""
+"""Unit tests: month selection, value validation, header matching, identity text forms (the last against
+PostgreSQL), and the pure helpers behind the reject limit, backfill's plan, skips and report."""
 
 from __future__ import annotations
 
@@ -7,10 +8,24 @@ import random
 import psycopg2
 import pytest
 
+from taxi_loader.backfill import (
+    FAILED,
+    LOADED,
+    NOT_FOUND,
+    NOT_RUN,
+    UNPUBLISHED,
+    Outcome,
+    _unpublished_at_the_end,
+    parse_pairs,
+    retry_command,
+    summarize,
+)
+from taxi_loader.contract import LoadRecord
 from taxi_loader.errors import BadData, UsageError
 from taxi_loader.identity import key_text, pg_float_text, pg_timestamp_text, row_id
+from taxi_loader.job import Job
 from taxi_loader.months import Month, month_range, parse_trigger_date, select_month
-from taxi_loader.reader import match_header, parse_value
+from taxi_loader.reader import DEFAULT_MAX_REJECTS, Reject, check_rejects, match_header, parse_value
 from taxi_loader.taxis import FHV, GREEN, YELLOW, Kind, get_taxi
 
 
@@ -200,3 +215,133 @@ def test_timestamp_text_matches_postgresql(test_database):
         cur.execute("SET DateStyle = 'ISO, MDY'")
         cur.execute("SELECT v::text FROM unnest(%s::timestamp[]) WITH ORDINALITY AS u(v, i) ORDER BY i", (stamps,))
         assert [pg_timestamp_text(s) for s in stamps] == [r[0] for r in cur.fetchall()]
+
+
+# ---------------------------------------------------------------- the pure helpers of the rules
+
+
+def _rejects(n: int) -> list[Reject]:
+    return [Reject(line=i + 2, column="fare_amount", reason="not a number: 'x'", raw="...") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("limit", "rows", "rejected", "fails"),
+    [
+        ("0.1%", 10_000, 10, False),  # 0.1% of 10,000 is 10: exactly at the limit passes
+        ("0.1%", 10_000, 11, True),
+        ("0.1%", 999, 1, True),  # 0.999 rounds down to 0: one bad row of 999 is too many
+        ("1%", 1_000, 10, False),
+        ("0.005", 1_000, 5, False),  # a fraction without %
+        ("0.005", 1_000, 6, True),
+        ("100", 10, 10, False),  # a count, whatever the size
+        ("0", 1_000_000, 1, True),
+        ("0", 10, 0, False),
+    ],
+)
+def test_check_rejects_counts_and_fractions(limit, rows, rejected, fails):
+    if not fails:
+        check_rejects(_rejects(rejected), rows, limit, "f.csv")
+        return
+    with pytest.raises(BadData) as exc:
+        check_rejects(_rejects(rejected), rows, limit, "f.csv")
+    message = str(exc.value)
+    assert f"f.csv: {rejected} of {rows} rows rejected, more than --max-rejects {limit} allows" in message
+    assert "nothing was loaded" in message and "line 2 fare_amount: not a number" in message
+
+
+@pytest.mark.parametrize("limit", ["ten", "1%%", "", "-"])
+def test_check_rejects_refuses_a_limit_it_cannot_read(limit):
+    with pytest.raises(UsageError, match="invalid --max-rejects"):
+        check_rejects([], 100, limit, "f.csv")
+
+
+def test_the_default_limit_is_the_documented_one():
+    assert DEFAULT_MAX_REJECTS == "0.1%" and Job(YELLOW, Month(2021, 1)).max_rejects == DEFAULT_MAX_REJECTS
+
+
+def test_parse_pairs_reads_what_a_failed_backfill_prints():
+    assert parse_pairs(" yellow:2020-03, green:2020-07 ,") == [(YELLOW, Month(2020, 3)), (GREEN, Month(2020, 7))]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("yellow-2020-03", "invalid --only item 'yellow-2020-03': use TAXI:YYYY-MM"),
+        ("purple:2020-03", "unknown taxi type 'purple'"),
+        ("yellow:2020-13", "the month must be 01..12"),
+    ],
+)
+def test_parse_pairs_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_pairs(text)
+
+
+def _outcomes(spec: str) -> list[Outcome]:
+    """'yellow 2020-01 loaded, ...' into Outcomes (404s as NOT_FOUND with exit code 4)."""
+    outcomes = []
+    for item in spec.split(","):
+        taxi, month, status = item.split()
+        status = status.replace("_", " ")
+        outcomes.append(Outcome(taxi, month, status, exit_code=4 if status == NOT_FOUND else 0))
+    return outcomes
+
+
+def test_a_404_at_the_end_of_a_taxis_range_is_not_published_and_in_a_gap_a_failure():
+    outcomes = _outcomes(
+        "yellow 2021-06 loaded, yellow 2021-07 not_found, yellow 2021-08 not_found,"
+        "green 2021-06 not_found, green 2021-07 loaded, green 2021-08 not_run"
+    )
+    _unpublished_at_the_end(outcomes)
+    assert [(o.taxi, o.month, o.status, o.exit_code) for o in outcomes] == [
+        ("yellow", "2021-06", LOADED, 0),
+        ("yellow", "2021-07", UNPUBLISHED, 0),
+        ("yellow", "2021-08", UNPUBLISHED, 0),
+        ("green", "2021-06", FAILED, 4),  # a gap: later months exist
+        ("green", "2021-07", LOADED, 0),
+        ("green", "2021-08", NOT_RUN, 0),
+    ]
+    assert retry_command(outcomes, "taxi-loader backfill --sink postgres") == (
+        "taxi-loader backfill --sink postgres --only green:2021-06,green:2021-08"
+    )
+    assert retry_command(outcomes[:3], "x") is None
+
+
+def test_a_month_not_yet_run_after_the_404s_does_not_hide_them():
+    outcomes = _outcomes("fhv 2021-07 not_found, fhv 2021-08 not_run")
+    _unpublished_at_the_end(outcomes)
+    assert [o.status for o in outcomes] == [UNPUBLISHED, NOT_RUN]
+
+
+@pytest.mark.parametrize(
+    ("record", "size", "sha", "skip"),
+    [
+        (("succeeded", 100, "abc"), 100, "abc", True),
+        (("succeeded", 100, "abc"), 100, None, True),  # a remote file: its size is all that is known
+        (("succeeded", 100, "abc"), 101, None, False),
+        (("succeeded", 100, "abc"), 100, "abd", False),
+        (("succeeded", 100, "abc"), None, None, False),  # nothing known: load it
+        (("failed", 100, "abc"), 100, "abc", False),
+    ],
+)
+def test_a_month_is_skipped_only_when_loaded_from_the_same_file(record, size, sha, skip):
+    status, source_size, source_sha = record
+    last = LoadRecord("yellow", "2021-01", status, 10, source_size, source_sha, None)
+    assert last.loaded_from(size, sha) is skip
+
+
+def test_summarize_gives_gaps_between_loaded_months_and_totals_per_year():
+    records = [
+        LoadRecord("yellow", "2020-11", "succeeded", 5, None, None, "2026-01-01T00:00:00+00:00"),
+        LoadRecord("yellow", "2021-02", "succeeded", 7, None, None, None),
+        LoadRecord("yellow", "2021-01", "failed", None, None, None, None),
+        LoadRecord("green", "2021-01", "succeeded", 3, None, None, None),
+    ]
+    report = summarize(records)
+    assert report["gaps"] == {"green": [], "yellow": ["2020-12", "2021-01"]}
+    assert report["totals"] == {"green": {"2021": 3}, "yellow": {"2020": 5, "2021": 7}}
+    assert [(m["month"], m["taxi"]) for m in report["months"]] == [
+        ("2020-11", "yellow"),
+        ("2021-01", "green"),
+        ("2021-01", "yellow"),
+        ("2021-02", "yellow"),
+    ]

@@ -1,0 +1,178 @@
+"""Golden tests: the exact text a user reads (the console output of load, backfill and status, as sqlite-utils
+tests its CLI) and the exact SQL a load sends PostgreSQL, so a change to either shows in review.
+
+The SQL is recorded from a real load by a cursor that notes each statement before running it, with the
+test's schema replaced by {schema}; values are parameters, so they never appear. To accept a deliberate
+change: `UPDATE_GOLDEN=1 make test`, then review the diff of tests/golden/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import date
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+from psycopg2 import sql
+
+from taxi_loader.months import Month
+
+GOLDEN = Path(__file__).parent / "golden"
+JULY = ("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+DECEMBER = ("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+
+
+def _timings(text: str) -> str:
+    """Seconds vary from run to run: '0.1s' and a table's seconds column read as '9.9'."""
+    return re.sub(r"\d+\.\d(?=s |s$|$)", "9.9", text, flags=re.MULTILINE)
+
+
+def test_load_console_output(cli, mirror):
+    mirror.put_sample(*JULY)
+    first = cli("load", "--taxi", "yellow", "--month", "2020-07", log_format="console")
+    again = cli("load", "--taxi", "yellow", "--month", "2020-07", log_format="console")
+    assert (first.exit_code, again.exit_code) == (0, 0)
+    assert first.stdout == (
+        "load yellow 2020-07: staged=266 inserted=266 present=0 repeated=0 dropped=0 rejected=0 suspicious=6 read=266\n"
+    )
+    assert again.stdout == (
+        "load yellow 2020-07: staged=266 inserted=0 present=266 repeated=0 dropped=0 rejected=0 suspicious=6 read=266\n"
+    )
+
+
+def test_backfill_console_output(cli, db, mirror):
+    mirror.put_sample(*DECEMBER)
+    args = ("backfill", "--taxi", "yellow", "--from", "2020-12", "--to", "2021-01")
+    first, again = (cli(*args, log_format="console") for _ in range(2))
+    assert (first.exit_code, again.exit_code) == (0, 0), first.output
+    not_published = f"yellow 2021-01: not published: HTTP 404 for {mirror.url}/yellow/yellow_tripdata_2021-01.csv.gz"
+    table = "\nmonth    taxi             rows  status         seconds\n"
+    assert _timings(first.stdout) == (
+        "yellow 2020-12: loaded 1,295 rows 9.9s\n"
+        f"yellow 2021-01: not found  9.9s {not_published}\n"
+        f"{table}"
+        "2020-12  yellow          1,295  loaded             9.9\n"
+        "2021-01  yellow              -  not published      9.9\n"
+        "1 loaded, 1 not published\n"
+    )
+    assert _timings(again.stdout) == (
+        "yellow 2020-12: skipped 1,295 rows 9.9s\n"
+        f"yellow 2021-01: not found  9.9s {not_published}\n"
+        f"{table}"
+        "2020-12  yellow          1,295  skipped            9.9\n"
+        "2021-01  yellow              -  not published      9.9\n"
+        "1 skipped, 1 not published\n"
+    )
+    # A 404 before a loaded month is a gap, not the end of the published range: a failure, with its retry.
+    gap = cli("backfill", "--taxi", "yellow", "--from", "2020-11", "--to", "2020-12", log_format="console")
+    assert gap.exit_code == 4
+    assert _timings(gap.stdout).splitlines()[-3:] == [
+        "2020-11  yellow              -  failed             9.9",
+        "2020-12  yellow          1,295  skipped            9.9",
+        "1 skipped, 1 failed",
+    ]
+    assert gap.stderr.splitlines()[-1] == (
+        "Error: 1 month(s) not loaded: yellow 2020-11. Retry just those with: taxi-loader backfill --sink postgres "
+        f"--schema {db.schema} --only yellow:2020-11 (plus your --db-url / --source-url options)"
+    )
+
+
+def test_status_against_postgresql_console_and_json(cli, db, mirror):
+    assert cli("status", log_format="console").stdout == "nothing loaded yet\n"
+    mirror.put_sample(*JULY)
+    mirror.put_sample(*DECEMBER)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    mirror.put_csv("green", Month(2019, 1), "not,a,green,header\n1,2,3,4\n")
+    assert cli("load", "--taxi", "green", "--month", "2019-01").exit_code == 5
+    today = date.today().isoformat()
+    console = cli("status", log_format="console")
+    assert console.exit_code == 0
+    assert console.stdout.replace(today, "YYYY-MM-DD") == (
+        "month                       green                  yellow\n"
+        "2019-01                    FAILED                       -\n"
+        "2020-07                         -           266 YYYY-MM-DD\n"
+        "2020-12                         -         1,295 YYYY-MM-DD\n"
+        "\n"
+        "green: gaps none\n"
+        "yellow: gaps 2020-08, 2020-09, 2020-10, 2020-11\n"
+        "yellow 2020: 1,561 rows\n"
+    )
+    report = json.loads(cli("status", "--format", "json", "--taxi", "yellow").stdout)
+    assert [(m["month"], m["status"], m["rows"]) for m in report["months"]] == [
+        ("2020-07", "succeeded", 266),
+        ("2020-12", "succeeded", 1295),
+    ]
+    assert all(m["finished_at"].startswith(today) for m in report["months"])
+    assert report["gaps"] == {"yellow": ["2020-08", "2020-09", "2020-10", "2020-11"]}
+    assert report["totals"] == {"yellow": {"2020": 1561}}
+
+
+# ---------------------------------------------------------------- the SQL of a load
+
+
+class _Recording(psycopg2.extensions.cursor):
+    """A cursor that notes each statement's text (without its values) before running it."""
+
+    statements: list[str] = []
+
+    def _note(self, query) -> None:
+        text = query.as_string(self) if isinstance(query, sql.Composable) else query
+        self.statements.append(" ".join(text.split()))
+
+    def execute(self, query, vars=None):  # noqa: A002 - psycopg2's own name
+        self._note(query)
+        return super().execute(query, vars)
+
+    def copy_expert(self, query, file, size=8192):
+        self._note(query)
+        return super().copy_expert(query, file, size)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """The statements taxi-loader's connections run, in order."""
+    statements: list[str] = []
+    connect = psycopg2.connect
+
+    def recording_connect(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        if kwargs.get("application_name") == "taxi-loader":
+            conn.cursor_factory = type("Recording", (_Recording,), {"statements": statements})
+        return conn
+
+    monkeypatch.setattr(psycopg2, "connect", recording_connect)
+    return statements
+
+
+def _check_golden(name: str, statements: list[str], schema: str) -> None:
+    text = "\n".join(s.replace(f'"{schema}"', '"{schema}"') for s in statements) + "\n"
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") or not path.exists():
+        path.write_text(text)
+        if not os.environ.get("UPDATE_GOLDEN"):
+            pytest.fail(f"{path} was missing and has been written: review it and run again")
+    assert text == path.read_text(), f"the SQL changed: diff it with {path} (UPDATE_GOLDEN=1 accepts it)"
+
+
+def test_the_sql_of_a_first_load_and_of_its_rerun(cli, db, mirror, recorded):
+    mirror.put_sample(*JULY)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    _check_golden("postgres_first_load.sql", recorded, db.schema)
+    recorded.clear()
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    _check_golden("postgres_rerun.sql", recorded, db.schema)
+
+
+def test_the_sql_of_a_reload_into_an_existing_partition(cli, db, mirror, recorded):
+    mirror.put_sample(*JULY)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    db.run("DELETE FROM yellow_tripdata WHERE unique_row_id IN (SELECT unique_row_id FROM yellow_tripdata LIMIT 10)")
+    recorded.clear()
+    reload = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert json.loads(reload.stdout)["rows_inserted"] == 10
+    _check_golden("postgres_reload.sql", recorded, db.schema)
