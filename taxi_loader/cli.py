@@ -39,7 +39,7 @@ def _env(name: str) -> str:
 
 
 def option(*decls: str, **kwargs):
-    """A click option that also reads TAXI_LOADER_<OPTION> from the environment (DESIGN.md)."""
+    """A click option that also reads TAXI_LOADER_<OPTION> from the environment (docs/architecture.md)."""
     long = next(d for d in decls if d.startswith("--")).lstrip("-")
     kwargs.setdefault("envvar", _env(long))
     kwargs.setdefault("show_envvar", True)

@@ -57,7 +57,7 @@ class Interrupted(TaxiLoaderError):
 
 
 def exit_code(exc: BaseException) -> int:
-    """The process exit code for `exc`: the mapping DESIGN.md lists, in one place."""
+    """The process exit code for `exc`: the mapping docs/architecture.md lists, in one place."""
     if isinstance(exc, TaxiLoaderError):
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):

@@ -71,7 +71,7 @@ def parse_trigger_date(text: str) -> Month:
 
 
 def select_month(month: str | None = None, year: int | str | None = None, trigger_date: str | None = None) -> Month:
-    """Resolve the three ways of naming a month (DESIGN.md, MONTH-SELECTION) into one Month."""
+    """Resolve the three ways of naming a month (the README's "Commands") into one Month."""
     if trigger_date:
         if month or year:
             raise UsageError("give either --trigger-date or --month (with --year), not both")

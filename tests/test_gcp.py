@@ -198,3 +198,29 @@ def test_backfill_and_status_on_bigquery(cloud, mirror):
     report = cloud("status", "--sink", "bigquery", "--format", "json")
     data = json.loads(report.stdout)
     assert data["totals"] == {"green": {"2021": 3_000}} and data["gaps"] == {"green": []}
+
+
+def test_a_ledger_of_an_earlier_version_is_brought_up_to_the_contract(cloud, mirror):
+    from google.cloud import bigquery
+
+    # The ledger as taxi-loader 0.1 wrote it: rows_staged instead of rows_after, no rows_read.
+    old = [("sink", "STRING"), ("taxi", "STRING"), ("month", "STRING"), ("status", "STRING")]
+    old += [("rows_staged", "INT64"), ("source_size", "INT64"), ("source_sha256", "STRING")]
+    old += [("finished_at", "TIMESTAMP"), ("object_md5", "STRING")]
+    cloud.client.create_dataset(f"{PROJECT}.{cloud.dataset}", exists_ok=True)
+    table = f"{PROJECT}.{cloud.dataset}.taxi_loader_ledger"
+    cloud.client.create_table(bigquery.Table(table, schema=[bigquery.SchemaField(n, t) for n, t in old]))
+    cloud.client.query(
+        f"INSERT INTO `{table}` (sink, taxi, month, status, rows_staged, finished_at) "
+        "VALUES ('bigquery', 'yellow', '2020-12', 'succeeded', 1295, CURRENT_TIMESTAMP())"
+    ).result()
+    status = cloud("status", "--sink", "bigquery", "--format", "json")
+    assert status.exit_code == 0, status.output
+    assert [(m["month"], m["rows"]) for m in json.loads(status.stdout)["months"]] == [("2020-12", 1295)]
+    source = mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    loaded = cloud("load", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07")
+    assert loaded.exit_code == 0, loaded.output
+    row = cloud.client.query(
+        f"SELECT rows_read, rows_after, source_size FROM `{table}` WHERE month = '2020-07'"
+    ).result()
+    assert [tuple(r.values()) for r in row] == [(266, 266, source.stat().st_size)]

@@ -191,12 +191,38 @@ def _load_job(client: bigquery.Client, uri: str, staging: str, md5: str | None, 
     raise TransientError(f"{taxi.name} {month}: could not find a free load job id after 100 tries")
 
 
+def _ensure_ledger(client: bigquery.Client, settings: BigQuerySettings, create: bool) -> bool:
+    """Make the dataset's ledger hold the contract's columns: create it (with `create`), or add the columns a
+    ledger of an earlier taxi-loader lacks; return whether it exists.
+
+    Earlier ledgers kept the rows of the file as `rows_staged`: they are copied to `rows_after`."""
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    ledger = f"{settings.dataset_id}.{LEDGER_TABLE}"
+    try:
+        if create:
+            table = client.create_table(bigquery.Table(ledger, schema=schema(LEDGER_COLUMNS)), exists_ok=True)
+        else:
+            table = client.get_table(ledger)
+    except gexc.NotFound:
+        return False
+    have = {f.name for f in table.schema}
+    missing = [c for c in LEDGER_COLUMNS if c.name not in have]
+    if missing:  # added columns are NULLABLE whatever the contract says: the old rows have no value
+        table.schema = [*table.schema, *(bigquery.SchemaField(c.name, BQ_TYPE[c.kind]) for c in missing)]
+        client.update_table(table, ["schema"])
+        if "rows_staged" in have:
+            client.query(f"UPDATE `{ledger}` SET rows_after = rows_staged WHERE rows_after IS NULL").result()
+    return True
+
+
 def _record(client: bigquery.Client, settings: BigQuerySettings, values: dict[str, Any]) -> None:
     """Append one row to the dataset's ledger (created with the contract's columns when missing)."""
     from google.cloud import bigquery
 
     ledger = f"{settings.dataset_id}.{LEDGER_TABLE}"
-    client.create_table(bigquery.Table(ledger, schema=schema(LEDGER_COLUMNS)), exists_ok=True)
+    _ensure_ledger(client, settings, create=True)
     params = [bigquery.ScalarQueryParameter(k, BQ_TYPE[_LEDGER_KIND[k]], v) for k, v in values.items()]
     client.query(
         f"INSERT INTO `{ledger}` ({', '.join(values)}) VALUES ({', '.join('@' + k for k in values)})",
@@ -230,8 +256,10 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
         f"  FROM `{settings.dataset_id}.{LEDGER_TABLE}` WHERE {where}) WHERE rn = 1"
     )
     try:
+        if not _ensure_ledger(client, settings, create=False):
+            return []
         rows = client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
-    except gexc.NotFound:
+    except gexc.NotFound:  # the dataset
         return []
     return [
         LoadRecord(
