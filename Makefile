@@ -4,12 +4,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TAXI ?= yellow
 MONTH ?= 2021-01
-SINK ?= postgres
+# Empty: postgres when a PostgreSQL is configured (TAXI_LOADER_DB_URL or PG*), else the embedded DuckDB file.
+SINK ?=
 FROM ?= 2019-01
 TO ?= 2021-07
 JOBS ?= 2
 DOCKER ?= 0
 IMAGE ?= taxi-loader:latest
+SINK_OPTION := $(if $(SINK),--sink $(SINK))
 # With DOCKER=1 the commands run in the image, on the compose network, with the settings of .env.
 ifeq ($(DOCKER),1)
 RUN := docker run --rm --network taxi-net --env-file .env -v $(CURDIR)/data:/data -e TAXI_LOADER_DATA_DIR=/data $(IMAGE)
@@ -44,13 +46,13 @@ bench-big: install  ## the same for a 7,667,792-row month (yellow 2019-01 size)
 	$(BIN)/python bench/bench.py --rows 7667792 --runs 1
 
 load: $(if $(filter 1,$(DOCKER)),,install)  ## one month: make load TAXI=green MONTH=2019-01
-	$(RUN) load --sink $(SINK) --taxi $(TAXI) --month $(MONTH)
+	$(RUN) load $(SINK_OPTION) --taxi $(TAXI) --month $(MONTH)
 
 backfill: $(if $(filter 1,$(DOCKER)),,install)  ## make backfill TAXI=yellow,green FROM=2019-01 TO=2021-07 JOBS=2
-	$(RUN) backfill --sink $(SINK) --taxi $(TAXI) --from $(FROM) --to $(TO) --jobs $(JOBS)
+	$(RUN) backfill $(SINK_OPTION) --taxi $(TAXI) --from $(FROM) --to $(TO) --jobs $(JOBS)
 
 status: $(if $(filter 1,$(DOCKER)),,install)  ## what is loaded
-	$(RUN) status --sink $(SINK)
+	$(RUN) status $(SINK_OPTION)
 
 build:  ## the taxi-loader image Kestra runs
 	docker compose --profile build build

@@ -47,9 +47,11 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
 
 def month_file(out: Path, month: Month, rows: int) -> Path:
     path = out / f"{rows}" / f"yellow_tripdata_{month}.csv.gz"
-    if not path.exists():
+    if not path.exists():  # written under another name first: an interrupted run leaves no half file behind
         print(f"generating {path} ({rows:,} rows)...", flush=True)
-        write_month(path, "yellow", month, rows)
+        part = path.with_name(path.name + ".part")
+        write_month(part, "yellow", month, rows)
+        part.rename(path)
     return path
 
 

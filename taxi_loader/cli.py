@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 import threading
@@ -119,11 +120,29 @@ def sink_options(*names: str):
 
 def sink_choice(f):
     """--sink: which destination (the one place a sink is chosen by name is `_sink`)."""
-    return option("--sink", type=click.Choice(list(SINKS)), default="postgres", show_default=True)(f)
+    return option(
+        "--sink",
+        type=click.Choice(list(SINKS)),
+        help="Where to load. Default: postgres when a PostgreSQL is configured (--db-url, TAXI_LOADER_DB_URL or "
+        "PG* variables), else the embedded duckdb file.",
+    )(f)
 
 
-def _sink(name: str, kw: dict) -> Sink:
-    """The sink called `name`, configured from the command's options (each sink takes its own)."""
+# libpq's variables that say where a PostgreSQL is
+_PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE")
+
+
+def _sink(name: str | None, kw: dict) -> Sink:
+    """The sink called `name` (None: the default, see sink_choice), configured from the command's options."""
+    if name is None:
+        configured = kw.get("db_url") or any(os.environ.get(v) for v in _PG_VARIABLES)
+        name = "postgres" if configured else "duckdb"
+        if name == "duckdb":
+            path = kw.get("duckdb_path") or "taxi.duckdb"
+            get_logger("taxi_loader").info(
+                f"no PostgreSQL configured: using the DuckDB file {path} "
+                f'(query it with: duckdb {path} "select count(*) from yellow_tripdata")'
+            )
     sink = make_sink(name, kw)
     for setting in (f for kind in SINKS.values() for f in fields(kind.Settings)):
         kw.pop(setting.name, None)

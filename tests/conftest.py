@@ -363,3 +363,76 @@ def cloud(emulators, mirror, tmp_path):
             return {t.table_id for t in bq.list_tables(f"{PROJECT}.{name}")}
 
     return Cloud()
+
+
+# ---------------------------------------------------------------- DuckDB
+
+
+@pytest.fixture
+def duck(mirror, tmp_path):
+    """A DuckDB file of the test's own, and a runner of the CLI pointed at it and at the mirror."""
+    import duckdb
+
+    path = tmp_path / "taxi.duckdb"
+
+    class Duck:
+        def __call__(self, *args: str, log_format: str = "json"):
+            argv = ["--log-format", log_format, *args]
+            if args[0] in ("load", "cleanup", "backfill", "status"):
+                argv += ["--sink", "duckdb", "--duckdb-path", str(path)]
+            if args[0] in ("load", "cleanup", "backfill"):
+                argv += ["--source-url", mirror.template, "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
+            return CliRunner().invoke(main, argv, catch_exceptions=False)
+
+        def query(self, sql: str, params=None) -> list[tuple]:
+            conn = duckdb.connect(str(path), read_only=True)
+            try:
+                return conn.execute(sql, params or []).fetchall()
+            finally:
+                conn.close()
+
+        def tables(self) -> set[str]:
+            if not path.exists():
+                return set()
+            return {r[0] for r in self.query("SELECT table_name FROM information_schema.tables")}
+
+    Duck.path = path
+    return Duck()
+
+
+@dataclass
+class Target:
+    """One sink under test, driven the same way whatever it is: the shared sink tests run on each."""
+
+    name: str
+    run: object  # (*args) -> click Result, with the sink's options added
+    query_ids: object  # (taxi) -> list of unique_row_id
+    tables: object  # () -> set of table names
+
+    def ids(self, taxi: str) -> list[str]:
+        return self.query_ids(taxi) if f"{taxi}_tripdata" in self.tables() else []
+
+
+@pytest.fixture(params=["postgres", "duckdb", "bigquery"])
+def target(request, mirror, tmp_path):
+    """Each sink in turn (bigquery starts the emulators)."""
+    if request.param == "postgres":
+        cli, db = request.getfixturevalue("cli"), request.getfixturevalue("db")
+
+        def run(*args: str, **kw):
+            return cli(*args, *(["--sink", "postgres"] if args[0] in ("load", "backfill", "status") else []), **kw)
+
+        return Target(
+            "postgres", run, lambda t: [r[0] for r in db.all(f"SELECT unique_row_id FROM {t}_tripdata")], db.tables
+        )
+    if request.param == "duckdb":
+        duck = request.getfixturevalue("duck")
+        return Target(
+            "duckdb", duck, lambda t: [r[0] for r in duck.query(f"SELECT unique_row_id FROM {t}_tripdata")], duck.tables
+        )
+    cloud = request.getfixturevalue("cloud")
+
+    def run_cloud(*args: str, **kw):
+        return cloud(*args, *(["--sink", "bigquery"] if args[0] in ("load", "backfill", "status", "cleanup") else []))
+
+    return Target("bigquery", run_cloud, cloud.rows, cloud.tables)

@@ -116,18 +116,19 @@ def test_parquet_fast_and_validated_paths_give_the_same_ids(tmp_path):
     """Arrow's typed parse and the shared Python validation must agree on every id, repeats included."""
     import pyarrow.parquet as pq
 
+    from taxi_loader import batches
     from taxi_loader.sinks.bigquery import parquet
     from taxi_loader.synthetic import write_month
     from taxi_loader.taxis import YELLOW
 
     source = write_month(tmp_path / "y.csv.gz", "yellow", Month(2021, 1), 5_000, repeat_rate=0.02)
     fast = parquet.write_month_parquet(source, YELLOW, "2021-01", tmp_path / "fast.parquet")
-    original = parquet._arrow_batches
-    parquet._arrow_batches = lambda *a: (_ for _ in ()).throw(parquet.pa.ArrowInvalid("force the Python path"))
+    original = batches._typed_batches
+    batches._typed_batches = lambda *a: (_ for _ in ()).throw(batches.pa.ArrowInvalid("force the Python path"))
     try:
         slow = parquet.write_month_parquet(source, YELLOW, "2021-01", tmp_path / "slow.parquet")
     finally:
-        parquet._arrow_batches = original
+        batches._typed_batches = original
     a = pq.read_table(tmp_path / "fast.parquet")
     b = pq.read_table(tmp_path / "slow.parquet")
     # The repeats, counted independently: rows whose key fields (as written) an earlier row had.

@@ -1,7 +1,7 @@
 """The destinations. Each sink is a package with a class that has the shape of `base.Sink` and a frozen
 `Settings` dataclass (its fields, with their metadata, become the command's options).
 
-Adding a sink: a new package beside these two, and its class in `SINKS` below (docs/architecture.md).
+Adding a sink: a new package beside these, and its class in `SINKS` below (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from taxi_loader.errors import UsageError
 
 from .base import MonthTarget, Sink
 from .bigquery import BigQuerySink
+from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 
-SINKS: dict[str, type[PostgresSink] | type[BigQuerySink]] = {s.name: s for s in (PostgresSink, BigQuerySink)}
+SINKS: dict[str, type[PostgresSink] | type[BigQuerySink] | type[DuckDBSink]] = {
+    s.name: s for s in (PostgresSink, BigQuerySink, DuckDBSink)
+}
 
 
 def make_sink(name: str, options: Mapping[str, Any]) -> Sink:

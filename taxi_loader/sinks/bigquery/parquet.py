@@ -1,7 +1,7 @@
 """A month's file as a typed Parquet file with unique_row_id and filename: the Google Cloud path's input.
 
-One streaming pass with the same validation as the PostgreSQL path (`reader.validated_rows`) and the same
-identity (`identity.py`, tested equal to PostgreSQL's), written in row groups so memory stays bounded.
+One streaming pass of `batches.MonthTables` (the same validation as the PostgreSQL path and the same
+identity, tested equal to PostgreSQL's), written in row groups so memory stays bounded.
 Exact repeats get their k-th ids as on PostgreSQL: the pass keeps the 16-byte md5 of every row in temporary
 files (`arrowids.Digests`), and when some repeat, a second pass over the Parquet file renumbers just those
 rows.
@@ -15,45 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
-from taxi_loader.contract import REJECTS_COLUMNS, main_columns
+from taxi_loader.arrowids import Digests
+from taxi_loader.batches import BATCH, MonthTables, arrow_schema
+from taxi_loader.contract import REJECTS_COLUMNS
 from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text
-from taxi_loader.reader import DEFAULT_MAX_REJECTS, ChunkStream, MonthFile, Reject, check_rejects, validated_rows
-from taxi_loader.taxis import Column, Kind, TaxiType
-
-BATCH = 50_000
-ARROW_TYPE = {
-    Kind.CODE: pa.string(),
-    Kind.INT: pa.int64(),
-    Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-    Kind.FLOAT: pa.float64(),
-    Kind.TEXT: pa.string(),
-    Kind.COUNT: pa.int64(),
-    Kind.INSTANT: pa.timestamp("us", tz="UTC"),
-}
-_CONVERT: dict[Kind, Callable[[str], Any]] = {
-    Kind.CODE: int,
-    Kind.INT: int,
-    Kind.FLOAT: float,
-    Kind.TEXT: str,
-    Kind.TIMESTAMP: lambda v: datetime.fromisoformat(v + "+00:00"),
-}
-
-
-def arrow_schema(columns: tuple[Column, ...]) -> pa.Schema:
-    """The Arrow schema of a table of the contract (names as the files spell them)."""
-    return pa.schema([pa.field(c.name, ARROW_TYPE[c.kind], nullable=not c.required) for c in columns])
+from taxi_loader.reader import DEFAULT_MAX_REJECTS, Reject, check_rejects
+from taxi_loader.taxis import TaxiType
 
 
 def rejects_table(filename: str, rejects: list[Reject]) -> pa.Table:
@@ -115,81 +89,12 @@ def write_month_parquet(
 
 def _write(source: Path, taxi: TaxiType, month: str, part: Path, digests: Digests, fast: bool) -> ParquetResult:
     """One pass: Parquet rows with plain md5 ids into `part`, their 16-byte digests into `digests`."""
-    schema = arrow_schema(main_columns(taxi))
-    rejects: list[Reject] = []
-    written = 0
-    with (
-        MonthFile(source, taxi) as mf,
-        pq.ParquetWriter(part, schema, compression="zstd") as writer,
-    ):
-        batches = _arrow_batches(mf, taxi) if fast else _validated_batches(mf, taxi, rejects)
-        for batch in batches:
-            key = [taxi.column(f) for f in taxi.key_fields]
-            raw = md5_digests(key_texts([batch.column(c.name) for c in key], [c.kind for c in key]))
-            digests.add(raw)
-            writer.write_table(_output_table(schema, hex_ids(raw), taxi.filename(month), batch, taxi))
-            written += len(raw) // 16
-        stats = mf.stats
-    return ParquetResult(stats.data_lines, written, 0, 0, rejects, stats.size, stats.sha256)
-
-
-def _arrow_batches(mf: MonthFile, taxi: TaxiType):
-    """The file's data rows as typed Arrow batches in spec order; ArrowInvalid on a value that does not parse."""
-    arrow_in = {
-        Kind.CODE: pa.int64(),
-        Kind.INT: pa.int64(),
-        Kind.TIMESTAMP: pa.timestamp("s"),
-        Kind.FLOAT: pa.float64(),
-        Kind.TEXT: pa.string(),
-    }
-    names = list(mf.header.names)
-    wanted = {c.name: n for n, c in zip(names, mf.header.columns, strict=True) if c is not None}
-    reader = pacsv.open_csv(
-        ChunkStream(mf.chunks()),
-        read_options=pacsv.ReadOptions(column_names=names, block_size=2 << 20),
-        parse_options=pacsv.ParseOptions(newlines_in_values=False),
-        convert_options=pacsv.ConvertOptions(
-            column_types={wanted[c.name]: arrow_in[c.kind] for c in taxi.columns},
-            include_columns=[wanted[c.name] for c in taxi.columns],
-            timestamp_parsers=["%Y-%m-%d %H:%M:%S"],
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    )
-    for batch in reader:
-        if batch.num_rows:
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(wanted[c.name]) for c in taxi.columns], names=[c.name for c in taxi.columns]
-            )
-
-
-def _validated_batches(mf: MonthFile, taxi: TaxiType, rejects: list[Reject]):
-    """The same batches from the shared Python validation; rejected rows go to `rejects`."""
-    kinds = [c.kind for c in taxi.columns]
-    types = [pa.int64() if k is Kind.CODE else ARROW_TYPE[k] for k in kinds]
-    columns: list[list] = [[] for _ in kinds]
-    for item in validated_rows(mf):
-        if isinstance(item, Reject):
-            rejects.append(item)
-            continue
-        for values, value, kind in zip(columns, item, kinds, strict=True):
-            values.append(None if value is None else _CONVERT[kind](value))
-        if len(columns[0]) >= BATCH:
-            yield pa.RecordBatch.from_arrays(
-                [pa.array(v, t) for v, t in zip(columns, types, strict=True)], names=[c.name for c in taxi.columns]
-            )
-            columns = [[] for _ in kinds]
-    if columns[0]:
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(v, t) for v, t in zip(columns, types, strict=True)], names=[c.name for c in taxi.columns]
-        )
-
-
-def _output_table(schema: pa.Schema, ids: pa.Array, filename: str, batch: pa.RecordBatch, taxi: TaxiType) -> pa.Table:
-    arrays = [ids, pa.array([filename] * len(ids), pa.string())]
-    arrays += [batch.column(c.name).cast(ARROW_TYPE[c.kind]) for c in taxi.columns]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    tables = MonthTables(source, taxi, taxi.filename(month), digests, fast)
+    with pq.ParquetWriter(part, tables.schema, compression="zstd") as writer:
+        for table in tables:
+            writer.write_table(table)
+    stats = tables.stats
+    return ParquetResult(stats.data_lines, tables.rows, 0, 0, tables.rejects, stats.size, stats.sha256)
 
 
 def _renumber(path: Path, taxi: TaxiType, repeats: set[str], drop_duplicates: bool) -> tuple[int, int]:

@@ -1,0 +1,168 @@
+"""The DuckDB side of the table contract: the tables from `contract.py`, and the ledger's reads and writes.
+
+Names are double-quoted; values are always parameters. Times in the ledger are UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from taxi_loader import __version__
+from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, STAGED, LoadRecord, main_columns
+from taxi_loader.months import Month
+from taxi_loader.reader import Reject
+from taxi_loader.taxis import Column, Kind, TaxiType
+
+from .connect import Connection
+
+SINK = "duckdb"
+DUCK_TYPE = {
+    Kind.CODE: "VARCHAR",
+    Kind.INT: "INTEGER",
+    Kind.TIMESTAMP: "TIMESTAMP",
+    Kind.FLOAT: "DOUBLE",
+    Kind.TEXT: "VARCHAR",
+    Kind.COUNT: "BIGINT",
+    Kind.INSTANT: "TIMESTAMP",  # UTC: a zoned type would need DuckDB's ICU extension to read back
+}
+
+
+def ident(name: str) -> str:
+    """A quoted identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def column_defs(columns: Iterable[Column]) -> str:
+    return ", ".join(f"{ident(c.db_name)} {DUCK_TYPE[c.kind]}{' NOT NULL' if c.required else ''}" for c in columns)
+
+
+def now() -> datetime:
+    """The time the ledger records: UTC, without a zone."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def exists(conn: Connection, table: str) -> bool:
+    """Whether the table exists."""
+    row = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
+    return bool(row and row[0])
+
+
+def ensure_tables(conn: Connection, taxi: TaxiType) -> None:
+    """The main table, its rejects table and the ledger, when missing."""
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(taxi.table)} ({column_defs(main_columns(taxi))})")
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(taxi.rejects_table)} ({column_defs(REJECTS_COLUMNS)})")
+    conn.execute(f"CREATE SEQUENCE IF NOT EXISTS {ident(LEDGER_TABLE + '_seq')}")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {ident(LEDGER_TABLE)} "
+        f"(load_id BIGINT DEFAULT nextval('{LEDGER_TABLE}_seq'), {column_defs(LEDGER_COLUMNS)})"
+    )
+
+
+def create_staging(conn: Connection, taxi: TaxiType, month: Month) -> str:
+    """(Re)create the month's staging table, with the main table's columns; return its name."""
+    name = taxi.staging_table(month)
+    conn.execute(f"CREATE OR REPLACE TABLE {ident(name)} ({column_defs(main_columns(taxi))})")
+    return name
+
+
+def insert_ledger(conn: Connection, values: dict[str, Any]) -> None:
+    names = ", ".join(ident(k) for k in values)
+    conn.execute(
+        f"INSERT INTO {ident(LEDGER_TABLE)} ({names}) VALUES ({', '.join('?' * len(values))})", list(values.values())
+    )
+
+
+def record_staged(
+    conn: Connection,
+    taxi: TaxiType,
+    month: Month,
+    source: str,
+    stats: Any,
+    rejects: list[Reject],
+    repeated: int,
+    started: datetime,
+) -> None:
+    """The month's rejects (replacing an earlier stage's) and its 'staged' ledger row."""
+    filename = taxi.filename(str(month))
+    conn.execute(f"DELETE FROM {ident(taxi.rejects_table)} WHERE filename = ?", [filename])
+    if rejects:
+        names = ", ".join(ident(c.db_name) for c in REJECTS_COLUMNS)
+        conn.executemany(
+            f"INSERT INTO {ident(taxi.rejects_table)} ({names}) VALUES (?, ?, ?, ?, ?)",
+            [[filename, r.line, r.column, r.reason, r.raw] for r in rejects],
+        )
+    insert_ledger(
+        conn,
+        {
+            "sink": SINK,
+            "taxi": taxi.name,
+            "month": str(month),
+            "filename": filename,
+            "source": source,
+            "source_size": stats.size,
+            "source_sha256": stats.sha256,
+            "rows_read": stats.data_lines,
+            "rows_rejected": len(rejects),
+            "rows_repeated": repeated,
+            "started_at": started,
+            "status": STAGED,
+            "loader_version": __version__,
+        },
+    )
+
+
+def last_load(conn: Connection, taxi: TaxiType, month: Month, status: str) -> dict[str, Any] | None:
+    """The month's last ledger row with this status."""
+    cursor = conn.execute(
+        f"SELECT load_id, rows_read, rows_rejected, rows_repeated FROM {ident(LEDGER_TABLE)} "
+        "WHERE sink = ? AND taxi = ? AND month = ? AND status = ? ORDER BY load_id DESC LIMIT 1",
+        [SINK, taxi.name, str(month), status],
+    )
+    row = cursor.fetchone()
+    return dict(zip([d[0] for d in cursor.description or ()], row, strict=True)) if row else None
+
+
+def update_ledger(conn: Connection, load_id: int, values: dict[str, Any]) -> None:
+    sets = ", ".join(f"{ident(k)} = ?" for k in values)
+    conn.execute(f"UPDATE {ident(LEDGER_TABLE)} SET {sets} WHERE load_id = ?", [*values.values(), load_id])
+
+
+def record_failure(conn: Connection, taxi: TaxiType, month: Month, source: str, status: str, error: str) -> None:
+    """Note a failed or interrupted load (the month's 'staged' row, or a new row)."""
+    ensure_tables(conn, taxi)
+    staged = last_load(conn, taxi, month, STAGED)
+    values = {"status": status, "error": error[:2000], "finished_at": now()}
+    if staged:
+        update_ledger(conn, staged["load_id"], values)
+        return
+    insert_ledger(
+        conn,
+        {
+            "sink": SINK,
+            "taxi": taxi.name,
+            "month": str(month),
+            "filename": taxi.filename(str(month)),
+            "source": source,
+            "started_at": now(),
+            **values,
+            "loader_version": __version__,
+        },
+    )
+
+
+def last_loads(conn: Connection, taxis: Sequence[TaxiType], month: Month | None = None) -> list[LoadRecord]:
+    """The last finished load of every (taxi, month) of `taxis` (of just `month` when given)."""
+    if not exists(conn, LEDGER_TABLE):
+        return []
+    rows = conn.execute(
+        f"SELECT taxi, month, status, rows_after, source_size, source_sha256, finished_at FROM {ident(LEDGER_TABLE)} "
+        "WHERE sink = ? AND list_contains(?, taxi) AND status <> ? AND (? IS NULL OR month = ?) "
+        "QUALIFY row_number() OVER (PARTITION BY taxi, month ORDER BY load_id DESC) = 1",
+        [SINK, [t.name for t in taxis], STAGED, str(month) if month else None, str(month) if month else None],
+    ).fetchall()
+    return [
+        LoadRecord(t, m, s, rows, size, sha, f"{f.isoformat(timespec='seconds')}+00:00" if f else None)
+        for t, m, s, rows, size, sha, f in rows
+    ]

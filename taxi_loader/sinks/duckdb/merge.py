@@ -1,0 +1,71 @@
+"""merge on DuckDB: the month's staged rows whose id the main table does not hold yet, in one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taxi_loader.contract import LEDGER_TABLE, STAGED, SUCCEEDED
+from taxi_loader.errors import UsageError
+from taxi_loader.job import Job
+
+from . import ddl
+from .connect import Connection
+
+
+def merge(conn: Connection, job: Job) -> dict[str, Any]:
+    """Insert what is new (an anti-join on unique_row_id), record the counts, drop the staging table."""
+    taxi, month = job.taxi, job.month
+    staging, main = ddl.ident(taxi.staging_table(month)), ddl.ident(taxi.table)
+    conn.begin()
+    try:
+        staged_load = ddl.last_load(conn, taxi, month, STAGED) if ddl.exists(conn, LEDGER_TABLE) else None
+        if not staged_load or not ddl.exists(conn, taxi.staging_table(month)):
+            raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader load --sink duckdb` for it")
+        ddl.ensure_tables(conn, taxi)
+        test, bounds = _suspicious(job)
+        staged, suspicious = _one(conn, f"SELECT count(*), count(*) FILTER (WHERE {test}) FROM {staging}", bounds)
+        (inserted,) = _one(
+            conn,
+            f"INSERT INTO {main} SELECT * FROM {staging} s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {main} m WHERE m.unique_row_id = s.unique_row_id)",
+        )
+        (rows_after,) = _one(conn, f"SELECT count(*) FROM {main} WHERE filename = ?", [job.filename])
+        repeated = staged_load["rows_repeated"] or 0
+        dropped = repeated if job.drop_duplicates else 0
+        counts = {
+            "rows_staged": staged + dropped,
+            "rows_inserted": inserted,
+            "rows_present": staged - inserted,
+            "rows_repeated": repeated,
+            "rows_dropped": dropped,
+            "rows_rejected": staged_load["rows_rejected"] or 0,
+            "rows_suspicious": suspicious,
+        }
+        ledger = {k: counts[k] for k in ("rows_inserted", "rows_present", "rows_suspicious")}
+        ddl.update_ledger(
+            conn,
+            staged_load["load_id"],
+            {**ledger, "rows_after": rows_after, "finished_at": ddl.now(), "status": SUCCEEDED},
+        )
+        conn.execute(f"DROP TABLE {staging}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return {"taxi": taxi.name, "month": str(month), "filename": job.filename, **counts}
+
+
+def _one(conn: Connection, query: str, params: list[Any] | None = None) -> tuple[Any, ...]:
+    row = conn.execute(query, params or []).fetchone()
+    assert row is not None, "an aggregate returns one row"
+    return tuple(row)
+
+
+def _suspicious(job: Job) -> tuple[str, list[Any]]:
+    """Loaded but worth a look: pickup outside the month, dropoff before pickup, a negative amount (the test,
+    and its parameters: the month's bounds)."""
+    taxi, month = job.taxi, job.month
+    pickup, dropoff = (ddl.ident(taxi.column(c).db_name) for c in (taxi.pickup, taxi.dropoff))
+    conds = [f"({pickup} >= ?::TIMESTAMP AND {pickup} < ?::TIMESTAMP) IS NOT TRUE", f"{dropoff} < {pickup}"]
+    conds += [f"{ddl.ident(taxi.column(a).db_name)} < 0" for a in taxi.amount_fields]
+    return " OR ".join(conds), [month.first_day.isoformat(), month.next().first_day.isoformat()]

@@ -1,0 +1,107 @@
+"""stage on DuckDB: the month's file, as Arrow tables with their ids, into its own staging table.
+
+One transaction. The tables come from `batches.MonthTables` (Arrow's typed parse, or the shared Python
+validation when a value does not parse); DuckDB reads each Arrow table in place. Exact repeats are numbered
+(or, with --drop-duplicates, dropped) once the whole file is in, from the digests of its rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from taxi_loader.arrowids import Digests
+from taxi_loader.batches import MonthTables
+from taxi_loader.identity import key_text, row_id
+from taxi_loader.job import Job
+from taxi_loader.reader import check_rejects
+
+from . import ddl
+from .connect import Connection
+
+
+def stage(conn: Connection, job: Job, path: Path) -> dict[str, Any]:
+    """Validate the file at `path` and write it, each row with its id, into the month's staging table."""
+    taxi, month = job.taxi, job.month
+    started = ddl.now()
+    ddl.ensure_tables(conn, taxi)
+    with Digests() as digests:
+        conn.begin()
+        try:
+            try:
+                tables = _copy(conn, job, path, digests, fast=True)
+            except pa.ArrowInvalid:  # a value Arrow cannot type: the validating pass records why
+                conn.rollback()
+                conn.begin()
+                digests.clear()
+                tables = _copy(conn, job, path, digests, fast=False)
+            check_rejects(tables.rejects, tables.stats.data_lines, job.max_rejects, job.filename)
+            repeated = _number_repeats(conn, job, digests)
+            ddl.record_staged(conn, taxi, month, job.location, tables.stats, tables.rejects, repeated, started)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    dropped = repeated if job.drop_duplicates else 0
+    return {
+        "taxi": taxi.name,
+        "month": str(month),
+        "filename": job.filename,
+        "rows_read": tables.stats.data_lines,
+        "rows_staged": tables.rows - dropped,
+        "rows_rejected": len(tables.rejects),
+        "rows_repeated": repeated,
+        "source_size": tables.stats.size,
+        "source_sha256": tables.stats.sha256,
+    }
+
+
+def _copy(conn: Connection, job: Job, path: Path, digests: Digests, fast: bool) -> MonthTables:
+    staging = ddl.ident(ddl.create_staging(conn, job.taxi, job.month))
+    tables = MonthTables(path, job.taxi, job.filename, digests, fast)
+    for table in tables:
+        # DuckDB's TIMESTAMP has no zone: hand it the UTC wall times the files hold.
+        batch = pa.Table.from_arrays(
+            [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns],
+            names=table.column_names,
+        )
+        conn.register("taxi_loader_batch", batch)
+        try:
+            conn.execute(f"INSERT INTO {staging} SELECT * FROM taxi_loader_batch")
+        finally:
+            conn.unregister("taxi_loader_batch")
+    return tables
+
+
+def _number_repeats(conn: Connection, job: Job, digests: Digests) -> int:
+    """Give the k-th (k > 1) staged row of each key its own id, md5(key_text || '|' || k), or drop it with
+    --drop-duplicates; return how many there were. Rows are read in insertion order, which is file order."""
+    repeated = sorted(digests.repeated())
+    if not repeated:
+        return 0
+    taxi = job.taxi
+    staging = ddl.ident(taxi.staging_table(job.month))
+    key = [taxi.column(f).db_name for f in taxi.key_fields]
+    rows = conn.execute(
+        f"SELECT rowid, unique_row_id, {', '.join(ddl.ident(k) for k in key)} FROM {staging} "
+        "WHERE unique_row_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid",
+        [repeated],
+    ).fetchall()
+    seen: dict[str, int] = {}
+    rowids, ids = [], []
+    for rowid, rid, *values in rows:
+        seen[rid] = seen.get(rid, 0) + 1
+        if seen[rid] > 1:
+            rowids.append(rowid)
+            ids.append(row_id(key_text(taxi, dict(zip(key, values, strict=True))), seen[rid]))
+    if job.drop_duplicates:
+        conn.execute(f"DELETE FROM {staging} WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [rowids])
+    else:
+        conn.execute(
+            f"UPDATE {staging} SET unique_row_id = v.id "
+            "FROM (SELECT unnest(?::BIGINT[]) AS r, unnest(?::VARCHAR[]) AS id) v WHERE rowid = v.r",
+            [rowids, ids],
+        )
+    return len(rowids)

@@ -1,0 +1,115 @@
+"""The DuckDB sink's own cases: the embedded default, and a database file that is busy, unwritable or not a
+DuckDB database (the shared sink tests in test_sinks.py run on it too)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from taxi_loader.cli import main
+from taxi_loader.months import Month
+
+JULY = Month(2020, 7)
+SAMPLE = "yellow_tripdata_2020-07.head266.rides.csv"
+
+
+def load(mirror, tmp_path, *extra: str, env: dict | None = None):
+    argv = ["--log-format", "console", "load", "--taxi", "yellow", "--month", "2020-07", *extra]
+    argv += ["--source-url", mirror.template, "--data-dir", str(tmp_path / "data")]
+    return CliRunner(env=env).invoke(main, argv, catch_exceptions=False)
+
+
+def test_with_no_postgresql_configured_a_load_goes_into_taxi_duckdb_and_says_so(mirror, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    first = load(mirror, tmp_path)
+    assert first.exit_code == 0, first.output
+    assert "no PostgreSQL configured: using the DuckDB file taxi.duckdb" in first.stderr
+    assert 'duckdb taxi.duckdb "select count(*) from yellow_tripdata"' in first.stderr
+    assert "inserted=266" in first.stdout and (tmp_path / "taxi.duckdb").is_file()
+    again = load(mirror, tmp_path)
+    assert "inserted=0 present=266" in again.stdout
+
+
+def test_with_postgresql_configured_nothing_changes(mirror, db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    env = {"TAXI_LOADER_DB_URL": db.url, "TAXI_LOADER_SCHEMA": db.schema}
+    result = load(mirror, tmp_path, env=env)
+    assert result.exit_code == 0, result.output
+    assert "DuckDB" not in result.stderr and not (tmp_path / "taxi.duckdb").exists()
+    assert db.count("yellow_tripdata") == 266
+
+
+def test_a_file_another_process_holds_is_exit_6_with_the_reason(duck, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    assert duck("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(duck.path)!r}); print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = duck("load", "--taxi", "yellow", "--month", "2020-07")
+        assert result.exit_code == 6, result.output
+        assert f"the DuckDB file {duck.path} is in use by another process" in result.stderr
+        assert "Conflicting lock is held" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert duck.query("SELECT count(*) FROM yellow_tripdata") == [(266,)]
+
+
+def test_a_file_that_is_not_a_duckdb_database_is_exit_3_and_left_as_it_is(duck, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    duck.path.write_bytes(b"my notes, not a database\n" * 200)
+    before = (duck.path.read_bytes(), duck.path.stat().st_mtime_ns)
+    result = duck("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 3, result.output
+    assert f"{duck.path} is not a DuckDB database (it was left as it is)" in result.stderr
+    assert (duck.path.read_bytes(), duck.path.stat().st_mtime_ns) == before
+
+
+def test_a_path_in_a_read_only_directory_is_exit_3(mirror, tmp_path):
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    # root writes anywhere a mode allows nothing: an immutable directory is read-only even for root
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this file system, so no directory is read-only for root")
+    try:
+        mirror.put_sample("yellow", JULY, SAMPLE)
+        result = load(mirror, tmp_path, "--sink", "duckdb", "--duckdb-path", str(folder / "taxi.duckdb"))
+        assert result.exit_code == 3, result.output
+        assert f"cannot open the DuckDB file {folder / 'taxi.duckdb'}" in result.stderr
+        assert "its directory must exist and be writable" in result.stderr
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert list(folder.iterdir()) == []
+
+
+def test_status_on_a_missing_file_says_nothing_is_loaded_and_creates_nothing(duck):
+    result = duck("status")
+    assert result.exit_code == 0 and result.stdout == "nothing loaded yet\n"
+    assert not duck.path.exists()
+
+
+def test_backfill_in_parallel_writes_one_month_at_a_time_and_loads_each_whole(duck, mirror):
+    months = [Month(2021, m) for m in (1, 2, 3, 4)]
+    for m in months:
+        mirror.put_generated("yellow", m, 5_000, repeat_rate=0.01)
+    result = duck("backfill", "--taxi", "yellow", "--from", "2021-01", "--to", "2021-04", "--jobs", "3")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.splitlines()[-1])["loaded"] == 4
+    assert duck.query("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == [(20_000, 20_000)]
+    assert duck.query("SELECT month, status, rows_after FROM taxi_loader_ledger ORDER BY month") == [
+        (str(m), "succeeded", 5_000) for m in months
+    ]
