@@ -5,6 +5,7 @@ Not a test: it prints figures, it asserts nothing. For one generated month with 
   (a) the anchor: psql's \\copy of the file (through zcat) into an unindexed, typed, logged table;
   (b) `taxi-loader stage` + `taxi-loader dedup-merge` into a main table already holding --preload months;
   (c) the same two commands again (a re-run, which inserts nothing);
+  then the same month into DuckDB against DuckDB's own read_csv, and the cloud path's local pass;
 as whole processes (wall time, median of --runs), and reports b/a, c/a and the loader's peak memory.
 
     python bench/bench.py                     # 1,369,765 rows
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from taxi_loader.months import Month  # noqa: E402
+from taxi_loader.sinks.duckdb.ddl import DUCK_TYPE  # noqa: E402
 from taxi_loader.sinks.postgres.ddl import PG_TYPE  # noqa: E402
 from taxi_loader.synthetic import write_month  # noqa: E402
 from taxi_loader.taxis import YELLOW  # noqa: E402
@@ -65,6 +67,7 @@ def main() -> None:
     ap.add_argument("--backfill-months", type=int, default=6, help="months in the backfill figure (0: skip it)")
     ap.add_argument("--backfill-rows", type=int, default=300_000, help="rows per month in the backfill figure")
     ap.add_argument("--no-cloud", action="store_true", help="skip the CSV-to-Parquet figure of the cloud path")
+    ap.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB figure")
     args = ap.parse_args()
 
     db = "taxi_loader_bench"
@@ -136,10 +139,45 @@ def main() -> None:
     print(f"{'(c) taxi-loader stage + dedup-merge, re-run (inserts 0)':<58}{r:8.2f}{r / a:8.2f}")
     print(f"peak memory of a loader process: {max(peaks):.0f} MB")
     print(f"main table after: {rows:,} rows, {distinct:,} distinct ids, {size}")
+    if not args.no_duckdb:
+        duckdb_figure(files[target], source, args, loader)
     if not args.no_cloud:
         cloud_figure(files[target], args.rows, args.out)
     if args.backfill_months:
         backfill_figure(args, loader, url, conn)
+
+
+def duckdb_figure(path: Path, source: str, args, loader: list[str]) -> None:
+    """A month into a new DuckDB file: `taxi-loader load --sink duckdb` (and its re-run) against DuckDB's own
+    read_csv of the same file into a table, each a whole process."""
+    db = args.out / "bench.duckdb"
+    columns = {c.name: DUCK_TYPE[c.kind] for c in YELLOW.columns}
+    create = f"CREATE TABLE anchor AS SELECT * FROM read_csv({str(path)!r}, header = true, columns = {columns!r})"
+    anchor = [sys.executable, "-c", f"import duckdb; duckdb.connect({str(db)!r}).execute({create!r})"]
+    ours = [*loader, "load", "--sink", "duckdb", "--duckdb-path", str(db), "--taxi", "yellow", "--month", "2021-01"]
+    ours += ["--source-url", source]
+
+    def fresh() -> None:
+        for p in (db, db.with_name(db.name + ".wal")):
+            p.unlink(missing_ok=True)
+
+    anchors, firsts, reruns, peaks = [], [], [], []
+    for _ in range(args.runs):
+        fresh()
+        anchors.append(run(anchor)[0])
+        fresh()
+        for bucket in (firsts, reruns):
+            wall, peak = run(ours)
+            bucket.append(wall)
+            peaks.append(peak)
+    fresh()
+    a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
+    print(f"\nDuckDB: the same month into a new database file, median of {args.runs} runs")
+    print(f"{'what':<58}{'wall s':>8}{'x read_csv':>11}")
+    print(f"{'(a) DuckDB read_csv into a typed table':<58}{a:8.2f}{1:11.2f}")
+    print(f"{'(b) taxi-loader load --sink duckdb, first load':<58}{f:8.2f}{f / a:11.2f}")
+    print(f"{'(c) taxi-loader load --sink duckdb, re-run (inserts 0)':<58}{r:8.2f}{r / a:11.2f}")
+    print(f"peak memory of a loader process: {max(peaks):.0f} MB")
 
 
 def cloud_figure(path: Path, rows: int, out: Path) -> None:
