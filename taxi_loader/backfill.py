@@ -61,12 +61,15 @@ def parse_pairs(text: str) -> list[tuple[TaxiType, Month]]:
         taxi, sep, month = item.partition(":")
         if not sep:
             raise UsageError(f"invalid --only item {item!r}: use TAXI:YYYY-MM, e.g. yellow:2020-03")
-        pairs.append((get_taxi(taxi), Month.parse(month)))
+        pair = (get_taxi(taxi), Month.parse(month))
+        if pair not in pairs:  # a month named twice is loaded once
+            pairs.append(pair)
     return pairs
 
 
 def plan(taxis: list[TaxiType], first: Month, last: Month) -> list[tuple[TaxiType, Month]]:
     """Every (taxi, month) of the range, month by month so that progress moves through time."""
+    taxis = list(dict.fromkeys(taxis))  # a taxi named twice is loaded once
     return [(t, m) for m in month_range(first, last) for t in taxis]
 
 

@@ -33,10 +33,11 @@ ARROW_TYPE = {
     Kind.COUNT: pa.int64(),
     Kind.INSTANT: pa.timestamp("us", tz="UTC"),
 }
-# How the CSV reader parses each kind (codes as integers: that checks them; they become strings after)
+# How the CSV reader parses each kind: codes as integers (that checks them; they become strings after), counts
+# as the 32-bit integers PostgreSQL and DuckDB keep (a bigger one sends the file to the validating pass)
 _ARROW_IN = {
     Kind.CODE: pa.int64(),
-    Kind.INT: pa.int64(),
+    Kind.INT: pa.int32(),
     Kind.TIMESTAMP: pa.timestamp("s"),
     Kind.FLOAT: pa.float64(),
     Kind.TEXT: pa.string(),

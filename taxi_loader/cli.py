@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -138,7 +140,7 @@ def _sink(name: str | None, kw: dict) -> Sink:
         configured = kw.get("db_url") or any(os.environ.get(v) for v in _PG_VARIABLES)
         name = "postgres" if configured else "duckdb"
         if name == "duckdb":
-            path = kw.get("duckdb_path") or "taxi.duckdb"
+            path = kw["duckdb_path"]
             get_logger("taxi_loader").info(
                 f"no PostgreSQL configured: using the DuckDB file {path} "
                 f'(query it with: duckdb {path} "select count(*) from yellow_tripdata")'
@@ -167,14 +169,13 @@ def merge_options(f):
 
 def _job_options(kw: dict) -> dict:
     """Job fields from the command's options (the ones it has), taken out of `kw`."""
-    options = {
+    return {
         "data_dir": kw.pop("data_dir", Path("data")),
         "source_url": kw.pop("source_url", DEFAULT_SOURCE_URL),
         "retry": RetryPolicy(attempts=kw.pop("retries", 5), initial_wait=kw.pop("retry_wait", 1.0)),
         "max_rejects": kw.pop("max_rejects", DEFAULT_MAX_REJECTS),
         "drop_duplicates": kw.pop("drop_duplicates", False),
     }
-    return options
 
 
 def _job(kw: dict) -> Job:
@@ -414,11 +415,13 @@ def backfill(**kw) -> None:
         raise UsageError("give --from YYYY-MM and --to YYYY-MM (or --only TAXI:YYYY-MM,...)")
     template = Job(taxi=pairs[0][0], month=pairs[0][1], **_job_options(kw))
     fmt = click.get_current_context().obj["format"]
-    bar = click.progressbar(length=len(pairs), label="backfill", file=sys.stderr) if sys.stderr.isatty() else None
+    bar: Any = None  # a click ProgressBar: its label is the month that just ended
+    if sys.stderr.isatty():
+        bar = click.progressbar(length=len(pairs), label="backfill", item_show_func=lambda m: m, file=sys.stderr)
 
     def on_done(o: bf.Outcome) -> None:
         if bar is not None:
-            bar.update(1)
+            bar.update(1, f"{o.taxi} {o.month}")
             return
         for line in backfill_month_lines(fmt, o.__dict__):
             click.echo(line)
@@ -441,7 +444,9 @@ def _backfill_summary(outcomes: list[bf.Outcome], fmt: str, sink: Sink) -> None:
         for s in (bf.LOADED, bf.SKIPPED, bf.UNPUBLISHED, bf.FAILED, bf.INTERRUPTED, bf.NOT_RUN)
     }
     bad = [o for o in outcomes if o.status in bf.RETRYABLE]
-    retry = bf.retry_command(outcomes, " ".join(["taxi-loader backfill --sink", sink.name, *sink.target_options()]))
+    retry = bf.retry_command(
+        outcomes, shlex.join(["taxi-loader", "backfill", "--sink", sink.name, *sink.target_options()])
+    )
     for line in backfill_summary_lines(
         fmt, [o.__dict__ for o in outcomes], counts, retry, [f"{o.taxi}:{o.month}" for o in bad]
     ):
@@ -449,7 +454,7 @@ def _backfill_summary(outcomes: list[bf.Outcome], fmt: str, sink: Sink) -> None:
     if bad:
         raise MonthsFailed(
             f"{len(bad)} month(s) not loaded: {', '.join(f'{o.taxi} {o.month}' for o in bad)}. "
-            f"Retry just those with: {retry} (plus your --db-url / --source-url options)",
+            f"Retry just those with: {retry} (with this run's source and connection settings)",
             {o.exit_code for o in bad if o.exit_code},
         )
 

@@ -51,6 +51,8 @@ LEDGER_COLUMNS = (
     Column("loader_version", Kind.TEXT),
 )
 
+ERROR_CHARS = 2000  # of a failure's message kept in the ledger's `error`
+
 # Ledger statuses. 'staged' is a load between its two steps; the others are how a load ended.
 STAGED, SUCCEEDED, FAILED, INTERRUPTED = "staged", "succeeded", "failed", "interrupted"
 

@@ -401,7 +401,7 @@ def duck(mirror, tmp_path):
 
 
 @dataclass
-class Target:
+class SinkUnderTest:
     """One sink under test, driven the same way whatever it is: the shared sink tests run on each."""
 
     name: str
@@ -414,7 +414,7 @@ class Target:
 
 
 @pytest.fixture(params=["postgres", "duckdb", "bigquery"])
-def target(request, mirror, tmp_path):
+def sink(request, mirror, tmp_path):
     """Each sink in turn (bigquery starts the emulators)."""
     if request.param == "postgres":
         cli, db = request.getfixturevalue("cli"), request.getfixturevalue("db")
@@ -422,12 +422,12 @@ def target(request, mirror, tmp_path):
         def run(*args: str, **kw):
             return cli(*args, *(["--sink", "postgres"] if args[0] in ("load", "backfill", "status") else []), **kw)
 
-        return Target(
+        return SinkUnderTest(
             "postgres", run, lambda t: [r[0] for r in db.all(f"SELECT unique_row_id FROM {t}_tripdata")], db.tables
         )
     if request.param == "duckdb":
         duck = request.getfixturevalue("duck")
-        return Target(
+        return SinkUnderTest(
             "duckdb", duck, lambda t: [r[0] for r in duck.query(f"SELECT unique_row_id FROM {t}_tripdata")], duck.tables
         )
     cloud = request.getfixturevalue("cloud")
@@ -435,4 +435,21 @@ def target(request, mirror, tmp_path):
     def run_cloud(*args: str, **kw):
         return cloud(*args, *(["--sink", "bigquery"] if args[0] in ("load", "backfill", "status", "cleanup") else []))
 
-    return Target("bigquery", run_cloud, cloud.rows, cloud.tables)
+    return SinkUnderTest("bigquery", run_cloud, cloud.rows, cloud.tables)
+
+
+def twin_ids(csv_text: str, taxi_name: str) -> list[str]:
+    """The ids of a CSV's rows by `identity.py`, the Python twin of the course's SQL (tested against PostgreSQL
+    in test_units), from the values as the file spells them: the k-th repeat of a key gets its k-th id."""
+    import csv
+    import io
+
+    from taxi_loader.identity import key_text, row_id
+    from taxi_loader.taxis import TAXI_TYPES
+
+    taxi, seen, ids = TAXI_TYPES[taxi_name], {}, []
+    for row in csv.DictReader(io.StringIO(csv_text)):
+        text = key_text(taxi, {k: v or None for k, v in row.items()})
+        seen[text] = seen.get(text, 0) + 1
+        ids.append(row_id(text, seen[text]))
+    return ids

@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
 
 from taxi_loader.cli import main
 from taxi_loader.months import Month
+
+from conftest import DATA
 
 JULY = Month(2020, 7)
 SAMPLE = "yellow_tripdata_2020-07.head266.rides.csv"
@@ -102,14 +106,69 @@ def test_status_on_a_missing_file_says_nothing_is_loaded_and_creates_nothing(duc
     assert not duck.path.exists()
 
 
-def test_backfill_in_parallel_writes_one_month_at_a_time_and_loads_each_whole(duck, mirror):
+def test_backfill_in_parallel_writes_one_month_at_a_time_and_loads_each_whole(duck, mirror, monkeypatch):
+    from taxi_loader.sinks.duckdb import connect
+
     months = [Month(2021, m) for m in (1, 2, 3, 4)]
     for m in months:
         mirror.put_generated("yellow", m, 5_000, repeat_rate=0.01)
+    writer, inside, most = connect.writer, [0], [0]
+
+    @contextmanager
+    def counting_writer(path):
+        with writer(path):
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            try:
+                time.sleep(0.01)  # long enough for another month to try to get in
+                yield
+            finally:
+                inside[0] -= 1
+
+    monkeypatch.setattr(connect, "writer", counting_writer)
     result = duck("backfill", "--taxi", "yellow", "--from", "2021-01", "--to", "2021-04", "--jobs", "3")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.splitlines()[-1])["loaded"] == 4
+    assert most == [1]
     assert duck.query("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == [(20_000, 20_000)]
     assert duck.query("SELECT month, status, rows_after FROM taxi_loader_ledger ORDER BY month") == [
         (str(m), "succeeded", 5_000) for m in months
     ]
+
+
+def _july_lines() -> list[str]:
+    return (DATA / SAMPLE).read_text().splitlines(keepends=True)
+
+
+def test_drop_duplicates_keeps_the_first_of_exact_repeats(duck, mirror):
+    lines = _july_lines()
+    mirror.put_csv("yellow", JULY, "".join(lines[:10] + [lines[3]] * 2 + lines[10:]))
+    result = duck("load", "--taxi", "yellow", "--month", "2020-07", "--drop-duplicates")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout.splitlines()[-1])
+    assert (counts["rows_read"], counts["rows_repeated"], counts["rows_dropped"], counts["rows_inserted"]) == (
+        268,
+        2,
+        2,
+        266,
+    )
+    assert counts["rows_staged"] == counts["rows_inserted"] + counts["rows_present"] + counts["rows_dropped"]
+    assert duck.query("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == [(266, 266)]
+
+
+def test_a_few_bad_values_under_the_limit_are_rejected_with_their_reasons(duck, mirror):
+    lines = _july_lines()
+    fields = lines[5].split(",")
+    fields[3] = "3000000000"  # passenger_count beyond a 32-bit integer, as PostgreSQL's column refuses it
+    lines[5] = ",".join(fields)
+    mirror.put_csv("yellow", JULY, "".join(lines))
+    result = duck("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "5")
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.stdout.splitlines()[-1])
+    assert (counts["rows_read"], counts["rows_rejected"], counts["rows_inserted"]) == (266, 1, 265)
+    assert duck.query("SELECT line, column_name, reason FROM yellow_tripdata_rejects") == [
+        (6, "passenger_count", "integer out of range: '3000000000'")
+    ]
+    refused = duck("load", "--taxi", "yellow", "--month", "2020-07")  # the default limit: 0.1% of 266 is 0
+    assert refused.exit_code == 5 and "1 of 266 rows rejected" in refused.stderr
+    assert duck.query("SELECT count(*) FROM yellow_tripdata") == [(265,)]

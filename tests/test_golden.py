@@ -77,7 +77,7 @@ def test_backfill_console_output(cli, db, mirror):
     ]
     assert gap.stderr.splitlines()[-1] == (
         "Error: 1 month(s) not loaded: yellow 2020-11. Retry just those with: taxi-loader backfill --sink postgres "
-        f"--schema {db.schema} --only yellow:2020-11 (plus your --db-url / --source-url options)"
+        f"--schema {db.schema} --only yellow:2020-11 (with this run's source and connection settings)"
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from taxi_loader.months import Month
 
-from conftest import DATA, data_rows
+from conftest import DATA, data_rows, twin_ids
 
 JULY, DECEMBER = Month(2020, 7), Month(2020, 12)
 SAMPLES = [
@@ -25,37 +25,40 @@ def out(result) -> dict:
 
 
 def postgres_ids(cli, db, taxi: str, month: Month) -> set[str]:
-    """The ids PostgreSQL gives the same file (loaded by the test's own PostgreSQL schema)."""
+    """The ids PostgreSQL gives the same file (loaded into the test's own schema unless the sink under test
+    already did)."""
     if f"{taxi}_tripdata" not in db.tables():
         assert cli("load", "--taxi", taxi, "--month", str(month)).exit_code == 0
     return {r[0] for r in db.all(f"SELECT unique_row_id FROM {taxi}_tripdata")}
 
 
 @pytest.mark.parametrize(("taxi", "month", "sample"), SAMPLES, ids=[s[0] for s in SAMPLES])
-def test_a_month_loads_once_with_the_ids_postgresql_gives(target, cli, db, mirror, taxi, month, sample):
+def test_a_month_loads_once_with_the_ids_postgresql_gives(sink, cli, db, mirror, taxi, month, sample):
     mirror.put_sample(taxi, month, sample)
     rows = data_rows(DATA / sample)
-    first = target.run("load", "--taxi", taxi, "--month", str(month))
+    first = sink.run("load", "--taxi", taxi, "--month", str(month))
     assert first.exit_code == 0, first.output
     assert (out(first)["rows_read"], out(first)["rows_inserted"]) == (rows, rows)
-    again = target.run("load", "--taxi", taxi, "--month", str(month))
+    again = sink.run("load", "--taxi", taxi, "--month", str(month))
     assert again.exit_code == 0, again.output
     assert (out(again)["rows_inserted"], out(again)["rows_present"]) == (0, rows)
-    ids = target.ids(taxi)
+    ids = sink.ids(taxi)
     assert len(ids) == len(set(ids)) == rows
+    assert set(ids) == set(twin_ids((DATA / sample).read_text(), taxi))
     assert set(ids) == postgres_ids(cli, db, taxi, month)
-    assert not any("staging" in t for t in target.tables())
+    assert not any("staging" in t for t in sink.tables())
 
 
-def test_exact_repeats_are_kept_with_ids_of_their_own(target, cli, db, mirror):
+def test_exact_repeats_are_kept_with_ids_of_their_own(sink, cli, db, mirror):
     lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines(keepends=True)
     text = "".join(lines[:50] + [lines[7]] * 2 + lines[50:])  # line 7 three times in all
     mirror.put_csv("yellow", JULY, text)
-    result = target.run("load", "--taxi", "yellow", "--month", "2020-07")
+    result = sink.run("load", "--taxi", "yellow", "--month", "2020-07")
     assert result.exit_code == 0, result.output
     assert (out(result)["rows_inserted"], out(result)["rows_repeated"]) == (268, 2)
-    ids = target.ids("yellow")
+    ids = sink.ids("yellow")
     assert len(ids) == len(set(ids)) == 268
+    assert set(ids) == set(twin_ids(text, "yellow"))
     assert set(ids) == postgres_ids(cli, db, "yellow", JULY)
 
 
@@ -84,23 +87,23 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
-def test_a_bad_file_is_exit_5_and_leaves_the_tables_as_they_were(target, mirror, case):
+def test_a_bad_file_is_exit_5_and_leaves_the_tables_as_they_were(sink, mirror, case):
     mirror.put_sample("yellow", DECEMBER, "yellow_tripdata_2020-12.head1295.csv")
-    assert target.run("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    assert sink.run("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
     data, message = BAD_FILES[case]
     mirror.put_bytes("yellow", JULY, data())
-    result = target.run("load", "--taxi", "yellow", "--month", "2020-07")
+    result = sink.run("load", "--taxi", "yellow", "--month", "2020-07")
     assert result.exit_code == 5, result.output
     assert message in result.stderr
-    assert len(target.ids("yellow")) == 1295
-    assert not any("staging" in t for t in target.tables())
+    assert len(sink.ids("yellow")) == 1295
+    assert not any("staging" in t for t in sink.tables())
 
 
-def test_backfill_skips_what_is_loaded_and_status_shows_it(target, mirror):
+def test_backfill_skips_what_is_loaded_and_status_shows_it(sink, mirror):
     for m in (Month(2021, 1), Month(2021, 2)):
         mirror.put_generated("green", m, 1_500)
     args = ("backfill", "--taxi", "green", "--from", "2021-01", "--to", "2021-03", "--jobs", "2")
-    first = target.run(*args)
+    first = sink.run(*args)
     assert first.exit_code == 0, first.output
     months = [json.loads(x) for x in first.stdout.splitlines() if "backfill-month" in x]
     assert sorted((m["month"], m["status"]) for m in months) == [
@@ -109,10 +112,10 @@ def test_backfill_skips_what_is_loaded_and_status_shows_it(target, mirror):
         ("2021-03", "not found"),
     ]
     assert out(first)["loaded"] == 2 and out(first)["not_published"] == 1
-    again = target.run(*args)
+    again = sink.run(*args)
     assert out(again)["skipped"] == 2 and out(again)["loaded"] == 0
-    assert len(target.ids("green")) == 3_000
-    report = json.loads(target.run("status", "--format", "json").stdout)
+    assert len(sink.ids("green")) == 3_000
+    report = json.loads(sink.run("status", "--format", "json").stdout)
     assert report["totals"] == {"green": {"2021": 3_000}} and report["gaps"] == {"green": []}
     assert [(m["month"], m["status"], m["rows"]) for m in report["months"]] == [
         ("2021-01", "succeeded", 1_500),

@@ -12,14 +12,12 @@ from typing import Any
 
 from taxi_loader.errors import UsageError
 
-from .base import MonthTarget, Sink
+from .base import MonthTarget, Sink, SinkClass
 from .bigquery import BigQuerySink
 from .duckdb import DuckDBSink
 from .postgres import PostgresSink
 
-SINKS: dict[str, type[PostgresSink] | type[BigQuerySink] | type[DuckDBSink]] = {
-    s.name: s for s in (PostgresSink, BigQuerySink, DuckDBSink)
-}
+SINKS: dict[str, SinkClass] = {s.name: s for s in (PostgresSink, BigQuerySink, DuckDBSink)}
 
 
 def make_sink(name: str, options: Mapping[str, Any]) -> Sink:
@@ -30,7 +28,7 @@ def make_sink(name: str, options: Mapping[str, Any]) -> Sink:
         raise UsageError(f"unknown sink {name!r}; choose one of: {', '.join(SINKS)}") from None
     wanted = {f.name for f in fields(kind.Settings)}
     settings = kind.Settings(**{k: v for k, v in options.items() if k in wanted and v is not None})
-    return kind(settings)  # type: ignore[arg-type]
+    return kind(settings)
 
 
-__all__ = ["SINKS", "MonthTarget", "Sink", "make_sink"]
+__all__ = ["SINKS", "MonthTarget", "Sink", "SinkClass", "make_sink"]

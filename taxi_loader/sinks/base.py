@@ -67,3 +67,12 @@ class Sink(Protocol):
         """The command-line options that name where this sink writes, beyond its defaults (for the command a
         failed backfill prints to retry)."""
         ...
+
+
+class SinkClass(Protocol):
+    """What `SINKS` holds: a sink's class, with its name and settings type, that makes a Sink from settings."""
+
+    name: str
+    Settings: type[Any]  # a frozen dataclass; each field's metadata is the help of its command-line option
+
+    def __call__(self, settings: Any) -> Sink: ...

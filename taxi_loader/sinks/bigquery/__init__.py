@@ -15,11 +15,15 @@ from typing import Any, ClassVar
 
 from taxi_loader.contract import LoadRecord
 from taxi_loader.job import Cancellation, Job
+from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
 
 from .settings import BigQuerySettings
+
+SINK = "bigquery"
+log = get_logger("taxi_loader")
 
 
 class BigQueryMonth:
@@ -35,6 +39,7 @@ class BigQueryMonth:
         result = gcs.upload_gcs(
             path, job.taxi, job.month, self.settings, job.data_dir, job.max_rejects, job.drop_duplicates, job.retry
         )
+        log.info("uploaded" if result.uploaded else "identical object already there", object=result.object, **job.tags)
         return asdict(result)
 
     def merge(self) -> dict[str, Any]:
@@ -59,7 +64,7 @@ class BigQueryMonth:
 class BigQuerySink:
     """The BigQuery sink (see the package's docstring)."""
 
-    name: ClassVar[str] = "bigquery"
+    name: ClassVar[str] = SINK
     Settings: ClassVar[type[BigQuerySettings]] = BigQuerySettings
 
     def __init__(self, settings: BigQuerySettings = BigQuerySettings()):

@@ -20,12 +20,12 @@ from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import Column, Kind, TaxiType
 
+from . import SINK
 from .settings import BigQuerySettings, bigquery_client, storage_client
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
 
-SINK = "bigquery"
 BQ_TYPE = {
     Kind.CODE: "STRING",
     Kind.INT: "INT64",
@@ -191,30 +191,27 @@ def _load_job(client: bigquery.Client, uri: str, staging: str, md5: str | None, 
     raise TransientError(f"{taxi.name} {month}: could not find a free load job id after 100 tries")
 
 
-def _ensure_ledger(client: bigquery.Client, settings: BigQuerySettings, create: bool) -> bool:
-    """Make the dataset's ledger hold the contract's columns: create it (with `create`), or add the columns a
-    ledger of an earlier taxi-loader lacks; return whether it exists.
-
-    Earlier ledgers kept the rows of the file as `rows_staged`: they are copied to `rows_after`."""
+def _ensure_ledger(client: bigquery.Client, settings: BigQuerySettings) -> None:
+    """Create the dataset's ledger with the contract's columns, or add the columns a ledger of an earlier
+    taxi-loader lacks (it kept the rows of the file as `rows_staged`: they are copied to `rows_after`)."""
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
     ledger = f"{settings.dataset_id}.{LEDGER_TABLE}"
-    try:
-        if create:
-            table = client.create_table(bigquery.Table(ledger, schema=schema(LEDGER_COLUMNS)), exists_ok=True)
-        else:
-            table = client.get_table(ledger)
-    except gexc.NotFound:
-        return False
+    table = client.create_table(bigquery.Table(ledger, schema=schema(LEDGER_COLUMNS)), exists_ok=True)
     have = {f.name for f in table.schema}
     missing = [c for c in LEDGER_COLUMNS if c.name not in have]
-    if missing:  # added columns are NULLABLE whatever the contract says: the old rows have no value
-        table.schema = [*table.schema, *(bigquery.SchemaField(c.name, BQ_TYPE[c.kind]) for c in missing)]
+    if not missing:
+        return
+    table.schema = [*table.schema, *(bigquery.SchemaField(c.name, BQ_TYPE[c.kind]) for c in missing)]  # NULLABLE
+    try:
         client.update_table(table, ["schema"])
-        if "rows_staged" in have:
-            client.query(f"UPDATE `{ledger}` SET rows_after = rows_staged WHERE rows_after IS NULL").result()
-    return True
+    except (gexc.PreconditionFailed, gexc.Conflict, gexc.BadRequest):
+        # Another month of the same backfill added them first; anything else shows below.
+        if {c.name for c in LEDGER_COLUMNS} - {f.name for f in client.get_table(ledger).schema}:
+            raise
+    if "rows_staged" in have:
+        client.query(f"UPDATE `{ledger}` SET rows_after = rows_staged WHERE rows_after IS NULL").result()
 
 
 def _record(client: bigquery.Client, settings: BigQuerySettings, values: dict[str, Any]) -> None:
@@ -222,7 +219,7 @@ def _record(client: bigquery.Client, settings: BigQuerySettings, values: dict[st
     from google.cloud import bigquery
 
     ledger = f"{settings.dataset_id}.{LEDGER_TABLE}"
-    _ensure_ledger(client, settings, create=True)
+    _ensure_ledger(client, settings)
     params = [bigquery.ScalarQueryParameter(k, BQ_TYPE[_LEDGER_KIND[k]], v) for k, v in values.items()]
     client.query(
         f"INSERT INTO `{ledger}` ({', '.join(values)}) VALUES ({', '.join('@' + k for k in values)})",
@@ -250,17 +247,23 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
     if month:
         params.append(bigquery.ScalarQueryParameter("month", "STRING", str(month)))
         where += " AND month = @month"
+    try:
+        have = {f.name for f in client.get_table(f"{settings.dataset_id}.{LEDGER_TABLE}").schema}
+    except gexc.NotFound:  # no dataset or no ledger yet: nothing loaded
+        return []
+    # A ledger of an earlier taxi-loader kept the rows as rows_staged: read it as it is (a load updates it).
+    if "rows_after" not in have:
+        rows_after = "rows_staged"
+    elif "rows_staged" in have:
+        rows_after = "COALESCE(rows_after, rows_staged)"
+    else:
+        rows_after = "rows_after"
     query = (
-        "SELECT taxi, month, status, rows_after, source_size, source_sha256, finished_at FROM ("
+        f"SELECT taxi, month, status, {rows_after} AS rows_after, source_size, source_sha256, finished_at FROM ("
         "  SELECT *, ROW_NUMBER() OVER (PARTITION BY taxi, month ORDER BY finished_at DESC) AS rn"
         f"  FROM `{settings.dataset_id}.{LEDGER_TABLE}` WHERE {where}) WHERE rn = 1"
     )
-    try:
-        if not _ensure_ledger(client, settings, create=False):
-            return []
-        rows = client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
-    except gexc.NotFound:  # the dataset
-        return []
+    rows = client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
     return [
         LoadRecord(
             r["taxi"],

@@ -8,7 +8,7 @@ rows.
 
 Types: codes as STRING (as the course's tables keep them), counts as INT64, times as TIMESTAMP (UTC, the
 files carry no zone), distances and money as FLOAT64: the same doubles PostgreSQL holds, so the id's text
-forms agree on both sinks.
+forms agree on every sink.
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """The DuckDB sink: one database file, no server (the embedded default when no PostgreSQL is configured).
 
-connect (the file, one writer at a time), ddl (the contract's tables, the ledger), stage (file -> staging
-table, through Arrow), merge (staging table -> main table). `DuckDBSink` is the Sink of `sinks/base.py`.
+connect (the file, its errors, one writer at a time), ddl (the contract's tables, the ledger), stage (file ->
+staging table, through Arrow), merge (staging table -> main table). `DuckDBSink` is the Sink of
+`sinks/base.py`. duckdb and pyarrow load only when a step runs: the other sinks do not pay for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from taxi_loader.contract import LoadRecord
 from taxi_loader.job import Cancellation, Job
@@ -19,12 +20,11 @@ from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
 
-from . import ddl
-from .connect import Connection, Interruptible, connect, writer
-from .merge import merge
-from .stage import stage
+if TYPE_CHECKING:
+    from .connect import Connection
 
 log = get_logger("taxi_loader")
+SINK = "duckdb"
 DEFAULT_PATH = "taxi.duckdb"
 
 
@@ -39,39 +39,72 @@ class DuckDBSettings:
 
 
 class DuckDBMonth:
-    """One month's load into the DuckDB file; each step writes while holding the file's write slot."""
+    """One month's load into the DuckDB file. The file is opened at the first step that needs it; each step
+    writes while holding the file's write slot, and checks for a cancel once it has it."""
 
-    def __init__(self, conn: Connection, path: Path, job: Job):
-        self.conn, self.path, self.job = conn, path, job
+    def __init__(self, db_path: Path, job: Job, cancel: Cancellation):
+        self.db_path, self.job, self.cancel = db_path, job, cancel
+        self._conn: Connection | None = None
+        self._open = ExitStack()
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None:
+            from .connect import Interruptible, connect
+
+            self._conn = self._open.enter_context(closing(connect(self.db_path)))
+            self._open.enter_context(self.cancel.watching(Interruptible(self._conn)))
+        return self._conn
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        from . import connect
+
+        with connect.writer(self.db_path), connect.mapped_errors(self.db_path):
+            self.cancel.check()
+            yield self.conn
 
     def stage(self, path: Path) -> dict[str, Any]:
-        with writer(self.path):
-            return stage(self.conn, self.job, path)
+        from .stage import stage
+
+        with self._writing() as conn:
+            return stage(conn, self.job, path, self.cancel)
 
     def merge(self) -> dict[str, Any]:
-        with writer(self.path):
-            return merge(self.conn, self.job)
+        from .merge import merge
+
+        with self._writing() as conn:
+            return merge(conn, self.job, self.db_path)
 
     def cleanup(self, remove_object: bool = False) -> dict[str, Any]:
+        if self._conn is None and not self.db_path.exists():  # nothing was ever written: create nothing
+            return {"staging_dropped": False}
+        from . import connect, ddl
+
         name = self.job.taxi.staging_table(self.job.month)
-        with writer(self.path):
-            existed = ddl.exists(self.conn, name)
-            self.conn.execute(f"DROP TABLE IF EXISTS {ddl.ident(name)}")
-        return {"staging_dropped": existed}
+        with connect.writer(self.db_path), connect.mapped_errors(self.db_path):
+            return {"staging_dropped": connect.once_more_if_interrupted(lambda: ddl.drop_table(self.conn, name))}
 
     def record_failure(self, status: str, message: str) -> None:
+        from . import connect, ddl
+
         job = self.job
         try:
-            with writer(self.path):
-                ddl.record_failure(self.conn, job.taxi, job.month, job.location, status, message)
+            with connect.writer(self.db_path):
+                connect.once_more_if_interrupted(
+                    lambda: ddl.record_failure(self.conn, job.taxi, job.month, job.location, status, message)
+                )
         except Exception as exc:  # noqa: BLE001 - never mask the failure being recorded
             log.debug("bookkeeping failed", error=str(exc))
+
+    def close(self) -> None:
+        self._open.close()
 
 
 class DuckDBSink:
     """The DuckDB sink (see the package's docstring)."""
 
-    name: ClassVar[str] = "duckdb"
+    name: ClassVar[str] = SINK
     Settings: ClassVar[type[DuckDBSettings]] = DuckDBSettings
 
     def __init__(self, settings: DuckDBSettings = DuckDBSettings()):
@@ -80,23 +113,23 @@ class DuckDBSink:
 
     @contextmanager
     def open(self, job: Job, cancel: Cancellation, whole_load: bool = False) -> Iterator[DuckDBMonth]:
-        conn = connect(self.path)
+        # `whole_load` needs nothing more: another process cannot open the file while this one has it, and in
+        # this process a backfill never runs one month twice at once.
+        month = DuckDBMonth(self.path, job, cancel)
         try:
-            with cancel.watching(Interruptible(conn)):
-                yield DuckDBMonth(conn, self.path, job)
+            yield month
         finally:
-            conn.close()
+            month.close()
 
     def last_loads(
         self, taxis: Sequence[TaxiType], month: Month | None = None, retry: RetryPolicy = RetryPolicy()
     ) -> list[LoadRecord]:
         if not self.path.exists():  # nothing loaded yet: do not create the file just to say so
             return []
-        conn = connect(self.path)
-        try:
+        from . import connect, ddl
+
+        with connect.mapped_errors(self.path), closing(connect.connect(self.path)) as conn:
             return ddl.last_loads(conn, taxis, month)
-        finally:
-            conn.close()
 
     def target_options(self) -> list[str]:
         return ["--duckdb-path", str(self.path)] if self.settings.duckdb_path != DEFAULT_PATH else []

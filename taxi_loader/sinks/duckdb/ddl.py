@@ -10,14 +10,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taxi_loader import __version__
-from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, STAGED, LoadRecord, main_columns
+from taxi_loader.contract import (
+    ERROR_CHARS,
+    LEDGER_COLUMNS,
+    LEDGER_TABLE,
+    REJECTS_COLUMNS,
+    STAGED,
+    LoadRecord,
+    main_columns,
+)
 from taxi_loader.months import Month
 from taxi_loader.reader import Reject
 from taxi_loader.taxis import Column, Kind, TaxiType
 
+from . import SINK
 from .connect import Connection
 
-SINK = "duckdb"
 DUCK_TYPE = {
     Kind.CODE: "VARCHAR",
     Kind.INT: "INTEGER",
@@ -60,6 +68,13 @@ def ensure_tables(conn: Connection, taxi: TaxiType) -> None:
     )
 
 
+def drop_table(conn: Connection, table: str) -> bool:
+    """Drop the table if it is there; return whether it was."""
+    existed = exists(conn, table)
+    conn.execute(f"DROP TABLE IF EXISTS {ident(table)}")
+    return existed
+
+
 def create_staging(conn: Connection, taxi: TaxiType, month: Month) -> str:
     """(Re)create the month's staging table, with the main table's columns; return its name."""
     name = taxi.staging_table(month)
@@ -90,7 +105,7 @@ def record_staged(
     if rejects:
         names = ", ".join(ident(c.db_name) for c in REJECTS_COLUMNS)
         conn.executemany(
-            f"INSERT INTO {ident(taxi.rejects_table)} ({names}) VALUES (?, ?, ?, ?, ?)",
+            f"INSERT INTO {ident(taxi.rejects_table)} ({names}) VALUES ({', '.join('?' * len(REJECTS_COLUMNS))})",
             [[filename, r.line, r.column, r.reason, r.raw] for r in rejects],
         )
     insert_ledger(
@@ -133,7 +148,7 @@ def record_failure(conn: Connection, taxi: TaxiType, month: Month, source: str, 
     """Note a failed or interrupted load (the month's 'staged' row, or a new row)."""
     ensure_tables(conn, taxi)
     staged = last_load(conn, taxi, month, STAGED)
-    values = {"status": status, "error": error[:2000], "finished_at": now()}
+    values = {"status": status, "error": error[:ERROR_CHARS], "finished_at": now()}
     if staged:
         update_ledger(conn, staged["load_id"], values)
         return

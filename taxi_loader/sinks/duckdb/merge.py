@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from taxi_loader.contract import LEDGER_TABLE, STAGED, SUCCEEDED
 from taxi_loader.errors import UsageError
@@ -12,7 +16,7 @@ from . import ddl
 from .connect import Connection
 
 
-def merge(conn: Connection, job: Job) -> dict[str, Any]:
+def merge(conn: Connection, job: Job, db_path: Path) -> dict[str, Any]:
     """Insert what is new (an anti-join on unique_row_id), record the counts, drop the staging table."""
     taxi, month = job.taxi, job.month
     staging, main = ddl.ident(taxi.staging_table(month)), ddl.ident(taxi.table)
@@ -20,7 +24,10 @@ def merge(conn: Connection, job: Job) -> dict[str, Any]:
     try:
         staged_load = ddl.last_load(conn, taxi, month, STAGED) if ddl.exists(conn, LEDGER_TABLE) else None
         if not staged_load or not ddl.exists(conn, taxi.staging_table(month)):
-            raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader load --sink duckdb` for it")
+            raise UsageError(
+                f"nothing staged for {taxi.name} {month} in {db_path}: "
+                f"run `taxi-loader load --sink duckdb --duckdb-path {db_path}` for it"
+            )
         ddl.ensure_tables(conn, taxi)
         test, bounds = _suspicious(job)
         staged, suspicious = _one(conn, f"SELECT count(*), count(*) FILTER (WHERE {test}) FROM {staging}", bounds)
@@ -50,7 +57,8 @@ def merge(conn: Connection, job: Job) -> dict[str, Any]:
         conn.execute(f"DROP TABLE {staging}")
         conn.commit()
     except BaseException:
-        conn.rollback()
+        with suppress(duckdb.Error):  # a connection DuckDB gave up on refuses even this
+            conn.rollback()
         raise
     return {"taxi": taxi.name, "month": str(month), "filename": job.filename, **counts}
 

@@ -7,22 +7,24 @@ validation when a value does not parse); DuckDB reads each Arrow table in place.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from taxi_loader.arrowids import Digests
 from taxi_loader.batches import MonthTables
 from taxi_loader.identity import key_text, row_id
-from taxi_loader.job import Job
+from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.reader import check_rejects
 
 from . import ddl
 from .connect import Connection
 
 
-def stage(conn: Connection, job: Job, path: Path) -> dict[str, Any]:
+def stage(conn: Connection, job: Job, path: Path, cancel: Cancellation = NEVER) -> dict[str, Any]:
     """Validate the file at `path` and write it, each row with its id, into the month's staging table."""
     taxi, month = job.taxi, job.month
     started = ddl.now()
@@ -31,18 +33,19 @@ def stage(conn: Connection, job: Job, path: Path) -> dict[str, Any]:
         conn.begin()
         try:
             try:
-                tables = _copy(conn, job, path, digests, fast=True)
+                tables = _copy(conn, job, path, digests, cancel, fast=True)
             except pa.ArrowInvalid:  # a value Arrow cannot type: the validating pass records why
                 conn.rollback()
                 conn.begin()
                 digests.clear()
-                tables = _copy(conn, job, path, digests, fast=False)
+                tables = _copy(conn, job, path, digests, cancel, fast=False)
             check_rejects(tables.rejects, tables.stats.data_lines, job.max_rejects, job.filename)
             repeated = _number_repeats(conn, job, digests)
             ddl.record_staged(conn, taxi, month, job.location, tables.stats, tables.rejects, repeated, started)
             conn.commit()
         except BaseException:
-            conn.rollback()
+            with suppress(duckdb.Error):  # a connection DuckDB gave up on refuses even this
+                conn.rollback()
             raise
     dropped = repeated if job.drop_duplicates else 0
     return {
@@ -58,10 +61,11 @@ def stage(conn: Connection, job: Job, path: Path) -> dict[str, Any]:
     }
 
 
-def _copy(conn: Connection, job: Job, path: Path, digests: Digests, fast: bool) -> MonthTables:
+def _copy(conn: Connection, job: Job, path: Path, digests: Digests, cancel: Cancellation, fast: bool) -> MonthTables:
     staging = ddl.ident(ddl.create_staging(conn, job.taxi, job.month))
     tables = MonthTables(path, job.taxi, job.filename, digests, fast)
     for table in tables:
+        cancel.check()
         # DuckDB's TIMESTAMP has no zone: hand it the UTC wall times the files hold.
         batch = pa.Table.from_arrays(
             [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns],

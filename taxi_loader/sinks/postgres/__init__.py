@@ -88,7 +88,7 @@ def _best_effort(conn: Connection, action: Callable[[], object]) -> None:
 class PostgresSink:
     """The PostgreSQL sink (see the package's docstring)."""
 
-    name: ClassVar[str] = "postgres"
+    name: ClassVar[str] = ledger.SINK
     Settings: ClassVar[type[PostgresSettings]] = PostgresSettings
 
     def __init__(self, settings: PostgresSettings = PostgresSettings()):

@@ -16,7 +16,7 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from taxi_loader import __version__
-from taxi_loader.contract import REJECTS_COLUMNS, STAGED, SUCCEEDED, LoadRecord
+from taxi_loader.contract import ERROR_CHARS, REJECTS_COLUMNS, STAGED, SUCCEEDED, LoadRecord
 from taxi_loader.months import Month
 from taxi_loader.reader import FileStats, Reject
 from taxi_loader.taxis import TaxiType
@@ -25,17 +25,18 @@ from .connect import Connection
 from .ddl import Tables, ensure_support_tables, relation_exists
 
 SINK = "postgres"
-_ERROR_CHARS = 2000
+_NOW = sql.SQL("now()")  # the server's clock, as the ledger's other times
 
 
 def _insert(cur: Cursor, tables: Tables, values: dict[str, Any]) -> None:
+    """One ledger row; a value that is SQL (the server's now()) is written as such, the others as parameters."""
     cur.execute(
         sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
             tables.ledger,
             sql.SQL(", ").join(sql.Identifier(k) for k in values),
-            sql.SQL(", ").join(sql.Placeholder() * len(values)),
+            sql.SQL(", ").join(v if isinstance(v, sql.Composable) else sql.Placeholder() for v in values.values()),
         ),
-        list(values.values()),
+        [v for v in values.values() if not isinstance(v, sql.Composable)],
     )
 
 
@@ -116,7 +117,7 @@ def record_failure(conn: Connection, tables: Tables, month: Month, source: str |
             UPDATE {} SET status = %s, error = %s, finished_at = now()
             WHERE load_id = (SELECT max(load_id) FROM {} WHERE sink = %s AND taxi = %s AND month = %s
                              AND status = %s)""").format(tables.ledger, tables.ledger),
-            (status, error[:_ERROR_CHARS], SINK, tables.taxi.name, str(month), STAGED),
+            (status, error[:ERROR_CHARS], SINK, tables.taxi.name, str(month), STAGED),
         )
         if cur.rowcount == 0:
             _insert(
@@ -128,10 +129,10 @@ def record_failure(conn: Connection, tables: Tables, month: Month, source: str |
                     "month": str(month),
                     "filename": tables.taxi.filename(str(month)),
                     "source": source,
-                    "started_at": datetime.now().astimezone(),
-                    "finished_at": datetime.now().astimezone(),
+                    "started_at": _NOW,
+                    "finished_at": _NOW,
                     "status": status,
-                    "error": error[:_ERROR_CHARS],
+                    "error": error[:ERROR_CHARS],
                     "loader_version": __version__,
                 },
             )
