@@ -12,9 +12,15 @@ See docs/architecture.md for the whole contract.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from taxi_loader import __version__
 from taxi_loader.taxis import Column, Kind, TaxiType
+
+if TYPE_CHECKING:
+    from taxi_loader.reader import FileStats, Reject
 
 ROW_ID = Column("unique_row_id", Kind.TEXT, required=True)
 FILENAME = Column("filename", Kind.TEXT)
@@ -60,6 +66,30 @@ STAGED, SUCCEEDED, FAILED, INTERRUPTED = "staged", "succeeded", "failed", "inter
 def main_columns(taxi: TaxiType) -> tuple[Column, ...]:
     """The columns of `taxi`'s main table, in order: the system columns, then the source columns."""
     return SYSTEM_COLUMNS + taxi.columns
+
+
+def reject_rows(filename: str, rejects: Sequence[Reject]) -> list[tuple[Any, ...]]:
+    """The rejects table's rows for a file's rejected rows, in `REJECTS_COLUMNS` order."""
+    return [(filename, r.line, r.column, r.reason, r.raw) for r in rejects]
+
+
+def ledger_row(sink: str, taxi: TaxiType, month: str, status: str, **values: Any) -> dict[str, Any]:
+    """A ledger row: which load it is, its status and the loader's version, and `values` for other columns."""
+    unknown = set(values) - {c.name for c in LEDGER_COLUMNS}
+    assert not unknown, f"not ledger columns: {unknown}"
+    who = {"sink": sink, "taxi": taxi.name, "month": month, "filename": taxi.filename(month)}
+    return {**who, **values, "status": status, "loader_version": __version__}
+
+
+def file_figures(stats: FileStats, rejects: Sequence[Reject], repeated: int) -> dict[str, Any]:
+    """What stage learnt of the file, as ledger values."""
+    return {
+        "source_size": stats.size,
+        "source_sha256": stats.sha256,
+        "rows_read": stats.data_lines,
+        "rows_rejected": len(rejects),
+        "rows_repeated": repeated,
+    }
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taxi_loader import __version__
-from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, SUCCEEDED, LoadRecord, main_columns
+from taxi_loader.contract import (
+    LEDGER_COLUMNS,
+    LEDGER_TABLE,
+    REJECTS_COLUMNS,
+    SUCCEEDED,
+    LoadRecord,
+    ledger_row,
+    main_columns,
+)
 from taxi_loader.errors import ConfigError, TransientError
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
@@ -92,29 +99,24 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
         inserted = merge.num_dml_affected_rows or 0
         rejected = _load_rejects(client, settings, taxi, month)
         meta = blob.metadata or {}
-        _record(
-            client,
-            settings,
-            {
-                "sink": SINK,
-                "taxi": taxi.name,
-                "month": str(month),
-                "filename": taxi.filename(str(month)),
-                "source": uri,
-                "source_size": _int(meta.get("source_size")),
-                "source_sha256": meta.get("source_sha256"),
-                "rows_read": _int(meta.get("rows_read")),
-                "rows_rejected": _int(meta.get("rows_rejected")),
-                "rows_repeated": _int(meta.get("rows_repeated")),
-                "rows_inserted": inserted,
-                "rows_present": staged - inserted,
-                "rows_after": staged,
-                "started_at": started,
-                "finished_at": datetime.now(UTC),
-                "status": SUCCEEDED,
-                "loader_version": __version__,
-            },
+        row = ledger_row(
+            SINK,
+            taxi,
+            str(month),
+            SUCCEEDED,
+            source=uri,
+            source_size=_int(meta.get("source_size")),
+            source_sha256=meta.get("source_sha256"),
+            rows_read=_int(meta.get("rows_read")),
+            rows_rejected=_int(meta.get("rows_rejected")),
+            rows_repeated=_int(meta.get("rows_repeated")),
+            rows_inserted=inserted,
+            rows_present=staged - inserted,
+            rows_after=staged,
+            started_at=started,
+            finished_at=datetime.now(UTC),
         )
+        _record(client, settings, row)
         client.delete_table(staging, not_found_ok=True)
     except gexc.NotFound as exc:
         raise ConfigError(

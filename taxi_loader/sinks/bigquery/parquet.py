@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from taxi_loader.arrowids import Digests
 from taxi_loader.batches import BATCH, MonthTables, arrow_schema
-from taxi_loader.contract import REJECTS_COLUMNS
+from taxi_loader.contract import REJECTS_COLUMNS, reject_rows
 from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text
 from taxi_loader.reader import DEFAULT_MAX_REJECTS, Reject, check_rejects
@@ -32,13 +32,8 @@ from taxi_loader.taxis import TaxiType
 
 def rejects_table(filename: str, rejects: list[Reject]) -> pa.Table:
     """A month's rejected rows as a table of the rejects contract."""
-    values = {
-        "filename": [filename] * len(rejects),
-        "line": [r.line for r in rejects],
-        "column_name": [r.column for r in rejects],
-        "reason": [r.reason for r in rejects],
-        "raw_line": [r.raw for r in rejects],
-    }
+    columns = list(zip(*reject_rows(filename, rejects), strict=True)) or [() for _ in REJECTS_COLUMNS]
+    values = {c.name: list(v) for c, v in zip(REJECTS_COLUMNS, columns, strict=True)}
     return pa.Table.from_pydict(values, schema=arrow_schema(REJECTS_COLUMNS))
 
 

@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from taxi_loader import __version__
 from taxi_loader.contract import (
     ERROR_CHARS,
     LEDGER_COLUMNS,
@@ -17,10 +16,13 @@ from taxi_loader.contract import (
     REJECTS_COLUMNS,
     STAGED,
     LoadRecord,
+    file_figures,
+    ledger_row,
     main_columns,
+    reject_rows,
 )
 from taxi_loader.months import Month
-from taxi_loader.reader import Reject
+from taxi_loader.reader import FileStats, Reject
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 from . import SINK
@@ -94,7 +96,7 @@ def record_staged(
     taxi: TaxiType,
     month: Month,
     source: str,
-    stats: Any,
+    stats: FileStats,
     rejects: list[Reject],
     repeated: int,
     started: datetime,
@@ -106,26 +108,10 @@ def record_staged(
         names = ", ".join(ident(c.db_name) for c in REJECTS_COLUMNS)
         conn.executemany(
             f"INSERT INTO {ident(taxi.rejects_table)} ({names}) VALUES ({', '.join('?' * len(REJECTS_COLUMNS))})",
-            [[filename, r.line, r.column, r.reason, r.raw] for r in rejects],
+            [list(row) for row in reject_rows(filename, rejects)],
         )
-    insert_ledger(
-        conn,
-        {
-            "sink": SINK,
-            "taxi": taxi.name,
-            "month": str(month),
-            "filename": filename,
-            "source": source,
-            "source_size": stats.size,
-            "source_sha256": stats.sha256,
-            "rows_read": stats.data_lines,
-            "rows_rejected": len(rejects),
-            "rows_repeated": repeated,
-            "started_at": started,
-            "status": STAGED,
-            "loader_version": __version__,
-        },
-    )
+    figures = file_figures(stats, rejects, repeated)
+    insert_ledger(conn, ledger_row(SINK, taxi, str(month), STAGED, source=source, started_at=started, **figures))
 
 
 def last_load(conn: Connection, taxi: TaxiType, month: Month, status: str) -> dict[str, Any] | None:
@@ -148,23 +134,11 @@ def record_failure(conn: Connection, taxi: TaxiType, month: Month, source: str, 
     """Note a failed or interrupted load (the month's 'staged' row, or a new row)."""
     ensure_tables(conn, taxi)
     staged = last_load(conn, taxi, month, STAGED)
-    values = {"status": status, "error": error[:ERROR_CHARS], "finished_at": now()}
+    ended = {"error": error[:ERROR_CHARS], "finished_at": now()}
     if staged:
-        update_ledger(conn, staged["load_id"], values)
+        update_ledger(conn, staged["load_id"], {"status": status, **ended})
         return
-    insert_ledger(
-        conn,
-        {
-            "sink": SINK,
-            "taxi": taxi.name,
-            "month": str(month),
-            "filename": taxi.filename(str(month)),
-            "source": source,
-            "started_at": now(),
-            **values,
-            "loader_version": __version__,
-        },
-    )
+    insert_ledger(conn, ledger_row(SINK, taxi, str(month), status, source=source, started_at=now(), **ended))
 
 
 def last_loads(conn: Connection, taxis: Sequence[TaxiType], month: Month | None = None) -> list[LoadRecord]:

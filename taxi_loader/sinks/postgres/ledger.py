@@ -15,8 +15,16 @@ from typing import Any
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader import __version__
-from taxi_loader.contract import ERROR_CHARS, REJECTS_COLUMNS, STAGED, SUCCEEDED, LoadRecord
+from taxi_loader.contract import (
+    ERROR_CHARS,
+    REJECTS_COLUMNS,
+    STAGED,
+    SUCCEEDED,
+    LoadRecord,
+    file_figures,
+    ledger_row,
+    reject_rows,
+)
 from taxi_loader.months import Month
 from taxi_loader.reader import FileStats, Reject
 from taxi_loader.taxis import TaxiType
@@ -55,7 +63,7 @@ def record_staged(
     cur.execute(sql.SQL("DELETE FROM {} WHERE filename = %s").format(tables.rejects), (filename,))
     if rejects:
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows((filename, r.line, r.column, r.reason, r.raw) for r in rejects)
+        csv.writer(buf, lineterminator="\n").writerows(reject_rows(filename, rejects))
         buf.seek(0)
         cur.copy_expert(
             sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
@@ -63,24 +71,9 @@ def record_staged(
             ),
             buf,
         )
+    figures = file_figures(stats, rejects, repeated)
     _insert(
-        cur,
-        tables,
-        {
-            "sink": SINK,
-            "taxi": tables.taxi.name,
-            "month": str(month),
-            "filename": filename,
-            "source": source,
-            "source_size": stats.size,
-            "source_sha256": stats.sha256,
-            "rows_read": stats.data_lines,
-            "rows_rejected": len(rejects),
-            "rows_repeated": repeated,
-            "started_at": started,
-            "status": STAGED,
-            "loader_version": __version__,
-        },
+        cur, tables, ledger_row(SINK, tables.taxi, str(month), STAGED, source=source, started_at=started, **figures)
     )
 
 
@@ -120,22 +113,10 @@ def record_failure(conn: Connection, tables: Tables, month: Month, source: str |
             (status, error[:ERROR_CHARS], SINK, tables.taxi.name, str(month), STAGED),
         )
         if cur.rowcount == 0:
-            _insert(
-                cur,
-                tables,
-                {
-                    "sink": SINK,
-                    "taxi": tables.taxi.name,
-                    "month": str(month),
-                    "filename": tables.taxi.filename(str(month)),
-                    "source": source,
-                    "started_at": _NOW,
-                    "finished_at": _NOW,
-                    "status": status,
-                    "error": error[:ERROR_CHARS],
-                    "loader_version": __version__,
-                },
+            row = ledger_row(
+                SINK, tables.taxi, str(month), status, source=source, error=error[:ERROR_CHARS], started_at=_NOW
             )
+            _insert(cur, tables, {**row, "finished_at": _NOW})
     conn.commit()
 
 
