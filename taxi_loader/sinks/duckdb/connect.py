@@ -16,6 +16,10 @@ T = TypeVar("T")
 
 Connection = duckdb.DuckDBPyConnection
 
+# DuckDB's buffer pool. Its default, 80% of the machine's memory, let a month's load grow to 570-900 MB for
+# 1.37M rows; with 256 MB it stays at 380 MB at the same speed (DuckDB spills to <file>.tmp when it must).
+MEMORY_LIMIT = "256MB"
+
 _writers: dict[Path, threading.Lock] = {}
 _writers_lock = threading.Lock()
 
@@ -27,7 +31,7 @@ def connect(path: Path) -> Connection:
     is not a DuckDB database, or a place where none can be created, is ConfigError (the file is not changed).
     """
     try:
-        return duckdb.connect(str(path))
+        return duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT})
     except duckdb.IOException as exc:
         text = _first_line(exc)
         if "Could not set lock" in text or "Conflicting lock" in text:

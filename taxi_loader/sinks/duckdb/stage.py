@@ -62,7 +62,7 @@ def stage(conn: Connection, job: Job, path: Path, cancel: Cancellation = NEVER) 
 
 
 def _copy(conn: Connection, job: Job, path: Path, digests: Digests, cancel: Cancellation, fast: bool) -> MonthTables:
-    staging = ddl.ident(ddl.create_staging(conn, job.taxi, job.month))
+    staging = ddl.create_staging(conn, job.taxi, job.month)
     tables = MonthTables(path, job.taxi, job.filename, digests, fast)
     for table in tables:
         cancel.check()
@@ -71,11 +71,9 @@ def _copy(conn: Connection, job: Job, path: Path, digests: Digests, cancel: Canc
             [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns],
             names=table.column_names,
         )
-        conn.register("taxi_loader_batch", batch)
-        try:
-            conn.execute(f"INSERT INTO {staging} SELECT * FROM taxi_loader_batch")
-        finally:
-            conn.unregister("taxi_loader_batch")
+        # The relation API scans the Arrow table in place and lets it go after the insert (a registered view
+        # kept the month's tables alive: 600-900 MB against 350 MB for 1.37M rows, and slower).
+        conn.from_arrow(batch).insert_into(staging)
     return tables
 
 
