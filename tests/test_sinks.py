@@ -102,7 +102,10 @@ def test_a_bad_file_is_exit_5_and_leaves_the_tables_as_they_were(sink, mirror, c
 def test_backfill_skips_what_is_loaded_and_status_shows_it(sink, mirror):
     for m in (Month(2021, 1), Month(2021, 2)):
         mirror.put_generated("green", m, 1_500)
-    args = ("backfill", "--taxi", "green", "--from", "2021-01", "--to", "2021-03", "--jobs", "2")
+    # Two months at once, but on the BigQuery emulator: it cannot commit two table creations at once (BigQuery
+    # itself can), and this test is about the loader, not the emulator.
+    jobs = "1" if sink.name == "bigquery" else "2"
+    args = ("backfill", "--taxi", "green", "--from", "2021-01", "--to", "2021-03", "--jobs", jobs)
     first = sink.run(*args)
     assert first.exit_code == 0, first.output
     months = [json.loads(x) for x in first.stdout.splitlines() if "backfill-month" in x]

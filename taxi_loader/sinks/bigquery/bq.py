@@ -127,7 +127,7 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
             f"no permission in BigQuery dataset {ds}: give the service account BigQuery Data Editor "
             f"and Job User ({exc.message})"
         ) from None
-    except (gexc.ServiceUnavailable, gexc.InternalServerError, gexc.TooManyRequests) as exc:
+    except gexc.GoogleAPICallError as exc:  # unavailable, overloaded, a failed commit: a re-run finishes the month
         raise TransientError(f"BigQuery failed for {taxi.name} {month}: {exc}; run the command again") from None
     return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)
 
