@@ -24,6 +24,7 @@ from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, valida
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 BATCH = 50_000  # rows per batch of the validating pass
+BLOCK_BYTES = 2 << 20  # of CSV per batch of the fast path
 ARROW_TYPE = {
     Kind.CODE: pa.string(),  # as the course's tables keep codes
     Kind.INT: pa.int64(),
@@ -95,7 +96,7 @@ def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:
     wanted = {c.name: n for n, c in zip(names, mf.header.columns, strict=True) if c is not None}
     reader = pacsv.open_csv(
         ChunkStream(mf.chunks()),
-        read_options=pacsv.ReadOptions(column_names=names, block_size=2 << 20),
+        read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
             column_types={wanted[c.name]: _ARROW_IN[c.kind] for c in taxi.columns},

@@ -172,3 +172,37 @@ def test_a_few_bad_values_under_the_limit_are_rejected_with_their_reasons(duck, 
     refused = duck("load", "--taxi", "yellow", "--month", "2020-07")  # the default limit: 0.1% of 266 is 0
     assert refused.exit_code == 5 and "1 of 266 rows rejected" in refused.stderr
     assert duck.query("SELECT count(*) FROM yellow_tripdata") == [(265,)]
+
+
+def test_a_cancel_mid_stage_rolls_the_month_back_and_the_next_run_loads_it_whole(duck, mirror, tmp_path, monkeypatch):
+    # The mechanism the CLI uses on Ctrl-C and SIGTERM: here the cancel comes after the third Arrow table.
+    from taxi_loader import batches, pipeline
+    from taxi_loader.errors import Interrupted
+    from taxi_loader.job import Cancellation, Job
+    from taxi_loader.sinks.duckdb import DuckDBSettings, DuckDBSink
+    from taxi_loader.taxis import YELLOW
+
+    mirror.put_sample("yellow", Month(2020, 12), "yellow_tripdata_2020-12.head1295.csv")
+    assert duck("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    month = Month(2021, 1)
+    mirror.put_generated("yellow", month, 60_000)
+    monkeypatch.setattr(batches, "BLOCK_BYTES", 256 << 10)  # small blocks: many tables to cancel between
+    cancel, tables = Cancellation(), batches.MonthTables.__iter__
+
+    def cancelling(self):
+        for n, table in enumerate(tables(self), start=1):
+            if n == 3:
+                cancel.cancel()
+            yield table
+
+    monkeypatch.setattr(batches.MonthTables, "__iter__", cancelling)
+    sink = DuckDBSink(DuckDBSettings(str(duck.path)))
+    job = Job(YELLOW, month, tmp_path / "data", mirror.template)
+    with pytest.raises(Interrupted):
+        pipeline.load(job, sink, cancel=cancel)
+    assert duck.query("SELECT count(*) FROM yellow_tripdata") == [(1295,)]
+    assert not any("staging" in t for t in duck.tables())
+    assert duck.query("SELECT status FROM taxi_loader_ledger WHERE month = '2021-01'") == [("interrupted",)]
+    monkeypatch.setattr(batches.MonthTables, "__iter__", tables)
+    pipeline.load(job, sink)
+    assert duck.query("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata") == [(61_295, 61_295)]
