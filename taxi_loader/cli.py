@@ -291,7 +291,11 @@ def _on_sigterm(signum, frame):
 )
 @click.pass_context
 def main(ctx: click.Context, log_format: str, log_level: str) -> None:
-    """Load the NYC taxi trip files into PostgreSQL, once per row, safely re-runnable.
+    """Load the NYC taxi trip files into PostgreSQL, BigQuery or a DuckDB file, once per row, safely re-runnable.
+
+    Where (--sink on load, backfill, status, cleanup): postgres when a PostgreSQL is configured (--db-url,
+    TAXI_LOADER_DB_URL or PG* variables), else the DuckDB file ./taxi.duckdb. The single steps are per sink:
+    stage and dedup-merge (postgres), upload-gcs and bq-load (bigquery).
 
     MONTH-SELECTION: --month YYYY-MM | --year YYYY --month MM | --trigger-date DATE (loads the month before).
     """
@@ -317,7 +321,7 @@ def download(**kw) -> None:
 @max_rejects_option
 @handled
 def stage(**kw) -> None:
-    """Validate the month's file and COPY it into its own staging table (fetches it when needed)."""
+    """PostgreSQL: validate the month's file and COPY it into its own staging table (fetches it when needed)."""
     job, sink = _job(kw), _sink("postgres", kw)
     report("stage", cancellable(lambda c: pipeline.stage(job, sink, cancel=c)), job.tags)
 
@@ -328,7 +332,7 @@ def stage(**kw) -> None:
 @drop_duplicates_option
 @handled
 def dedup_merge(**kw) -> None:
-    """Insert the staged rows not yet in the main table, in one transaction; record the load in the ledger."""
+    """PostgreSQL: insert the staged rows not yet in the main table, in one transaction; record it in the ledger."""
     job, sink = _job(kw), _sink("postgres", kw)
     report("dedup-merge", cancellable(lambda c: pipeline.merge(job, sink, cancel=c)), job.tags)
 
@@ -341,7 +345,7 @@ def dedup_merge(**kw) -> None:
 @option("--remove-object", is_flag=True, help="bigquery: also delete the month's Parquet object in GCS.")
 @handled
 def cleanup(**kw) -> None:
-    """Drop the month's staging table and delete its local files (bigquery: --remove-object for the object)."""
+    """Drop the month's staging table and delete its downloaded and temporary files."""
     sink_name, remove_object = kw.pop("sink"), kw.pop("remove_object")
     job = _job(kw)
     report("cleanup", pipeline.cleanup(job, _sink(sink_name, kw), remove_object), job.tags)
@@ -370,7 +374,7 @@ def load(**kw) -> None:
 @merge_options
 @handled
 def upload_gcs(**kw) -> None:
-    """Validate the month's file, write it as typed Parquet with its ids, upload it to GCS (fetches it if needed)."""
+    """BigQuery: validate the month's file, write it as typed Parquet with its ids, upload it to GCS."""
     job, sink = _job(kw), _sink("bigquery", kw)
     report("upload-gcs", pipeline.stage(job, sink), job.tags)
 
@@ -380,7 +384,7 @@ def upload_gcs(**kw) -> None:
 @sink_options("bigquery")
 @handled
 def bq_load(**kw) -> None:
-    """Load the month's GCS object into BigQuery: staging table, MERGE of new rows, ledger, drop staging."""
+    """BigQuery: load the month's GCS object into a staging table, MERGE the new rows, record it, drop staging."""
     job, sink = _job(kw), _sink("bigquery", kw)
     report("bq-load", pipeline.merge(job, sink), job.tags)
 
