@@ -19,9 +19,10 @@ else
 RUN := $(BIN)/taxi-loader
 endif
 
-.PHONY: install test lint bench bench-big load backfill status build up down logs flows clean
+.PHONY: install install-dev test lint bench bench-big load backfill status build up down logs flows clean
 
-install: $(BIN)/taxi-loader .emulators/venv/bin/local-bigquery  ## .venv with the pinned tools and the package; the emulators
+install: $(BIN)/taxi-loader  ## .venv with the pinned tools and the package: enough to load
+install-dev: install .emulators/venv/bin/local-bigquery  ## and the cloud emulators the tests need (Python 3.13)
 
 .emulators/venv/bin/local-bigquery: scripts/setup-emulators.sh
 	bash scripts/setup-emulators.sh .emulators
@@ -32,7 +33,7 @@ $(BIN)/taxi-loader: setup.cfg pyproject.toml requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt -e .
 	touch $@
 
-test: install  ## the test suite, against the PostgreSQL at TAXI_LOADER_TEST_SERVER (default 127.0.0.1:5432)
+test: install-dev  ## the test suite, against the PostgreSQL at TAXI_LOADER_TEST_SERVER (default 127.0.0.1:5432)
 	$(BIN)/pytest
 
 lint: install  ## ruff, and mypy on the package (settings in pyproject.toml)

@@ -112,6 +112,7 @@ def sink_options(*names: str):
                     continue
                 seen.add(setting.name)
                 meta = dict(setting.metadata)
+                meta["help"] = f"{name}: {meta.get('help', '')}"  # several sinks' options share one list
                 meta.setdefault("show_default", False)
                 default = None if setting.default is MISSING else setting.default
                 f = option(f"--{setting.name.replace('_', '-')}", default=default, **meta)(f)
@@ -125,8 +126,8 @@ def sink_choice(f):
     return option(
         "--sink",
         type=click.Choice(list(SINKS)),
-        help="Where to load. Default: postgres when a PostgreSQL is configured (--db-url, TAXI_LOADER_DB_URL or "
-        "PG* variables), else the embedded duckdb file.",
+        help="Which sink. Default: postgres when a PostgreSQL is configured (--db-url, TAXI_LOADER_DB_URL or a "
+        "PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD... variable), else the DuckDB file of --duckdb-path.",
     )(f)
 
 
@@ -136,19 +137,35 @@ _PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPA
 
 def _sink(name: str | None, kw: dict) -> Sink:
     """The sink called `name` (None: the default, see sink_choice), configured from the command's options."""
+    chosen = name
     if name is None:
         configured = kw.get("db_url") or any(os.environ.get(v) for v in _PG_VARIABLES)
         name = "postgres" if configured else "duckdb"
-        if name == "duckdb":
-            path = kw["duckdb_path"]
-            get_logger("taxi_loader").info(
-                f"no PostgreSQL configured: using the DuckDB file {path} "
-                f'(query it with: duckdb {path} "select count(*) from yellow_tripdata")'
-            )
+    _refuse_other_sinks_options(name, chosen is None)
+    if chosen is None and name == "duckdb":
+        path = Path(kw["duckdb_path"]).resolve()
+        get_logger("taxi_loader").info(
+            f"no PostgreSQL configured: using the DuckDB file {path} (--sink postgres and --db-url for PostgreSQL); "
+            f'look inside with: duckdb {path} "show tables"'
+        )
     sink = make_sink(name, kw)
     for setting in (f for kind in SINKS.values() for f in fields(kind.Settings)):
         kw.pop(setting.name, None)
     return sink
+
+
+def _refuse_other_sinks_options(name: str, by_default: bool) -> None:
+    """A sink's option typed on the command line for a command that loads into another sink is a mistake
+    (`--schema taxi` when no PostgreSQL is configured would otherwise go unnoticed)."""
+    ctx = click.get_current_context()
+    for other, kind in SINKS.items():
+        for setting in fields(kind.Settings) if other != name else ():
+            if ctx.get_parameter_source(setting.name) is click.core.ParameterSource.COMMANDLINE:
+                why = " (no PostgreSQL is configured)" if by_default else ""
+                raise UsageError(
+                    f"--{setting.name.replace('_', '-')} is an option of the {other} sink, but this command uses "
+                    f"{name}{why}: pass --sink {other}, or leave the option out"
+                )
 
 
 max_rejects_option = option(
@@ -395,7 +412,13 @@ def bq_load(**kw) -> None:
 @option("--from", "first", help="First month, YYYY-MM.")
 @option("--to", "last", help="Last month, YYYY-MM.")
 @option("--only", help="Just these months: TAXI:YYYY-MM,... (what a failed backfill prints to retry).")
-@option("--jobs", type=click.IntRange(1, 16), default=1, show_default=True, help="Months loaded at once.")
+@option(
+    "--jobs",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Months loaded at once (duckdb: downloaded at once, written one after another).",
+)
 @option("--force", is_flag=True, help="Load months the ledger says are loaded from the same file too.")
 @option("--continue-on-error", is_flag=True, help="Go on after a month fails (default: start no new month).")
 @source_options

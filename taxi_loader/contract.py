@@ -6,7 +6,8 @@
 - A ledger `taxi_loader_ledger` (`LEDGER_COLUMNS`): one row per load, what `status` and `backfill` read.
 
 Each sink derives its DDL or schema from these (PostgreSQL: `sinks/postgres/ddl.py`, BigQuery:
-`sinks/bigquery/bq.py`, Parquet: `sinks/bigquery/parquet.py`), mapping each `Kind` to a type of its own.
+`sinks/bigquery/bq.py`, Arrow and Parquet: `batches.py`, DuckDB: `sinks/duckdb/ddl.py`), mapping each `Kind`
+to a type of its own.
 See docs/architecture.md for the whole contract.
 """
 

@@ -34,7 +34,7 @@ class DuckDBSettings:
 
     duckdb_path: str = field(
         default=DEFAULT_PATH,
-        metadata={"help": "The DuckDB database file (created when missing).", "show_default": True},
+        metadata={"help": "The DuckDB database file (the first load creates it).", "show_default": True},
     )
 
 
@@ -46,13 +46,18 @@ class DuckDBMonth:
         self.db_path, self.job, self.cancel = db_path, job, cancel
         self._conn: Connection | None = None
         self._open = ExitStack()
+        self._unusable = False  # the file could not be opened: nothing of ours is in it to clean up
 
     @property
     def conn(self) -> Connection:
         if self._conn is None:
             from .connect import Interruptible, connect
 
-            self._conn = self._open.enter_context(closing(connect(self.db_path)))
+            try:
+                self._conn = self._open.enter_context(closing(connect(self.db_path)))
+            except BaseException:
+                self._unusable = True
+                raise
             self._open.enter_context(self.cancel.watching(Interruptible(self._conn)))
         return self._conn
 
@@ -77,7 +82,7 @@ class DuckDBMonth:
             return merge(conn, self.job, self.db_path)
 
     def cleanup(self, remove_object: bool = False) -> dict[str, Any]:
-        if self._conn is None and not self.db_path.exists():  # nothing was ever written: create nothing
+        if self._unusable or (self._conn is None and not self.db_path.exists()):  # nothing of ours to drop
             return {"staging_dropped": False}
         from . import connect, ddl
 
@@ -89,6 +94,8 @@ class DuckDBMonth:
         from . import connect, ddl
 
         job = self.job
+        if self._unusable:  # the file it would go into could not be opened
+            return
         try:
             with connect.writer(self.db_path):
                 connect.once_more_if_interrupted(
