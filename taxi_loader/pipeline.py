@@ -35,8 +35,9 @@ def download(job: Job, progress: Progress | None = None, cancel: Cancellation = 
             progress(done, total)
 
     path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry, report)
-    log.info("file ready", path=str(path), bytes=path.stat().st_size, **job.tags)
-    return {**job.tags, "path": str(path), "bytes": path.stat().st_size}
+    result = {**job.tags, "path": str(path), "bytes": path.stat().st_size}
+    log.info("file ready", **result)
+    return result
 
 
 def stage(job: Job, sink: Sink, cancel: Cancellation = NEVER) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import duckdb
 
-from taxi_loader.contract import LEDGER_TABLE, STAGED, SUCCEEDED
+from taxi_loader.contract import STAGED, SUCCEEDED
 from taxi_loader.errors import UsageError
 from taxi_loader.job import Job
 
@@ -22,13 +22,13 @@ def merge(conn: Connection, job: Job, db_path: Path) -> dict[str, Any]:
     staging, main = ddl.ident(taxi.staging_table(month)), ddl.ident(taxi.table)
     conn.begin()
     try:
-        staged_load = ddl.last_load(conn, taxi, month, STAGED) if ddl.exists(conn, LEDGER_TABLE) else None
+        ddl.ensure_tables(conn, taxi)
+        staged_load = ddl.last_load(conn, taxi, month, STAGED)
         if not staged_load or not ddl.exists(conn, taxi.staging_table(month)):
             raise UsageError(
                 f"nothing staged for {taxi.name} {month} in {db_path}: "
                 f"run `taxi-loader load --sink duckdb --duckdb-path {db_path}` for it"
             )
-        ddl.ensure_tables(conn, taxi)
         test, bounds = _suspicious(job)
         staged, suspicious = _one(conn, f"SELECT count(*), count(*) FILTER (WHERE {test}) FROM {staging}", bounds)
         (inserted,) = _one(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import psycopg2.errors
 
@@ -27,6 +27,7 @@ from .connect import Connection, session
 from .ddl import Tables, drop_staging, month_lock
 
 log = get_logger("taxi_loader")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,7 @@ class PostgresMonth:
         return asdict(merge.dedup_merge(self.conn, self.tables, self.job.month, self.job.drop_duplicates))
 
     def cleanup(self, remove_object: bool = False) -> dict[str, Any]:
-        # A cancel request is asynchronous: when it lands after the statement it was meant for, it cancels the
-        # next one, this drop; the drop is then simply run again.
-        try:
-            dropped = drop_staging(self.conn, self.tables, self.job.month)
-        except psycopg2.errors.QueryCanceled:
-            self.conn.rollback()
-            dropped = drop_staging(self.conn, self.tables, self.job.month)
+        dropped = _once_more_if_cancelled(self.conn, lambda: drop_staging(self.conn, self.tables, self.job.month))
         return {"staging_dropped": dropped}
 
     def record_failure(self, status: str, message: str) -> None:
@@ -69,20 +64,24 @@ class PostgresMonth:
         )
 
 
+def _once_more_if_cancelled(conn: Connection, action: Callable[[], T]) -> T:
+    """Run a bookkeeping action; run it again when a cancel request strikes it. A cancel is asynchronous: when it
+    lands after the statement it was meant for, it cancels the next one, this."""
+    try:
+        return action()
+    except psycopg2.errors.QueryCanceled:
+        conn.rollback()
+        return action()
+
+
 def _best_effort(conn: Connection, action: Callable[[], object]) -> None:
-    """Run a bookkeeping action that must not mask the original error; try twice when a late cancel request
-    strikes it (see PostgresMonth.cleanup)."""
-    for attempt in (1, 2):
-        if conn.closed:
-            return
-        try:
-            action()
-            return
-        except psycopg2.errors.QueryCanceled:
-            conn.rollback()
-        except Exception as exc:  # noqa: BLE001
-            log.debug("bookkeeping failed", error=str(exc), attempt=attempt)
-            return
+    """Run a bookkeeping action that must not mask the original error (a closed connection: nothing to do)."""
+    if conn.closed:
+        return
+    try:
+        _once_more_if_cancelled(conn, action)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("bookkeeping failed", error=str(exc))
 
 
 class PostgresSink:

@@ -17,6 +17,7 @@ from psycopg2.extensions import cursor as Cursor
 
 from taxi_loader.contract import (
     ERROR_CHARS,
+    LEDGER_TABLE,
     REJECTS_COLUMNS,
     STAGED,
     SUCCEEDED,
@@ -124,16 +125,16 @@ def last_loads(
     conn: Connection, schema: str, taxis: Sequence[TaxiType], month: Month | None = None
 ) -> list[LoadRecord]:
     """The last finished load of every (taxi, month) of `taxis` (of just `month` when given); nothing is created."""
-    tables = Tables(schema, taxis[0])
+    ledger = sql.Identifier(schema, LEDGER_TABLE)
     with conn.cursor() as cur:
-        if not relation_exists(cur, tables.ledger):
+        if not relation_exists(cur, ledger):
             conn.commit()
             return []
         cur.execute(
             sql.SQL("""
             SELECT DISTINCT ON (taxi, month) taxi, month, status, rows_after, source_size, source_sha256, finished_at
             FROM {} WHERE sink = %s AND taxi = ANY(%s) AND status <> %s {}
-            ORDER BY taxi, month, load_id DESC""").format(tables.ledger, sql.SQL("AND month = %s" if month else "")),
+            ORDER BY taxi, month, load_id DESC""").format(ledger, sql.SQL("AND month = %s" if month else "")),
             (SINK, [t.name for t in taxis], STAGED, *([str(month)] if month else [])),
         )
         records = [
