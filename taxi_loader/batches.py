@@ -1,11 +1,13 @@
 """A month's file as typed Arrow tables of the contract, each row with its id: what the sinks that take Arrow
-(BigQuery's Parquet, DuckDB) write.
+(BigQuery's Parquet, DuckDB) write, and what PostgreSQL's COPY reads of a Parquet month.
 
-One streaming pass, a block at a time. Fast path: Arrow's CSV reader parses and types every value in C++ (like
-PostgreSQL's COPY on the other sink); it raises ArrowInvalid on a value that does not parse, and the caller
-redoes the pass with `fast=False`: the shared Python validation (`reader.validated_rows`), which sets bad rows
-aside with their reasons. The ids are the plain md5 of each row's key text (`arrowids`); repeats are numbered
-by the caller once the whole file is in, from the 16-byte digests this pass hands to `arrowids.Digests`.
+A Parquet month (the TLC's) is already typed: `parquet_reader` streams it and coerces each column. A CSV
+month is read in one streaming pass, a block at a time. Fast path: Arrow's CSV reader parses and types every
+value in C++ (like PostgreSQL's COPY on the other sink); it raises ArrowInvalid on a value that does not
+parse, and the caller redoes the pass with `fast=False`: the shared Python validation
+(`reader.validated_rows`), which sets bad rows aside with their reasons. The ids are the plain md5 of each
+row's key text (`arrowids`); repeats are numbered by the caller once the whole file is in, from the 16-byte
+digests this pass hands to `arrowids.Digests`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import pyarrow.csv as pacsv
 
 from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
 from taxi_loader.contract import main_columns
+from taxi_loader.parquet_reader import ParquetMonthFile
 from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, validated_rows
+from taxi_loader.source import is_parquet
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 BATCH = 50_000  # rows per batch of the validating pass
@@ -69,20 +73,30 @@ class MonthTables:
         self.path, self.taxi, self.filename, self.digests, self.fast = path, taxi, filename, digests, fast
         self.schema = arrow_schema(main_columns(taxi))
         self.rows = 0
+        self.extra: list[str] = []  # the file's columns the taxi type does not know (not read)
         self.rejects: list[Reject] = []
         self.stats = FileStats()
 
     def __iter__(self) -> Iterator[pa.Table]:
-        taxi = self.taxi
-        key = [taxi.column(f) for f in taxi.key_fields]
-        with MonthFile(self.path, taxi) as mf:
-            batches = _typed_batches(mf, taxi) if self.fast else _validated_batches(mf, taxi, self.rejects)
-            for batch in batches:
-                raw = md5_digests(key_texts([batch.column(c.name) for c in key], [c.kind for c in key]))
-                self.digests.add(raw)
-                self.rows += batch.num_rows
-                yield self._table(hex_ids(raw), batch)
+        if is_parquet(self.path):
+            with ParquetMonthFile(self.path, self.taxi) as pf:
+                self.extra = pf.header.extra
+                yield from self._tables(pf.batches())
+                self.rejects, self.stats = pf.rejects, pf.stats
+            return
+        with MonthFile(self.path, self.taxi) as mf:
+            self.extra = mf.header.extra
+            batches = _typed_batches(mf, self.taxi) if self.fast else _validated_batches(mf, self.taxi, self.rejects)
+            yield from self._tables(batches)
             self.stats = mf.stats
+
+    def _tables(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
+        key = [self.taxi.column(f) for f in self.taxi.key_fields]
+        for batch in batches:
+            raw = md5_digests(key_texts([batch.column(c.name) for c in key], [c.kind for c in key]))
+            self.digests.add(raw)
+            self.rows += batch.num_rows
+            yield self._table(hex_ids(raw), batch)
 
     def _table(self, ids: pa.Array, batch: pa.RecordBatch) -> pa.Table:
         arrays = [ids, pa.array([self.filename] * len(ids), pa.string())]
@@ -94,13 +108,14 @@ def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:
     """The file's data rows as typed Arrow batches in spec order; ArrowInvalid on a value that does not parse."""
     names = list(mf.header.names)
     wanted = {c.name: n for n, c in zip(names, mf.header.columns, strict=True) if c is not None}
+    present = [c for c in taxi.columns if c.name in wanted]
     reader = pacsv.open_csv(
         ChunkStream(mf.chunks()),
         read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={wanted[c.name]: _ARROW_IN[c.kind] for c in taxi.columns},
-            include_columns=[wanted[c.name] for c in taxi.columns],
+            column_types={wanted[c.name]: _ARROW_IN[c.kind] for c in present},
+            include_columns=[wanted[c.name] for c in present],
             timestamp_parsers=["%Y-%m-%d %H:%M:%S"],
             null_values=[""],
             strings_can_be_null=True,
@@ -110,7 +125,11 @@ def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:
     for batch in reader:
         if batch.num_rows:
             yield pa.RecordBatch.from_arrays(
-                [batch.column(wanted[c.name]) for c in taxi.columns], names=[c.name for c in taxi.columns]
+                [
+                    batch.column(wanted[c.name]) if c.name in wanted else pa.nulls(batch.num_rows, ARROW_TYPE[c.kind])
+                    for c in taxi.columns
+                ],
+                names=[c.name for c in taxi.columns],
             )
 
 

@@ -31,7 +31,7 @@ from taxi_loader.logs import (
 from taxi_loader.months import Month, select_month
 from taxi_loader.reader import DEFAULT_MAX_REJECTS
 from taxi_loader.sinks import SINKS, Sink, make_sink
-from taxi_loader.source import DEFAULT_SOURCE_URL, RetryPolicy
+from taxi_loader.source import MIRROR_URL, SOURCES, TLC_URL, RetryPolicy, Source
 from taxi_loader.taxis import TAXI_TYPES, get_taxi
 
 ENV_PREFIX = "TAXI_LOADER_"
@@ -76,11 +76,20 @@ def source_options(f):
                 help="Where downloaded files are kept.",
             ),
             option(
-                "--source-url",
-                default=DEFAULT_SOURCE_URL,
+                "--source",
+                type=click.Choice(SOURCES, case_sensitive=False),
+                default="auto",
                 show_default=True,
-                help="URL template with {taxi}, {year}, {month}; or a local path / file:// template.",
+                help="Where files come from: mirror (the course's CSV.gz, 2019-01..2021-07), tlc (the TLC's "
+                "Parquet, every month), auto (the mirror where it has the month, else the TLC).",
             ),
+            option(
+                "--source-url",
+                help="One URL template with {taxi}, {year}, {month} (or a local path / file:// template) for "
+                "every month, CSV(.gz) or Parquet; overrides --source.",
+            ),
+            option("--mirror-url", default=MIRROR_URL, show_default=True, help="The course mirror's template."),
+            option("--tlc-url", default=TLC_URL, show_default=True, help="The TLC's template."),
             option(
                 "--retries",
                 type=click.IntRange(1, 100),
@@ -188,7 +197,12 @@ def _job_options(kw: dict) -> dict:
     """Job fields from the command's options (the ones it has), taken out of `kw`."""
     return {
         "data_dir": kw.pop("data_dir", Path("data")),
-        "source_url": kw.pop("source_url", DEFAULT_SOURCE_URL),
+        "source": Source(
+            kw.pop("source", "auto").lower(),
+            kw.pop("source_url", None) or None,
+            kw.pop("mirror_url", MIRROR_URL),
+            kw.pop("tlc_url", TLC_URL),
+        ),
         "retry": RetryPolicy(attempts=kw.pop("retries", 5), initial_wait=kw.pop("retry_wait", 1.0)),
         "max_rejects": kw.pop("max_rejects", DEFAULT_MAX_REJECTS),
         "drop_duplicates": kw.pop("drop_duplicates", False),

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taxi_loader import source
 from taxi_loader.errors import Interrupted
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
 from taxi_loader.reader import DEFAULT_MAX_REJECTS
+from taxi_loader.source import RetryPolicy, Source, source_location
 from taxi_loader.taxis import TaxiType
 
 log = get_logger("taxi_loader")
@@ -30,15 +30,20 @@ class Job:
     taxi: TaxiType
     month: Month
     data_dir: Path = Path("data")
-    source_url: str = source.DEFAULT_SOURCE_URL
-    retry: source.RetryPolicy = field(default_factory=source.RetryPolicy)
+    source: Source = field(default_factory=Source)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_rejects: str = DEFAULT_MAX_REJECTS  # rejected rows allowed before the month fails (reader.check_rejects)
     drop_duplicates: bool = False  # keep only the first of exact repeats inside the file
 
     @property
+    def source_url(self) -> str:
+        """The template the month's file is found by (the mirror's, the TLC's, or the user's --source-url)."""
+        return self.source.template(self.taxi, self.month)
+
+    @property
     def location(self) -> str:
         """The URL or path of the month's file."""
-        return source.source_location(self.source_url, self.taxi, self.month)
+        return source_location(self.source_url, self.taxi, self.month)
 
     @property
     def filename(self) -> str:

@@ -34,6 +34,7 @@ def download(job: Job, progress: Progress | None = None, cancel: Cancellation = 
         if progress:
             progress(done, total)
 
+    job.source.check_published(job.taxi, job.month)
     path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry, report)
     result = {**job.tags, "path": str(path), "bytes": path.stat().st_size}
     log.info("file ready", **result)
@@ -76,6 +77,7 @@ def load(job: Job, sink: Sink, progress: Progress | None = None, cancel: Cancell
 
 def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any]:
     with _noting_failure(job, target, cancel):
+        job.source.check_published(job.taxi, job.month)
         path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry)
         result = target.stage(path)
     if result.get("extra_columns"):

@@ -69,7 +69,7 @@ class _HashingReader(io.RawIOBase):
 
 @dataclass
 class Header:
-    """The file's header matched against the taxi type: the known columns in file order, the unknown ones."""
+    """The file's columns matched against the taxi type: the known columns in file order, the unknown ones."""
 
     names: list[str]  # as in the file
     columns: list[Column | None]  # the spec column at each position, None for an unknown one
@@ -78,27 +78,46 @@ class Header:
     def extra(self) -> list[str]:
         return [n for n, c in zip(self.names, self.columns, strict=True) if c is None]
 
+    def position(self, column: Column) -> int | None:
+        """Where `column` is in the file; None for an optional column the file lacks."""
+        return self.columns.index(column) if column in self.columns else None
 
-def match_header(line: str, taxi: TaxiType, source: str) -> Header:
-    """Match a header line against `taxi`: order may differ, names match case-insensitively.
+
+# Names only the yellow files of 2009 and 2010 have: longitude and latitude instead of zone ids.
+_LEGACY_YELLOW = {"trip_pickup_datetime", "pickup_longitude", "start_lon"}
+
+
+def match_names(names: list[str], taxi: TaxiType, source: str) -> Header:
+    """Match a file's column names against `taxi`: by name, never by position; order may differ and names
+    match case-insensitively (the TLC spells `Airport_fee`, `dropOff_datetime`, `PUlocationID`).
 
     Raises BadData naming the missing columns (and, when the file looks like another taxi type, which one).
     """
-    names = next(csv.reader([line.strip().lstrip("\ufeff")]), [])
     by_lower = {c.name.lower(): c for c in taxi.columns}
     columns = [by_lower.get(n.strip().lower()) for n in names]
-    missing = [c.name for c in taxi.columns if c not in columns]
+    missing = [c.name for c in taxi.columns if c not in columns and not c.optional]
     if missing:
         from taxi_loader.taxis import TAXI_TYPES
 
+        lower = {n.strip().lower() for n in names}
+        if lower & _LEGACY_YELLOW:
+            raise BadData(
+                f"{source}: the yellow layout of 2009-2010 (longitude and latitude, no zone ids) is not supported; "
+                "taxi-loader loads yellow from 2011-01"
+            )
         looks_like = [
             t.name
             for t in TAXI_TYPES.values()
-            if t is not taxi and {c.name.lower() for c in t.columns} <= {n.strip().lower() for n in names}
+            if t is not taxi and {c.name.lower() for c in t.columns if not c.optional} <= lower
         ]
-        hint = f"; the header looks like a {looks_like[0]} file" if looks_like else ""
-        raise BadData(f"{source}: the header lacks {taxi.name} column(s) {', '.join(missing)}{hint}")
-    return Header(names, columns)
+        hint = f"; the file looks like a {looks_like[0]} file" if looks_like else ""
+        raise BadData(f"{source}: the file lacks {taxi.name} column(s) {', '.join(missing)}{hint}")
+    return Header(list(names), columns)
+
+
+def match_header(line: str, taxi: TaxiType, source: str) -> Header:
+    """Match a CSV header line against `taxi` (see `match_names`)."""
+    return match_names(next(csv.reader([line.strip().lstrip("\ufeff")]), []), taxi, source)
 
 
 class MonthFile:
@@ -268,7 +287,7 @@ def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]
     """
     taxi, header = month_file.taxi, month_file.header
     width = len(header.names)
-    positions = [header.columns.index(c) for c in taxi.columns]
+    positions = [header.position(c) for c in taxi.columns]
     lines = (line for chunk in month_file.chunks() for line in chunk.decode("utf-8").split("\n")[:-1])
     for lineno, (raw, fields) in enumerate(_with_fields(lines), start=2):
         if len(fields) != width:
@@ -277,7 +296,7 @@ def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]
         row: list[str | None] = []
         for col, pos in zip(taxi.columns, positions, strict=True):
             try:
-                row.append(parse_value(fields[pos], col.kind))
+                row.append(None if pos is None else parse_value(fields[pos], col.kind))
             except ValueError as exc:
                 yield Reject(lineno, col.name, str(exc), raw)
                 break

@@ -10,6 +10,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -19,10 +20,79 @@ from taxi_loader.errors import BadData, SourceNotFound, TransientError
 from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
 
-DEFAULT_SOURCE_URL = (
+# The course's mirror: gzipped CSV, what the course's flows read and what the ids were first checked against.
+MIRROR_URL = (
     "https://github.com/DataTalksClub/nyc-tlc-data/releases/download/{taxi}/{taxi}_tripdata_{year}-{month}.csv.gz"
 )
+# The TLC itself: Parquet, every month since 2009, about two months after the month ends.
+TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data/{taxi}_tripdata_{year}-{month}.parquet"
+SOURCES = ("auto", "mirror", "tlc")
+MIRROR_MONTHS = {taxi: (Month(2019, 1), Month(2021, 7)) for taxi in ("yellow", "green", "fhv")}
+TLC_FIRST = {"yellow": Month(2009, 1), "green": Month(2014, 1), "fhv": Month(2015, 1), "fhvhv": Month(2019, 2)}
+# The TLC's 2009-2010 yellow files have longitude and latitude instead of zone ids: refused, never misaligned.
+TLC_YELLOW_SUPPORTED = Month(2011, 1)
 USER_AGENT = "taxi-loader"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a month's file comes from: `--source` auto|mirror|tlc, or one `--source-url` template for all.
+
+    `auto` reads the course's mirror for the months and types it publishes (so the course's flows and ids
+    work as they always did) and the TLC's Parquet for every other month.
+    """
+
+    choice: str = "auto"
+    url: str | None = None  # --source-url: this template for every month, whatever `choice` says
+    mirror_url: str = MIRROR_URL
+    tlc_url: str = TLC_URL
+
+    def __post_init__(self) -> None:
+        if self.choice not in SOURCES:
+            from taxi_loader.errors import UsageError
+
+            raise UsageError(f"unknown source {self.choice!r}; choose one of: {', '.join(SOURCES)}")
+
+    def which(self, taxi: TaxiType, month: Month) -> str:
+        """'mirror' or 'tlc': the source that serves `month` of `taxi`."""
+        if self.choice != "auto":
+            return self.choice
+        first, last = MIRROR_MONTHS.get(taxi.name, (None, None))
+        return "mirror" if first is not None and last is not None and first <= month <= last else "tlc"
+
+    def template(self, taxi: TaxiType, month: Month) -> str:
+        """The URL or path template of `month`'s file."""
+        if self.url:
+            return self.url
+        return self.mirror_url if self.which(taxi, month) == "mirror" else self.tlc_url
+
+    def check_published(self, taxi: TaxiType, month: Month) -> None:
+        """Refuse, before any download, a month the chosen source does not publish (SourceNotFound) or a layout
+        taxi-loader does not load (BadData). A --source-url template is the user's own: it is not checked."""
+        if self.url:
+            return
+        if self.which(taxi, month) == "mirror":
+            first, last = MIRROR_MONTHS.get(taxi.name, (None, None))
+            if first is None or last is None:
+                raise SourceNotFound(
+                    f"{taxi.name} {month}: not published: the course's mirror has no {taxi.name} files; "
+                    "use --source tlc"
+                )
+            if not first <= month <= last:
+                raise SourceNotFound(
+                    f"{taxi.name} {month}: not published: the course's mirror has {taxi.name} {first}..{last}; "
+                    "use --source tlc (or auto)"
+                )
+            return
+        if month < TLC_FIRST[taxi.name]:
+            raise SourceNotFound(
+                f"{taxi.name} {month}: not published: the TLC publishes {taxi.name} from {TLC_FIRST[taxi.name]}"
+            )
+        if taxi.name == "yellow" and month < TLC_YELLOW_SUPPORTED:
+            raise BadData(
+                f"yellow {month}: the TLC's yellow files of 2009-2010 have another layout (longitude and latitude, "
+                f"no zone ids), which taxi-loader does not load; it loads yellow from {TLC_YELLOW_SUPPORTED}"
+            )
 
 
 @dataclass(frozen=True)
@@ -78,7 +148,7 @@ def fetch(
     taxi: TaxiType,
     month: Month,
     data_dir: Path,
-    template: str = DEFAULT_SOURCE_URL,
+    template: str = MIRROR_URL,
     retry: RetryPolicy = RetryPolicy(),
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Path:
@@ -109,7 +179,7 @@ def fetch(
             "check the network and run the command again (it resumes)"
         ) from None
     except SourceNotFound as exc:
-        raise SourceNotFound(f"{taxi.name} {month}: {exc}") from None
+        raise SourceNotFound(f"{taxi.name} {month}: {_not_yet(str(exc), month, location)}") from None
     try:
         verify(part, location)
     except BadData:
@@ -117,6 +187,18 @@ def fetch(
         raise
     os.replace(part, target)
     return target
+
+
+def _not_yet(message: str, month: Month, location: str) -> str:
+    """`message`, saying "not published yet" for a recent month of the TLC, which publishes a month about two
+    months after it ends (a scheduled run for last month often finds nothing yet)."""
+    today = date.today()
+    recent = Month(today.year, today.month).previous().previous().previous()
+    if location.endswith(".parquet") and month >= recent:
+        return message.replace(
+            "not published:", "not published yet (the TLC publishes a month about two months after it ends):", 1
+        )
+    return message
 
 
 def _download(url: str, part: Path, timeout: float, progress: Callable[[int, int | None], None] | None) -> None:
@@ -161,8 +243,11 @@ def _download(url: str, part: Path, timeout: float, progress: Callable[[int, int
 def verify(path: Path, location: str) -> None:
     """Check that a downloaded file is whole: a .gz must be a complete gzip stream; raises BadData if not."""
     with open(path, "rb") as f:
-        head = f.read(2)
-    if head != b"\x1f\x8b":
+        head = f.read(4)
+    if location.endswith(".parquet") or head == PARQUET_MAGIC:
+        verify_parquet(path, location)
+        return
+    if head[:2] != b"\x1f\x8b":
         if location.endswith(".gz"):
             with open(path, "rb") as f:
                 start = f.read(200).lstrip().lower()
@@ -177,6 +262,30 @@ def verify(path: Path, location: str) -> None:
                 pass
     except (OSError, EOFError, zlib.error) as exc:
         raise BadData(f"{location}: corrupt or truncated gzip ({exc}); it was removed, download it again") from None
+
+
+PARQUET_MAGIC = b"PAR1"
+
+
+def is_parquet(path: Path) -> bool:
+    """Whether `path` holds Parquet: its first four bytes say so (whatever the name), or its name does."""
+    with open(path, "rb") as f:
+        return f.read(4) == PARQUET_MAGIC or path.suffix == ".parquet"
+
+
+def verify_parquet(path: Path, location: str) -> None:
+    """Check that a Parquet file is whole: the magic bytes at both ends (a file cut short has no footer)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(200)
+        f.seek(max(size - 4, 0))
+        tail = f.read(4)
+    if head[:4] != PARQUET_MAGIC:
+        start = head.lstrip().lower()
+        kind = "an HTML page" if start.startswith((b"<!doctype", b"<html")) else "something else"
+        raise BadData(f"{location}: not a Parquet file (it holds {kind}); check the source URL")
+    if size < 12 or tail != PARQUET_MAGIC:
+        raise BadData(f"{location}: a Parquet file cut short (no footer): the download did not finish")
 
 
 def remove_downloads(taxi: TaxiType, month: Month, data_dir: Path, template: str) -> list[Path]:

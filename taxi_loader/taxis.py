@@ -36,6 +36,10 @@ class Column:
     name: str
     kind: Kind
     required: bool = False  # NOT NULL / REQUIRED where a sink can say so
+    # A file may lack it: a column the TLC added later (the course's CSV mirror never has it). Such columns
+    # come last in a type's spec, in the order they appeared, so a table created before one existed gains
+    # it at its end (ALTER TABLE ... ADD COLUMN) and ends up with the columns of a table created today.
+    optional: bool = False
 
     @property
     def db_name(self) -> str:
@@ -85,8 +89,10 @@ class TaxiType:
         return f"{self.table}_staging_{month.year:04d}_{month.month:02d}"
 
 
-def _cols(spec: str) -> tuple[Column, ...]:
-    return tuple(Column(name, Kind(kind)) for name, kind in (item.split(":") for item in spec.split()))
+def _cols(spec: str, optional: bool = False) -> tuple[Column, ...]:
+    return tuple(
+        Column(name, Kind(kind), optional=optional) for name, kind in (item.split(":") for item in spec.split())
+    )
 
 
 _MONEY = ("fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge", "total_amount")
@@ -98,7 +104,10 @@ YELLOW = TaxiType(
         "trip_distance:float RatecodeID:code store_and_fwd_flag:text PULocationID:code DOLocationID:code "
         "payment_type:int fare_amount:float extra:float mta_tax:float tip_amount:float tolls_amount:float "
         "improvement_surcharge:float total_amount:float congestion_surcharge:float"
-    ),
+    )
+    # The TLC's Parquet files only (tlc-parquet.md 1.1): airport_fee from 2011 (all null before 2020-11, spelt
+    # Airport_fee from 2023-02), cbd_congestion_fee from 2025-01, request_source from 2026-06.
+    + _cols("airport_fee:float cbd_congestion_fee:float request_source:text", optional=True),
     pickup="tpep_pickup_datetime",
     dropoff="tpep_dropoff_datetime",
     key_fields=(
@@ -120,7 +129,9 @@ GREEN = TaxiType(
         "RatecodeID:code PULocationID:code DOLocationID:code passenger_count:int trip_distance:float "
         "fare_amount:float extra:float mta_tax:float tip_amount:float tolls_amount:float ehail_fee:float "
         "improvement_surcharge:float total_amount:float payment_type:int trip_type:int congestion_surcharge:float"
-    ),
+    )
+    # The TLC's Parquet files only (tlc-parquet.md 1.2): cbd_congestion_fee from 2025-01, request_source from 2026-06.
+    + _cols("cbd_congestion_fee:float request_source:text", optional=True),
     pickup="lpep_pickup_datetime",
     dropoff="lpep_dropoff_datetime",
     key_fields=(
@@ -154,7 +165,38 @@ FHV = TaxiType(
     ),
 )
 
-TAXI_TYPES: dict[str, TaxiType] = {t.name: t for t in (YELLOW, GREEN, FHV)}
+# High-Volume For-Hire Vehicle trips (Uber, Lyft, Via, Juno), from 2019-02; published as Parquet only.
+FHVHV = TaxiType(
+    name="fhvhv",
+    columns=_cols(
+        "hvfhs_license_num:text dispatching_base_num:text originating_base_num:text request_datetime:timestamp "
+        "on_scene_datetime:timestamp pickup_datetime:timestamp dropoff_datetime:timestamp PULocationID:code "
+        "DOLocationID:code trip_miles:float trip_time:int base_passenger_fare:float tolls:float bcf:float "
+        "sales_tax:float congestion_surcharge:float airport_fee:float tips:float driver_pay:float "
+        "shared_request_flag:text shared_match_flag:text access_a_ride_flag:text wav_request_flag:text "
+        "wav_match_flag:text"
+    )
+    + _cols("cbd_congestion_fee:float", optional=True),
+    pickup="pickup_datetime",
+    dropoff="dropoff_datetime",
+    # A trip as the data dictionary describes it: who (licence and base), when (request, pickup, dropoff to
+    # the second), where (zones) and what (miles, fare). Two real trips agree on all of them only when they are
+    # the same trip written twice; such repeats get their k-th ids like any other type's.
+    key_fields=(
+        "hvfhs_license_num",
+        "dispatching_base_num",
+        "request_datetime",
+        "pickup_datetime",
+        "dropoff_datetime",
+        "PULocationID",
+        "DOLocationID",
+        "trip_miles",
+        "base_passenger_fare",
+    ),
+    amount_fields=("base_passenger_fare", "tolls", "bcf", "sales_tax", "tips", "driver_pay"),
+)
+
+TAXI_TYPES: dict[str, TaxiType] = {t.name: t for t in (YELLOW, GREEN, FHV, FHVHV)}
 
 
 def get_taxi(name: str) -> TaxiType:

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from taxi_loader.cli import main
 from taxi_loader.months import Month
+from taxi_loader.source import Source
 
 from conftest import DATA
 
@@ -211,7 +212,7 @@ def test_a_cancel_mid_stage_rolls_the_month_back_and_the_next_run_loads_it_whole
 
     monkeypatch.setattr(batches.MonthTables, "__iter__", cancelling)
     sink = DuckDBSink(DuckDBSettings(str(duck.path)))
-    job = Job(YELLOW, month, tmp_path / "data", mirror.template)
+    job = Job(YELLOW, month, tmp_path / "data", Source(url=mirror.template))
     with pytest.raises(Interrupted):
         pipeline.load(job, sink, cancel=cancel)
     assert duck.query("SELECT count(*) FROM yellow_tripdata") == [(1295,)]

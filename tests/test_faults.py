@@ -23,6 +23,7 @@ from taxi_loader.cli import main
 from taxi_loader.job import Cancellation, Job
 from taxi_loader.months import Month
 from taxi_loader.sinks.postgres import PostgresSettings, PostgresSink
+from taxi_loader.source import Source
 from taxi_loader.taxis import TAXI_TYPES
 
 MONTHS = [Month(2021, m) for m in (1, 2, 3, 4)]
@@ -249,9 +250,9 @@ def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month
     month, rows = big_month
     mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
     sink = PostgresSink(PostgresSettings(db.url, db.schema))
-    pipeline.load(Job(TAXI_TYPES["yellow"], Month(2020, 7), tmp_path / "d", mirror.template), sink)
+    pipeline.load(Job(TAXI_TYPES["yellow"], Month(2020, 7), tmp_path / "d", Source(url=mirror.template)), sink)
     cancel = Cancellation()
-    job = Job(TAXI_TYPES["yellow"], month, tmp_path / "d", mirror.template)
+    job = Job(TAXI_TYPES["yellow"], month, tmp_path / "d", Source(url=mirror.template))
     errors = []
 
     def run():

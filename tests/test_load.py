@@ -15,6 +15,7 @@ from taxi_loader.job import Job
 from taxi_loader.months import Month
 from taxi_loader.sinks.postgres import PostgresSettings, PostgresSink
 from taxi_loader.sinks.postgres import stage as pg_stage
+from taxi_loader.source import Source
 from taxi_loader.taxis import TAXI_TYPES
 
 from conftest import DATA, SAMPLES, data_rows
@@ -233,7 +234,7 @@ def test_two_months_staged_at_once_do_not_interfere(cli, db, mirror, tmp_path):
     mirror.put_sample("yellow", a, "yellow_tripdata_2021-01.head22792.csv")
     mirror.put_sample("yellow", b, "yellow_tripdata_2020-12.head1295.csv")
     sink = PostgresSink(PostgresSettings(db.url, db.schema))
-    jobs = [Job(TAXI_TYPES["yellow"], m, tmp_path / "d", mirror.template) for m in (a, b)]
+    jobs = [Job(TAXI_TYPES["yellow"], m, tmp_path / "d", Source(url=mirror.template)) for m in (a, b)]
     errors = []
 
     def run(job):

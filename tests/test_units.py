@@ -120,9 +120,9 @@ def test_parse_value_rejects_with_reason(value, kind, reason):
 
 def test_header_order_case_and_extra_columns():
     names = [c.name for c in YELLOW.columns]
-    shuffled = list(reversed(names)) + ["airport_fee"]
+    shuffled = list(reversed(names)) + ["surge_fee"]
     header = match_header(",".join(n.upper() for n in shuffled), YELLOW, "f.csv")
-    assert header.extra == ["AIRPORT_FEE"]
+    assert header.extra == ["SURGE_FEE"]
     assert [c.name for c in header.columns if c] == list(reversed(names))
 
 

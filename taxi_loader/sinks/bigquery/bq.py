@@ -85,7 +85,7 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
         client.create_dataset(dataset, exists_ok=True)
         table = bigquery.Table(main, schema=schema(main_columns(taxi)))
         table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=taxi.pickup)
-        client.create_table(table, exists_ok=True)
+        _add_later_columns(client, client.create_table(table, exists_ok=True), taxi)
         blob = storage.Blob.from_uri(uri, client=storage_client(settings))
         blob.reload()
         job = _load_job(client, uri, staging, blob.md5_hash, taxi, month)
@@ -130,6 +130,16 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
     except gexc.GoogleAPICallError as exc:  # unavailable, overloaded, a failed commit: a re-run finishes the month
         raise TransientError(f"BigQuery failed for {taxi.name} {month}: {exc}; run the command again") from None
     return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)
+
+
+def _add_later_columns(client: bigquery.Client, table: bigquery.Table, taxi: TaxiType) -> None:
+    """Give a main table created before the TLC added a column (`Column.optional`) that column, at its end
+    (NULL for the rows it holds): a schema update, which BigQuery allows for a new NULLABLE field."""
+    have = {f.name.lower() for f in table.schema}
+    added = [f for f in schema(main_columns(taxi)) if f.name.lower() not in have]
+    if added:
+        table.schema = [*table.schema, *added]
+        client.update_table(table, ["schema"])
 
 
 def _int(text: str | None) -> int | None:

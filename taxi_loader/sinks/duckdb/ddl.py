@@ -21,6 +21,7 @@ from taxi_loader.contract import (
     main_columns,
     reject_rows,
 )
+from taxi_loader.errors import ConfigError
 from taxi_loader.months import Month
 from taxi_loader.reader import FileStats, Reject
 from taxi_loader.taxis import Column, Kind, TaxiType
@@ -60,8 +61,24 @@ def exists(conn: Connection, table: str) -> bool:
 
 
 def ensure_tables(conn: Connection, taxi: TaxiType) -> None:
-    """The main table, its rejects table and the ledger, when missing."""
+    """The main table, its rejects table and the ledger, when missing; a main table created before a column
+    the TLC added later existed gains it (`Column.optional`)."""
     conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(taxi.table)} ({column_defs(main_columns(taxi))})")
+    have = {
+        name
+        for (name,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [taxi.table]
+        ).fetchall()
+    }
+    missing = [c for c in main_columns(taxi) if c.db_name not in have]
+    wrong = [c.db_name for c in missing if not c.optional]
+    if wrong:
+        raise ConfigError(
+            f"table {taxi.table} exists without the column(s) {', '.join(wrong)}: it is not a {taxi.name} table "
+            "taxi-loader can load into; rename it, or choose another --duckdb-path"
+        )
+    for c in missing:
+        conn.execute(f"ALTER TABLE {ident(taxi.table)} ADD COLUMN {column_defs([c])}")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(taxi.rejects_table)} ({column_defs(REJECTS_COLUMNS)})")
     conn.execute(f"CREATE SEQUENCE IF NOT EXISTS {ident(LEDGER_TABLE + '_seq')}")
     conn.execute(

@@ -15,6 +15,7 @@ import psycopg2
 from psycopg2 import sql
 
 from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, main_columns
+from taxi_loader.errors import ConfigError
 from taxi_loader.months import Month
 from taxi_loader.taxis import Column, Kind, TaxiType
 
@@ -221,8 +222,28 @@ def ensure_main_table(conn: Connection, tables: Tables) -> Layout:
             found = cur.fetchone()
         assert found is not None  # created just above
         partitioned, unique = found
+        _add_later_columns(cur, tables)
     conn.commit()
     return Layout(partitioned, unique)
+
+
+def _add_later_columns(cur: psycopg2.extensions.cursor, tables: Tables) -> None:
+    """Give a main table created before the TLC added a column (`Column.optional`) that column, at its end,
+    NULL for the rows it holds; on a partitioned table PostgreSQL adds it to every partition."""
+    cur.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (tables.main.as_string(cur),),
+    )
+    have = {name for (name,) in cur.fetchall()}
+    missing = [c for c in main_columns(tables.taxi) if c.db_name not in have]
+    wrong = [c.db_name for c in missing if not c.optional]
+    if wrong:
+        raise ConfigError(
+            f"table {tables.schema}.{tables.taxi.table} exists without the column(s) {', '.join(wrong)}: it is not "
+            f"a {tables.taxi.name} table taxi-loader can load into; rename it, or choose another --schema"
+        )
+    for column in missing:
+        cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(tables.main, column_defs([column])[0]))
 
 
 def relation_exists(cur: psycopg2.extensions.cursor, ident: sql.Identifier) -> bool:

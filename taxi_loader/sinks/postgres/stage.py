@@ -23,10 +23,11 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader.contract import ROW_ID
+from taxi_loader.contract import ROW_ID, main_columns
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
-from taxi_loader.reader import ChunkStream, MonthFile, Reject, check_rejects, validated_rows
+from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, check_rejects, validated_rows
+from taxi_loader.source import is_parquet
 
 from . import ledger
 from .connect import Connection, one
@@ -70,23 +71,26 @@ def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: st
     started = datetime.now(UTC)
     with month_lock(conn, tables, month), Digests() as digests:
         try:
-            with MonthFile(path, taxi) as mf:
-                extra = mf.header.extra
-                attachable = not extra and _partition_missing(conn, tables, month)
-                columns = _create_staging(conn, tables, month, mf, logged=attachable)
-                try:
-                    staged = _copy_fast(conn, tables, month, columns, mf, digests)
-                    rejects: list[Reject] = []
-                    stats, validated = mf.stats, False
-                except _BadValue:
-                    validated = True
-            if validated:  # the validating pass copies the file again, into a new staging table
-                conn.rollback()
-                digests.clear()
+            if is_parquet(path):
+                staged, rejects, stats, extra = _copy_parquet(conn, tables, month, path, digests)
+                validated = False
+            else:
                 with MonthFile(path, taxi) as mf:
-                    _create_staging(conn, tables, month, mf, logged=attachable)
-                    staged, rejects = _copy_validated(conn, tables, month, mf, digests)
-                    stats = mf.stats
+                    extra = mf.header.extra
+                    attachable = not extra and _partition_missing(conn, tables, month)
+                    columns = _create_staging(conn, tables, month, mf, logged=attachable)
+                    try:
+                        staged = _copy_fast(conn, tables, month, columns, mf, digests)
+                        rejects, stats, validated = [], mf.stats, False
+                    except _BadValue:
+                        validated = True
+                if validated:  # the validating pass copies the file again, into a new staging table
+                    conn.rollback()
+                    digests.clear()
+                    with MonthFile(path, taxi) as mf:
+                        _create_staging(conn, tables, month, mf, logged=attachable)
+                        staged, rejects = _copy_validated(conn, tables, month, mf, digests)
+                        stats = mf.stats
             check_rejects(rejects, stats.data_lines, max_rejects, filename)
             with conn.cursor() as cur:
                 repeated = _number_repeats(cur, tables, month, digests)
@@ -237,6 +241,50 @@ def _put(work: _Work, item: bytes | BaseException | None, stop: threading.Event)
         except queue.Full:
             continue
     return False
+
+
+def _copy_parquet(
+    conn: Connection, tables: Tables, month: Month, path: Path, digests: Digests
+) -> tuple[int, list[Reject], FileStats, list[str]]:
+    """COPY a Parquet month: its typed, coerced rows with their plain ids (`batches.MonthTables`, which sets
+    aside the rows that do not fit), written as CSV a batch at a time. Returns the rows copied, the rejects,
+    the file's figures and its unknown columns (not read at all)."""
+    import pyarrow as pa  # Arrow is for stage only: merge starts faster
+    import pyarrow.csv as pacsv
+
+    from taxi_loader.batches import MonthTables
+
+    taxi = tables.taxi
+    month_tables = MonthTables(path, taxi, taxi.filename(str(month)), digests)
+    create_staging(conn, tables, month, 0, logged=_partition_missing(conn, tables, month))
+    # PostgreSQL's timestamp has no zone: hand it the wall times the files hold.
+    zoneless = pa.schema(
+        [f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f for f in month_tables.schema]
+    )
+    options = pacsv.WriteOptions(include_header=False)
+
+    failures: list[BaseException] = []
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for table in month_tables:
+                out = io.BytesIO()
+                pacsv.write_csv(table.cast(zoneless), out, options)
+                yield out.getvalue()
+        except BaseException as exc:
+            failures.append(exc)  # psycopg2 reports it as a failed COPY: raised again below
+            raise
+
+    columns = [c.db_name for c in main_columns(taxi)]
+    try:
+        with conn.cursor() as cur:
+            staged = _copy(cur, tables, month, columns, ChunkStream(chunks()))
+    except BaseException:
+        if failures:
+            conn.rollback()
+            raise failures[0] from None
+        raise
+    return staged, month_tables.rejects, month_tables.stats, month_tables.extra
 
 
 def _copy_validated(
