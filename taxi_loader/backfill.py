@@ -197,8 +197,9 @@ def retry_command(outcomes: list[Outcome], argv_prefix: str) -> str | None:
 
 
 def status(sink: Sink, taxis: Sequence[TaxiType] | None = None) -> dict[str, Any]:
-    """What the sink's ledger says is loaded: the last load of every (taxi, month), gaps, totals."""
-    return summarize(sink.last_loads(list(taxis or TAXI_TYPES.values())))
+    """What the sink's ledger says is loaded: the last load of every (taxi, month), gaps, totals; and the
+    rows of the zone lookup (None: not loaded)."""
+    return {**summarize(sink.last_loads(list(taxis or TAXI_TYPES.values()))), "zones": sink.zone_count()}
 
 
 def summarize(records: list[LoadRecord]) -> dict[str, Any]:
@@ -216,7 +217,14 @@ def summarize(records: list[LoadRecord]) -> dict[str, Any]:
                 year = r.month[:4]
                 totals.setdefault(taxi, {})[year] = totals.get(taxi, {}).get(year, 0) + r.rows
     months = [
-        {"taxi": r.taxi, "month": r.month, "status": r.status, "rows": r.rows, "finished_at": r.finished_at}
+        {
+            "taxi": r.taxi,
+            "month": r.month,
+            "status": r.status,
+            "rows": r.rows,
+            "finished_at": r.finished_at,
+            "format": r.format,
+        }
         for r in sorted(records, key=lambda r: (r.month, r.taxi))
     ]
     return {"months": months, "gaps": gaps, "totals": totals}

@@ -33,6 +33,7 @@ from taxi_loader.reader import DEFAULT_MAX_REJECTS
 from taxi_loader.sinks import SINKS, Sink, make_sink
 from taxi_loader.source import MIRROR_URL, SOURCES, TLC_URL, RetryPolicy, Source
 from taxi_loader.taxis import TAXI_TYPES, get_taxi
+from taxi_loader.zones import MIRROR_ZONES_URL, TLC_ZONES_URL
 
 ENV_PREFIX = "TAXI_LOADER_"
 
@@ -498,6 +499,33 @@ def _backfill_summary(outcomes: list[bf.Outcome], fmt: str, sink: Sink) -> None:
             f"Retry just those with: {retry} (with this run's source and connection settings)",
             {o.exit_code for o in bad if o.exit_code},
         )
+
+
+@main.command()
+@sink_choice
+@option(
+    "--source",
+    type=click.Choice(SOURCES, case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="Whose copy: tlc (and auto) the TLC's, mirror the course's.",
+)
+@option("--zones-url", help="The lookup's URL or local path instead (a CSV: LocationID,Borough,Zone,service_zone).")
+@option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
+@option("--retries", type=click.IntRange(1, 100), default=5, show_default=True)
+@sink_options()
+@handled
+def zones(**kw) -> None:
+    """Load the taxi zone lookup (265 zones: LocationID, Borough, Zone, service_zone) into taxi_zone_lookup,
+    replacing it in one step.
+
+    \b
+    taxi-loader zones --sink postgres
+    """
+    sink = _sink(kw.pop("sink"), kw)
+    location = kw["zones_url"] or (MIRROR_ZONES_URL if kw["source"].lower() == "mirror" else TLC_ZONES_URL)
+    retry = RetryPolicy(attempts=kw["retries"])
+    report("zones", pipeline.zones(sink, location, kw["data_dir"], retry), {})
 
 
 @main.command()

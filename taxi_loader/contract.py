@@ -41,7 +41,7 @@ LEDGER_COLUMNS = (
     Column("taxi", Kind.TEXT, required=True),
     Column("month", Kind.TEXT, required=True),  # YYYY-MM
     Column("filename", Kind.TEXT, required=True),
-    Column("source", Kind.TEXT),  # the URL or path the file came from (bigquery: the object's gs:// URI)
+    Column("source", Kind.TEXT),  # the URL or path the file came from
     Column("source_size", Kind.COUNT),
     Column("source_sha256", Kind.TEXT),
     Column("rows_read", Kind.COUNT),
@@ -105,6 +105,14 @@ class LoadRecord:
     source_size: int | None
     source_sha256: str | None
     finished_at: str | None  # ISO 8601, seconds
+    source: str | None = None  # the URL or path of the file
+
+    @property
+    def format(self) -> str | None:
+        """'parquet' (the TLC's files) or 'csv' (the course's mirror), as the file's name says."""
+        if not self.source:
+            return None
+        return "parquet" if self.source.split("?")[0].endswith(".parquet") else "csv"
 
     def loaded_from(self, size: int | None, sha256: str | None) -> bool:
         """Whether this load succeeded from a file of this size (and checksum, when it is known)."""

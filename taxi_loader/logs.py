@@ -83,7 +83,7 @@ def result_lines(fmt: str, step: str, result: dict[str, Any], tags: dict[str, st
     if fmt == "json":
         return [json.dumps({"step": step, **result}, default=str)]
     summary = " ".join(f"{k.removeprefix('rows_')}={v}" for k, v in counts.items())
-    label = " ".join(str(result[k]) for k in ("taxi", "month") if k in result)
+    label = " ".join(str(result[k]) for k in ("taxi", "month") if k in result) or str(result.get("table", ""))
     return [f"{step} {label}: {summary}".rstrip(": ") if summary else f"{step} {label}: ok"]
 
 
@@ -126,8 +126,10 @@ def status_table(report: dict[str, Any]) -> str:
     """`status` for a terminal: the months x taxis matrix, the gaps and the totals."""
     months = sorted({r["month"] for r in report["months"]})
     taxis = sorted({r["taxi"] for r in report["months"]})
+    zones = report.get("zones")
+    zone_line = f"zones: {zones} in taxi_zone_lookup" if zones else "zones: not loaded (taxi-loader zones)"
     if not months:
-        return "nothing loaded yet"
+        return "nothing loaded yet\n" + zone_line
     cell = {(r["taxi"], r["month"]): r for r in report["months"]}
     lines = ["month    " + "".join(f"{t:>24}" for t in taxis)]
     for m in months:
@@ -147,6 +149,10 @@ def status_table(report: dict[str, Any]) -> str:
         lines.append(f"{t}: gaps {', '.join(gaps) if gaps else 'none'}")
         for year, n in sorted(report["totals"].get(t, {}).items()):
             lines.append(f"{t} {year}: {n:,} rows")
+        formats = [r.get("format") for r in report["months"] if r["taxi"] == t and r["status"] == "succeeded"]
+        if "parquet" in formats:
+            lines.append(f"{t}: {formats.count('csv')} month(s) from CSV, {formats.count('parquet')} from Parquet")
+    lines.append(zone_line)
     return "\n".join(lines)
 
 

@@ -1,5 +1,5 @@
 """The steps of one month's load on any sink, as the CLI and Kestra run them: download, stage, merge, cleanup,
-and load (all four in one process).
+and load (all four in one process); and zones, the lookup the trips' LocationIDs refer to.
 
 Each function takes what it needs as arguments (no environment, no printing) and returns a plain dict of
 results that the CLI reports. Which destination it is, is the `Sink`'s business (sinks/base.py).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from taxi_loader import source
@@ -17,6 +18,8 @@ from taxi_loader.errors import Interrupted
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.sinks import MonthTarget, Sink
+from taxi_loader.source import RetryPolicy
+from taxi_loader.zones import read_zones
 
 log = get_logger("taxi_loader")
 
@@ -73,6 +76,16 @@ def load(job: Job, sink: Sink, progress: Progress | None = None, cancel: Cancell
             except Exception as exc:  # noqa: BLE001 - never hide the original error behind a cleanup failure
                 log.warning("cleanup failed", error=str(exc), **job.tags)
     return {**merged, **{k: staged[k] for k in _FROM_STAGE if k in staged}}
+
+
+def zones(sink: Sink, location: str, data_dir: Path, retry: RetryPolicy = RetryPolicy()) -> dict[str, Any]:
+    """Load the taxi zone lookup at `location` (URL or path) into the sink's taxi_zone_lookup, replacing it."""
+    path = source.fetch_file(location, data_dir, "the zone lookup", retry)
+    rows = read_zones(path)
+    table = sink.replace_zones(rows, retry)
+    result = {"table": table, "source": location, "rows_zones": len(rows)}
+    log.info("zones loaded", **result)
+    return result
 
 
 def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any]:

@@ -152,17 +152,33 @@ def fetch(
     retry: RetryPolicy = RetryPolicy(),
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Path:
-    """Make the month's file available locally and return its path.
+    """Make the month's file available locally and return its path (see `fetch_file`)."""
+    location = source_location(template, taxi, month)
+    try:
+        return fetch_file(location, data_dir, f"{taxi.name} {month}", retry, progress)
+    except SourceNotFound as exc:
+        raise SourceNotFound(_not_yet(str(exc), month, location)) from None
+
+
+def fetch_file(
+    location: str,
+    data_dir: Path,
+    what: str,
+    retry: RetryPolicy = RetryPolicy(),
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
+    """Make the file at `location` (a URL, a local path or a file:// URL) available locally and return its path;
+    `what` names it in messages.
 
     A local path or file:// source is used where it lies (never copied, never deleted by cleanup). An HTTP
     source is downloaded into `data_dir` under a temporary name, resumed with a Range request after a dropped
-    connection, checked for size and gzip integrity, then renamed; a complete file already there is reused.
+    connection, checked for size and integrity (gzip, Parquet), then renamed; a complete file already there is
+    reused.
     """
-    location = source_location(template, taxi, month)
     path = local_path(location)
     if path is not None:
         if not path.is_file():
-            raise SourceNotFound(f"{taxi.name} {month}: no file at {path}")
+            raise SourceNotFound(f"{what}: no file at {path}")
         return path
     data_dir.mkdir(parents=True, exist_ok=True)
     target = data_dir / local_name(location)
@@ -175,11 +191,11 @@ def fetch(
                 _download(location, part, retry.timeout, progress)
     except _Retryable as exc:
         raise TransientError(
-            f"{taxi.name} {month}: download of {location} failed after {retry.attempts} attempts ({exc}); "
+            f"{what}: download of {location} failed after {retry.attempts} attempts ({exc}); "
             "check the network and run the command again (it resumes)"
         ) from None
     except SourceNotFound as exc:
-        raise SourceNotFound(f"{taxi.name} {month}: {_not_yet(str(exc), month, location)}") from None
+        raise SourceNotFound(f"{what}: {exc}") from None
     try:
         verify(part, location)
     except BadData:

@@ -3,7 +3,8 @@
 A load of one month on one sink is: `Sink.open` (a connection, a lock: whatever the sink needs for the month),
 then on the `MonthTarget` it yields `stage` (the file into the sink's staging area, each row with its id),
 `merge` (staging into the table, each row once, the ledger updated) and `cleanup` (staging and temporary
-files gone). `Sink.last_loads` reads the sink's ledger for `status` and for backfill's skip decisions.
+files gone). `Sink.last_loads` reads the sink's ledger for `status` and for backfill's skip decisions;
+`Sink.replace_zones` and `Sink.zone_count` keep the taxi zone lookup.
 
 Results are plain dicts of JSON-able values (what the CLI reports); counts are named `rows_*`.
 """
@@ -20,6 +21,7 @@ from taxi_loader.job import Cancellation, Job
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
+from taxi_loader.zones import Zone
 
 
 class MonthTarget(Protocol):
@@ -66,6 +68,15 @@ class Sink(Protocol):
     def target_options(self) -> list[str]:
         """The command-line options that name where this sink writes, beyond its defaults (for the command a
         failed backfill prints to retry)."""
+        ...
+
+    def replace_zones(self, zones: Sequence[Zone], retry: RetryPolicy = RetryPolicy()) -> str:
+        """Make `zones` the whole of the zone lookup table (zones.py), in one step: a reader sees the old table
+        or the new one. Returns where the table is, for messages."""
+        ...
+
+    def zone_count(self, retry: RetryPolicy = RetryPolicy()) -> int | None:
+        """The rows of the zone lookup table; None when there is none."""
         ...
 
 

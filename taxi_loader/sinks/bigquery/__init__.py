@@ -19,6 +19,7 @@ from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
+from taxi_loader.zones import Zone
 
 from .settings import BigQuerySettings
 
@@ -37,7 +38,15 @@ class BigQueryMonth:
 
         job = self.job
         result = gcs.upload_gcs(
-            path, job.taxi, job.month, self.settings, job.data_dir, job.max_rejects, job.drop_duplicates, job.retry
+            path,
+            job.taxi,
+            job.month,
+            self.settings,
+            job.data_dir,
+            job.max_rejects,
+            job.drop_duplicates,
+            job.retry,
+            job.location,
         )
         log.info("uploaded" if result.uploaded else "identical object already there", object=result.object, **job.tags)
         return asdict(result)
@@ -85,3 +94,13 @@ class BigQuerySink:
 
     def target_options(self) -> list[str]:
         return []
+
+    def replace_zones(self, zones: Sequence[Zone], retry: RetryPolicy = RetryPolicy()) -> str:
+        from . import bq
+
+        return bq.replace_zones(self.settings, zones)
+
+    def zone_count(self, retry: RetryPolicy = RetryPolicy()) -> int | None:
+        from . import bq
+
+        return bq.zone_count(self.settings)

@@ -26,6 +26,7 @@ from taxi_loader.errors import ConfigError, TransientError
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import Column, Kind, TaxiType
+from taxi_loader.zones import ZONE_COLUMNS, ZONES_TABLE, Zone
 
 from . import SINK
 from .settings import BigQuerySettings, bigquery_client, storage_client
@@ -104,7 +105,7 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
             taxi,
             str(month),
             SUCCEEDED,
-            source=uri,
+            source=meta.get("source") or uri,
             source_size=_int(meta.get("source_size")),
             source_sha256=meta.get("source_sha256"),
             rows_read=_int(meta.get("rows_read")),
@@ -271,7 +272,8 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
     else:
         rows_after = "rows_after"
     query = (
-        f"SELECT taxi, month, status, {rows_after} AS rows_after, source_size, source_sha256, finished_at FROM ("
+        f"SELECT taxi, month, status, {rows_after} AS rows_after, source_size, source_sha256, finished_at, source "
+        "FROM ("
         "  SELECT *, ROW_NUMBER() OVER (PARTITION BY taxi, month ORDER BY finished_at DESC) AS rn"
         f"  FROM `{settings.dataset_id}.{LEDGER_TABLE}` WHERE {where}) WHERE rn = 1"
     )
@@ -285,6 +287,57 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
             r["source_size"],
             r["source_sha256"],
             r["finished_at"].isoformat(timespec="seconds") if r["finished_at"] else None,
+            r["source"],
         )
         for r in rows
     ]
+
+
+def replace_zones(settings: BigQuerySettings, zones: Sequence[Zone]) -> str:
+    """Make `zones` the whole of <dataset>.taxi_zone_lookup: a Parquet object in the bucket, loaded with
+    WRITE_TRUNCATE (one job: a reader sees the old table or the new one). Returns the table's name."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
+    from taxi_loader.batches import arrow_schema
+
+    settings.need("project", "bucket", "dataset")
+    client = bigquery_client(settings)
+    table = f"{settings.dataset_id}.{ZONES_TABLE}"
+    name = f"{settings.prefix}/misc/{ZONES_TABLE}.parquet"
+    buf = io.BytesIO()
+    columns = list(zip(*zones, strict=True))
+    pq.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], schema=arrow_schema(ZONE_COLUMNS)), buf)
+    try:
+        dataset = bigquery.Dataset(settings.dataset_id)
+        dataset.location = settings.location
+        client.create_dataset(dataset, exists_ok=True)
+        storage_client(settings).bucket(settings.bucket).blob(name).upload_from_string(buf.getvalue())
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            schema=schema(ZONE_COLUMNS),
+        )
+        client.load_table_from_uri(f"gs://{settings.bucket}/{name}", table, job_config=config).result()
+    except gexc.NotFound as exc:
+        raise ConfigError(f"zones: {exc.message}; check GCP_BUCKET_NAME / GCP_DATASET") from None
+    except gexc.Forbidden as exc:
+        raise ConfigError(f"no permission for {table}: {exc.message}") from None
+    except gexc.GoogleAPICallError as exc:
+        raise TransientError(f"BigQuery failed loading the zones: {exc}; run the command again") from None
+    return table
+
+
+def zone_count(settings: BigQuerySettings) -> int | None:
+    """The rows of <dataset>.taxi_zone_lookup; None when there is no such table."""
+    from google.api_core import exceptions as gexc
+
+    settings.need("project", "dataset")
+    try:
+        return bigquery_client(settings).get_table(f"{settings.dataset_id}.{ZONES_TABLE}").num_rows or 0
+    except gexc.NotFound:
+        return None

@@ -48,6 +48,11 @@ def _md5_b64(path: Path) -> str:
     return base64.b64encode(digest.digest()).decode()
 
 
+def _local_parquet(data_dir: Path, taxi: TaxiType, month: Month) -> Path:
+    # Not the object's own name: a month downloaded from the TLC is a .parquet file of that name already.
+    return data_dir / f"{taxi.name}_tripdata_{month}.typed.parquet"
+
+
 def upload_gcs(
     source: Path,
     taxi: TaxiType,
@@ -57,17 +62,18 @@ def upload_gcs(
     max_rejects: str,
     drop_duplicates: bool = False,
     retry: RetryPolicy = RetryPolicy(),
+    origin: str = "",
 ) -> UploadResult:
     """Write the month as typed Parquet and upload it (resumable); an identical object is not uploaded again.
 
-    The object's metadata carries the source file's size and checksum and the file's counts, which bq-load
-    records in the ledger.
+    The object's metadata carries where the file came from (`origin`), its size and checksum and the file's
+    counts, which bq-load records in the ledger.
     """
     from google.api_core import exceptions as gexc
 
     settings.need("bucket")
     data_dir.mkdir(parents=True, exist_ok=True)
-    local = data_dir / taxi.parquet_name(month)
+    local = _local_parquet(data_dir, taxi, month)
     result: ParquetResult = write_month_parquet(source, taxi, str(month), local, max_rejects, drop_duplicates)
     name = settings.object_name(taxi, month)
     md5 = _md5_b64(local)
@@ -81,6 +87,7 @@ def upload_gcs(
                 if blob is None or blob.md5_hash != md5:
                     blob = bucket.blob(name, chunk_size=8 << 20)  # resumable, in 8 MiB chunks
                     blob.metadata = {
+                        "source": origin,
                         "source_sha256": result.source_sha256,
                         "source_size": str(result.source_size),
                         "rows": str(result.rows_written),
@@ -143,7 +150,7 @@ def remove_object(settings: BigQuerySettings, taxi: TaxiType, month: Month) -> b
 
 def remove_local(data_dir: Path, taxi: TaxiType, month: Month) -> list[str]:
     """Delete the month's local Parquet file (and a partial one); return what was removed."""
-    local = data_dir / taxi.parquet_name(month)
+    local = _local_parquet(data_dir, taxi, month)
     removed = []
     for p in (local, local.with_name(local.name + ".part")):
         if p.exists():

@@ -19,6 +19,7 @@ from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
+from taxi_loader.zones import ZONES_TABLE, Zone
 
 if TYPE_CHECKING:
     from .connect import Connection
@@ -140,3 +141,18 @@ class DuckDBSink:
 
     def target_options(self) -> list[str]:
         return ["--duckdb-path", str(self.path)] if self.settings.duckdb_path != DEFAULT_PATH else []
+
+    def replace_zones(self, zones: Sequence[Zone], retry: RetryPolicy = RetryPolicy()) -> str:
+        from . import connect, ddl
+
+        with connect.writer(self.path), connect.mapped_errors(self.path), closing(connect.connect(self.path)) as conn:
+            ddl.replace_zones(conn, zones)
+        return f"{ZONES_TABLE} in {self.path.resolve()}"
+
+    def zone_count(self, retry: RetryPolicy = RetryPolicy()) -> int | None:
+        if not self.path.exists():
+            return None
+        from . import connect, ddl
+
+        with connect.mapped_errors(self.path), closing(connect.connect(self.path)) as conn:
+            return ddl.zone_count(conn)

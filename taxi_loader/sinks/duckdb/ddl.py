@@ -25,6 +25,7 @@ from taxi_loader.errors import ConfigError
 from taxi_loader.months import Month
 from taxi_loader.reader import FileStats, Reject
 from taxi_loader.taxis import Column, Kind, TaxiType
+from taxi_loader.zones import ZONE_COLUMNS, ZONES_TABLE, Zone
 
 from . import SINK
 from .connect import Connection
@@ -163,12 +164,33 @@ def last_loads(conn: Connection, taxis: Sequence[TaxiType], month: Month | None 
     if not exists(conn, LEDGER_TABLE):
         return []
     rows = conn.execute(
-        f"SELECT taxi, month, status, rows_after, source_size, source_sha256, finished_at FROM {ident(LEDGER_TABLE)} "
+        "SELECT taxi, month, status, rows_after, source_size, source_sha256, finished_at, source "
+        f"FROM {ident(LEDGER_TABLE)} "
         "WHERE sink = ? AND list_contains(?, taxi) AND status <> ? AND (? IS NULL OR month = ?) "
         "QUALIFY row_number() OVER (PARTITION BY taxi, month ORDER BY load_id DESC) = 1",
         [SINK, [t.name for t in taxis], STAGED, str(month) if month else None, str(month) if month else None],
     ).fetchall()
     return [
-        LoadRecord(t, m, s, rows, size, sha, f"{f.isoformat(timespec='seconds')}+00:00" if f else None)
-        for t, m, s, rows, size, sha, f in rows
+        LoadRecord(t, m, s, rows, size, sha, f"{f.isoformat(timespec='seconds')}+00:00" if f else None, src)
+        for t, m, s, rows, size, sha, f, src in rows
     ]
+
+
+def replace_zones(conn: Connection, zones: Sequence[Zone]) -> None:
+    """Make `zones` the whole of taxi_zone_lookup, in one transaction."""
+    table = ident(ZONES_TABLE)
+    conn.begin()
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} ({column_defs(ZONE_COLUMNS)}, PRIMARY KEY ({ident('locationid')}))"
+    )
+    conn.execute(f"DELETE FROM {table}")
+    conn.executemany(f"INSERT INTO {table} VALUES (?, ?, ?, ?)", [list(z) for z in zones])
+    conn.commit()
+
+
+def zone_count(conn: Connection) -> int | None:
+    """The rows of taxi_zone_lookup; None when there is no such table."""
+    if not exists(conn, ZONES_TABLE):
+        return None
+    row = conn.execute(f"SELECT count(*) FROM {ident(ZONES_TABLE)}").fetchone()
+    return int(row[0]) if row else 0

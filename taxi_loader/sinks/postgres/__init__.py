@@ -21,9 +21,11 @@ from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
+from taxi_loader.zones import ZONES_TABLE, Zone
 
 from . import ledger, merge, stage
-from .connect import Connection, session
+from . import zones as zones_table
+from .connect import Connection, describe_target, session
 from .ddl import Tables, drop_staging, month_lock
 
 log = get_logger("taxi_loader")
@@ -113,3 +115,12 @@ class PostgresSink:
 
     def target_options(self) -> list[str]:
         return ["--schema", self.settings.schema] if self.settings.schema != "public" else []
+
+    def replace_zones(self, zones: Sequence[Zone], retry: RetryPolicy = RetryPolicy()) -> str:
+        with session(self.settings.db_url, retry) as conn:
+            zones_table.replace_zones(conn, self.settings.schema, zones)
+        return f"{self.settings.schema}.{ZONES_TABLE} in PostgreSQL at {describe_target(self.settings.db_url)}"
+
+    def zone_count(self, retry: RetryPolicy = RetryPolicy()) -> int | None:
+        with session(self.settings.db_url, retry) as conn:
+            return zones_table.zone_count(conn, self.settings.schema)

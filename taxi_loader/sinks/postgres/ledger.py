@@ -132,14 +132,15 @@ def last_loads(
             return []
         cur.execute(
             sql.SQL("""
-            SELECT DISTINCT ON (taxi, month) taxi, month, status, rows_after, source_size, source_sha256, finished_at
+            SELECT DISTINCT ON (taxi, month) taxi, month, status, rows_after, source_size, source_sha256, finished_at,
+                   source
             FROM {} WHERE sink = %s AND taxi = ANY(%s) AND status <> %s {}
             ORDER BY taxi, month, load_id DESC""").format(ledger, sql.SQL("AND month = %s" if month else "")),
             (SINK, [t.name for t in taxis], STAGED, *([str(month)] if month else [])),
         )
         records = [
-            LoadRecord(t, m, s, rows, size, sha, f.isoformat(timespec="seconds") if f else None)
-            for t, m, s, rows, size, sha, f in cur
+            LoadRecord(t, m, s, rows, size, sha, f.isoformat(timespec="seconds") if f else None, src)
+            for t, m, s, rows, size, sha, f, src in cur
         ]
     conn.commit()
     return records
