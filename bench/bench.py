@@ -85,7 +85,7 @@ def main() -> None:
     common = ["--taxi", "yellow", "--db-url", url]
     src = ["--source-url", source]
 
-    cols = ", ".join(f"{c.db_name} {PG_TYPE[c.kind]}" for c in YELLOW.columns)
+    cols = ", ".join(f"{c.db_name} {PG_TYPE[c.kind]}" for c in YELLOW.csv_columns)
     psql = shutil.which("psql")
     conn = psycopg2.connect(url)
     conn.autocommit = True
@@ -151,7 +151,7 @@ def duckdb_figure(path: Path, source: str, args, loader: list[str]) -> None:
     """A month into a new DuckDB file: `taxi-loader load --sink duckdb` (and its re-run) against DuckDB's own
     read_csv of the same file into a table, each a whole process."""
     db = args.out / "bench.duckdb"
-    columns = {c.name: DUCK_TYPE[c.kind] for c in YELLOW.columns}
+    columns = {c.name: DUCK_TYPE[c.kind] for c in YELLOW.csv_columns}
     create = f"CREATE TABLE anchor AS SELECT * FROM read_csv({str(path)!r}, header = true, columns = {columns!r})"
     anchor = [sys.executable, "-c", f"import duckdb; duckdb.connect({str(db)!r}).execute({create!r})"]
     ours = [*loader, "load", "--sink", "duckdb", "--duckdb-path", str(db), "--taxi", "yellow", "--month", "2021-01"]

@@ -100,7 +100,7 @@ def _row(rng: random.Random, taxi: str, start: datetime, tail: bool) -> list[str
 def write_month(path: Path, taxi: str, month: Month, rows: int, seed: int = 0, repeat_rate: float = 0.001) -> Path:
     """Write a gzip CSV of `rows` data rows for `taxi` and `month` at `path` and return the path."""
     rng = random.Random(f"{taxi}-{month}-{seed}")
-    header = ",".join(c.name for c in TAXI_TYPES[taxi].columns)
+    header = ",".join(c.name for c in TAXI_TYPES[taxi].csv_columns)
     start = datetime(month.year, month.month, 1)
     tail_from = rows - rows // 50  # 2% tail of rows with empty codes, as in 2020-2021 files
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,11 @@ class TaxiType:
         """Name of the table that keeps rejected rows."""
         return f"{self.name}_tripdata_rejects"
 
+    @property
+    def csv_columns(self) -> tuple[Column, ...]:
+        """The columns every file has (the course's CSV mirror has exactly these)."""
+        return tuple(c for c in self.columns if not c.optional)
+
     def column(self, name: str) -> Column:
         """The column called `name` (case-insensitive)."""
         return self._by_lower[name.lower()]

@@ -52,7 +52,7 @@ def test_sample_loads_exactly_its_rows_and_rerun_inserts_nothing(cli, db, mirror
 def _course_ids(db, taxi_name: str, sample: str) -> list[str]:
     """unique_row_id as the course's Kestra flow computes it, in PostgreSQL, for every row of the sample."""
     taxi = TAXI_TYPES[taxi_name]
-    cols = ", ".join(f"{c.name} {COURSE_TYPES[c.kind.value]}" for c in taxi.columns)  # unquoted, like the course
+    cols = ", ".join(f"{c.name} {COURSE_TYPES[c.kind.value]}" for c in taxi.csv_columns)  # unquoted, like the course
     key = " || ".join(
         f"COALESCE({f}, '')" if taxi.column(f).kind.value == "code" else f"COALESCE(CAST({f} AS text), '')"
         for f in taxi.key_fields
@@ -62,7 +62,7 @@ def _course_ids(db, taxi_name: str, sample: str) -> list[str]:
         cur.execute(f"CREATE TABLE course_{taxi_name} (unique_row_id text, filename text, {cols})")
         with open(DATA / sample, "rb") as f:
             cur.copy_expert(
-                f"COPY course_{taxi_name} ({', '.join(c.name for c in taxi.columns)}) "
+                f"COPY course_{taxi_name} ({', '.join(c.name for c in taxi.csv_columns)}) "
                 "FROM STDIN WITH (FORMAT csv, HEADER true)",
                 f,
             )
@@ -94,7 +94,7 @@ def test_ids_equal_the_course_expression_and_the_python_twin(cli, db, mirror, ta
 
 def test_repeats_are_kept_with_their_own_ids_or_dropped(cli, db, mirror):
     month = Month(2021, 3)
-    header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+    header = ",".join(c.name for c in TAXI_TYPES["yellow"].csv_columns)
     row = "1,2021-03-01 00:46:40,2021-03-01 00:53:20,1,1.50,1,N,151,239,1,7,0.5,0.5,1.65,0,0.3,9.95,2.5"
     other = "2,2021-03-02 10:00:00,2021-03-02 10:10:00,1,2.00,1,N,1,2,1,9,0.5,0.5,0,0,0.3,10.3,2.5"
     mirror.put_csv("yellow", month, f"{header}\n{row}\n{other}\n{row}\n{row}\n")
@@ -130,7 +130,7 @@ def test_ids_computed_segment_by_segment_number_repeats_in_file_order(cli, db, m
     # three far-apart segments, each time with another tip, so the k-th id must go to the k-th occurrence.
     monkeypatch.setattr(pg_stage, "SEGMENT_BYTES", 4096)
     monkeypatch.setattr(reader, "CHUNK", 2048)
-    header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+    header = ",".join(c.name for c in TAXI_TYPES["yellow"].csv_columns)
     lines = _rows(3000)
     repeated = "1,2021-03-01 00:46:40,2021-03-01 00:53:20,1,1.50,1,N,151,239,1,7,0.5,0.5,{tip},0,0.3,9.95,2.5"
     for position, tip in ((2900, "3"), (1500, "2"), (5, "1")):
@@ -153,7 +153,7 @@ def test_ids_computed_segment_by_segment_number_repeats_in_file_order(cli, db, m
 def test_a_bad_value_late_in_the_file_is_found_in_its_segment(cli, db, mirror, monkeypatch):
     monkeypatch.setattr(pg_stage, "SEGMENT_BYTES", 4096)
     monkeypatch.setattr(reader, "CHUNK", 2048)
-    header = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+    header = ",".join(c.name for c in TAXI_TYPES["yellow"].csv_columns)
     lines = _rows(2000)
     fields = lines[1800].split(",")
     fields[7] = "abc"
@@ -377,7 +377,7 @@ def test_gzip_and_plain_sources_give_the_same_table(db, tmp_path):
     assert ids[0] == ids[1] and len(ids[0]) == 1295
 
 
-YELLOW_HEADER = ",".join(c.name for c in TAXI_TYPES["yellow"].columns)
+YELLOW_HEADER = ",".join(c.name for c in TAXI_TYPES["yellow"].csv_columns)
 
 
 def _yellow(vendor, pickup, dropoff, pu, do, fare="7", dist="1.50"):

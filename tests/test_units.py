@@ -119,7 +119,7 @@ def test_parse_value_rejects_with_reason(value, kind, reason):
 
 
 def test_header_order_case_and_extra_columns():
-    names = [c.name for c in YELLOW.columns]
+    names = [c.name for c in YELLOW.csv_columns]
     shuffled = list(reversed(names)) + ["surge_fee"]
     header = match_header(",".join(n.upper() for n in shuffled), YELLOW, "f.csv")
     assert header.extra == ["SURGE_FEE"]
@@ -134,14 +134,14 @@ def test_fhv_header_of_2019_matches_case_insensitively():
 
 
 def test_header_missing_columns_are_named():
-    names = [c.name for c in YELLOW.columns if c.name not in ("fare_amount", "extra")]
+    names = [c.name for c in YELLOW.csv_columns if c.name not in ("fare_amount", "extra")]
     with pytest.raises(BadData, match="lacks yellow column\\(s\\) fare_amount, extra"):
         match_header(",".join(names), YELLOW, "f.csv")
 
 
 def test_header_of_another_taxi_type_says_so():
     with pytest.raises(BadData, match="looks like a green file"):
-        match_header(",".join(c.name for c in GREEN.columns), YELLOW, "f.csv")
+        match_header(",".join(c.name for c in GREEN.csv_columns), YELLOW, "f.csv")
 
 
 def test_worked_example_from_the_course():
