@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -202,6 +204,33 @@ class Mirror:
     def put_generated(self, taxi: str, month: Month, rows: int, **kw) -> Path:
         return write_month(self.path(taxi, month), taxi, month, rows, **kw)
 
+    # The TLC's layout beside the course's: /trip-data/<taxi>_tripdata_YYYY-MM.parquet
+    @property
+    def tlc_template(self) -> str:
+        return f"{self.url}/trip-data/{{taxi}}_tripdata_{{year}}-{{month}}.parquet"
+
+    def tlc_path(self, taxi: str, month: Month) -> Path:
+        return self.root / "trip-data" / f"{taxi}_tripdata_{month}.parquet"
+
+    def put_parquet(self, taxi: str, month: Month, data: bytes | pa.Table) -> Path:
+        p = self.tlc_path(taxi, month)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, bytes):
+            p.write_bytes(data)
+        else:
+            pq.write_table(data, p)
+        return p
+
+    # How the runners below point the loader at this mirror: by default one --source-url template for every
+    # month (the course's layout); `both_sources()` serves each source's own layout and lets --source choose.
+    source_args: list[str] = field(default_factory=list)
+
+    def both_sources(self) -> None:
+        self.source_args = ["--mirror-url", self.template, "--tlc-url", self.tlc_template]
+
+    def args(self) -> list[str]:
+        return self.source_args or ["--source-url", self.template]
+
     def fail(self, taxi: str, month: Month, *actions) -> None:
         """Answer the next requests for that month with these actions: an HTTP status, 'drop:<bytes>'."""
         self.faults[self.url_path(taxi, month)] = list(actions)
@@ -240,10 +269,10 @@ class Cli:
     ):
         argv = ["--log-format", log_format, *args]
         command = args[0]
-        if pg and command in ("stage", "dedup-merge", "cleanup", "load", "backfill", "status"):
+        if pg and command in ("stage", "dedup-merge", "cleanup", "load", "backfill", "status", "zones"):
             argv += ["--db-url", db_url or self.db.url, "--schema", self.db.schema]
         if source and command in ("download", "stage", "cleanup", "load", "backfill"):
-            argv += ["--source-url", self.mirror.template, "--data-dir", str(self.data_dir), "--retry-wait", "0.01"]
+            argv += [*self.mirror.args(), "--data-dir", str(self.data_dir), "--retry-wait", "0.01"]
         return CliRunner().invoke(main, argv, catch_exceptions=False)
 
 
@@ -352,7 +381,7 @@ def cloud(emulators, mirror, tmp_path):
         def __call__(self, *args: str, env_overrides: dict | None = None):
             argv = ["--log-format", "json", *args]
             if args[0] in ("upload-gcs", "load", "cleanup", "backfill"):
-                argv += ["--source-url", mirror.template, "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
+                argv += [*mirror.args(), "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
             return CliRunner(env={**env, **(env_overrides or {})}).invoke(main, argv, catch_exceptions=False)
 
         def rows(self, taxi: str) -> list[str]:
@@ -378,10 +407,10 @@ def duck(mirror, tmp_path):
     class Duck:
         def __call__(self, *args: str, log_format: str = "json"):
             argv = ["--log-format", log_format, *args]
-            if args[0] in ("load", "cleanup", "backfill", "status"):
+            if args[0] in ("load", "cleanup", "backfill", "status", "zones"):
                 argv += ["--sink", "duckdb", "--duckdb-path", str(path)]
             if args[0] in ("load", "cleanup", "backfill"):
-                argv += ["--source-url", mirror.template, "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
+                argv += [*mirror.args(), "--data-dir", str(tmp_path / "data"), "--retry-wait", "0.01"]
             return CliRunner().invoke(main, argv, catch_exceptions=False)
 
         def query(self, sql: str, params=None) -> list[tuple]:
@@ -420,7 +449,8 @@ def sink(request, mirror, tmp_path):
         cli, db = request.getfixturevalue("cli"), request.getfixturevalue("db")
 
         def run(*args: str, **kw):
-            return cli(*args, *(["--sink", "postgres"] if args[0] in ("load", "backfill", "status") else []), **kw)
+            sink = ["--sink", "postgres"] if args[0] in ("load", "backfill", "status", "zones") else []
+            return cli(*args, *sink, **kw)
 
         return SinkUnderTest(
             "postgres", run, lambda t: [r[0] for r in db.all(f"SELECT unique_row_id FROM {t}_tripdata")], db.tables
@@ -433,7 +463,8 @@ def sink(request, mirror, tmp_path):
     cloud = request.getfixturevalue("cloud")
 
     def run_cloud(*args: str, **kw):
-        return cloud(*args, *(["--sink", "bigquery"] if args[0] in ("load", "backfill", "status", "cleanup") else []))
+        sink = ["--sink", "bigquery"] if args[0] in ("load", "backfill", "status", "cleanup", "zones") else []
+        return cloud(*args, *sink)
 
     return SinkUnderTest("bigquery", run_cloud, cloud.rows, cloud.tables)
 
