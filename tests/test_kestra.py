@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import gzip
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import venv
+from datetime import date
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,6 +37,17 @@ FLOWS = sorted((ROOT / "kestra" / "flows").glob("*.yaml"))
 SCHEMA = json.loads((ROOT / "kestra" / "schema" / "flow.schema.json").read_text())
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 BIN = Path(sys.executable).parent
+ZONES_CSV = ROOT / "tests" / "data" / "taxi_zone_lookup.csv"
+# The flows that load months, and which of them load one month chosen by taxi, year and month inputs.
+MONTH_FLOWS = [
+    "02_postgres_data_pipeline.yaml",
+    "03_postgres_taxi_pipeline_scheduled.yaml",
+    "05_gcp_taxi_pipeline.yaml",
+    "06_gcp_taxi_pipeline_scheduled.yaml",
+    "07_postgres_backfill.yaml",
+]
+TAXI_FLOWS = [n for n in MONTH_FLOWS if n != "07_postgres_backfill.yaml"]
+POSTGRES_FLOWS = [n for n in MONTH_FLOWS if "postgres" in n]
 
 
 def env_example() -> dict[str, str]:
@@ -220,18 +233,38 @@ def docker_tasks(f: dict) -> list[dict]:
     ]
 
 
-def run_flow(f: dict, context: dict, db, mirror, cloud_env: dict | None = None) -> dict[str, dict]:
-    """Render and run each Docker task of `f` in order (finally last), as Kestra would; return their outputs."""
+def run_flow(
+    f: dict,
+    context: dict,
+    db,
+    mirror,
+    cloud_env: dict | None = None,
+    fails: str | None = None,
+    env_overrides: dict | None = None,
+) -> dict[str, dict]:
+    """Render and run each Docker task of `f` in order (finally last), as Kestra would; return their outputs.
+
+    Inputs the context leaves out take the flow's defaults. Each --source reaches its own server: the course's
+    mirror is the local mirror, the TLC is its /tlc/ directory (empty unless a test fills it), the zone lookup
+    is tests/data's copy. Only the task `fails` may fail (the test says it must): the tasks after it are
+    skipped and `finally` still runs, as in Kestra; its exit code and output are in the result.
+    """
     settings = ("GCP_PROJECT_ID", "GCP_LOCATION", "GCP_BUCKET_NAME", "GCP_DATASET")
+    defaults = {i["id"]: i["defaults"] for i in f.get("inputs", []) if "defaults" in i}
     context = {
         **context,
+        "inputs": {**defaults, **context["inputs"]},
         "secrets": {"PG_PASSWORD": "", "GCP_CREDS": ""},
         "kvs": {k: (cloud_env or {}).get(k, "unused") for k in settings},
         "envs": {"pg_user": "postgres", "pg_database": "x"},
         "vars": f.get("variables", {}),
     }
     outputs: dict[str, dict] = {}
+    failed = None
+    final = {t["id"] for t in all_tasks(f.get("finally"))}
     for task in docker_tasks(f):
+        if failed and task["id"] not in final:
+            continue
         argv = [render(arg, context) for arg in task["commands"]]
         env = {k: render(v, context) for k, v in task["env"].items()}
         if "PGHOST" in env:  # the compose service; the test points the loader at its own server
@@ -240,15 +273,28 @@ def run_flow(f: dict, context: dict, db, mirror, cloud_env: dict | None = None) 
             {
                 "TAXI_LOADER_DB_URL": db.url,
                 "TAXI_LOADER_SCHEMA": db.schema,
-                "TAXI_LOADER_SOURCE_URL": mirror.template,
+                "TAXI_LOADER_MIRROR_URL": mirror.template,
+                "TAXI_LOADER_TLC_URL": f"{mirror.url}/tlc/{{taxi}}_tripdata_{{year}}-{{month}}.parquet",
+                "TAXI_LOADER_ZONES_URL": str(ZONES_CSV),
                 "TAXI_LOADER_DATA_DIR": str(mirror.root / "work"),
+                **(env_overrides or {}),
             }
         )
         env.update({k: v for k, v in (cloud_env or {}).items() if k.endswith("EMULATOR_HOST")})
         result = CliRunner(env=env).invoke(main, argv)
-        assert result.exit_code == 0, f"{task['id']}: {' '.join(argv)}\n{result.output}"
         lines = [json.loads(x[2:-2]) for x in result.stdout.splitlines() if x.startswith("::{")]
-        outputs[task["id"]] = {"vars": {k: v for x in lines if "outputs" in x for k, v in x["outputs"].items()}}
+        outputs[task["id"]] = {
+            "vars": {k: v for x in lines if "outputs" in x for k, v in x["outputs"].items()},
+            "exitCode": result.exit_code,
+            "output": result.output,
+        }
+        if result.exit_code and task["id"] == fails:
+            failed = task["id"]
+            continue
+        assert result.exit_code == 0, f"{task['id']}: {' '.join(argv)}\n{result.output}"
+    assert failed == fails, f"{fails} was expected to fail"
+    if failed:
+        return outputs
     for out in f.get("outputs", []):  # every output the flow reads is one the loader emits
         task_id, key = re.search(r"outputs\.(\w+)\.vars\.(\w+)", out["value"]).groups()
         assert key in outputs[task_id]["vars"], f"{task_id} does not emit {key}"
@@ -261,6 +307,7 @@ def test_manual_run_of_the_postgres_flow_loads_the_month(db, mirror):
     outputs = run_flow(flow("02_postgres_data_pipeline.yaml"), context, db, mirror)
     assert outputs["dedup_merge"]["vars"]["rows_inserted"] == 99
     assert db.count("green_tripdata") == 99 and not any("staging" in t for t in db.tables())
+    assert db.count("taxi_zone_lookup") == 265
     again = run_flow(flow("02_postgres_data_pipeline.yaml"), context, db, mirror)
     assert again["dedup_merge"]["vars"]["rows_inserted"] == 0 and db.count("green_tripdata") == 99
 
@@ -348,7 +395,7 @@ def test_the_gcp_setup_flow_stores_the_four_settings_its_pipelines_read():
     setup = flow("04_gcp_setup.yaml")
     stored = {t["key"] for t in setup["tasks"] if t["type"] == "io.kestra.plugin.core.kv.Set"}
     assert stored == {"GCP_PROJECT_ID", "GCP_LOCATION", "GCP_BUCKET_NAME", "GCP_DATASET"}
-    for name in ("05_gcp_taxi_pipeline.yaml", "06_gcp_taxi_pipeline_scheduled.yaml"):
+    for name in ("04_gcp_setup.yaml", "05_gcp_taxi_pipeline.yaml", "06_gcp_taxi_pipeline_scheduled.yaml"):
         for task in docker_tasks(flow(name)):
             assert set(task["env"]) == stored | {"GCP_CREDS"}
 
@@ -375,3 +422,146 @@ def test_scheduled_run_of_the_gcp_flow_loads_the_month_before_the_tick(cloud, db
         "execution": {"startDate": "2026-11-26T08:00:00Z"},
     }
     assert run_flow(f, context, db, mirror, env)["bq_load"]["vars"]["rows_inserted"] == 99
+
+
+# ---------------------------------------------------------------- sources, taxi types, the zone lookup
+
+
+def cli_choices(command: str, param: str) -> list[str]:
+    return list(next(p for p in main.commands[command].params if p.name == param).type.choices)
+
+
+def inputs_of(name: str) -> dict[str, dict]:
+    return {i["id"]: i for i in flow(name)["inputs"]}
+
+
+@pytest.mark.parametrize("name", TAXI_FLOWS)
+def test_taxi_inputs_offer_every_taxi_type(name):
+    assert inputs_of(name)["taxi"]["values"] == cli_choices("stage", "taxi") == ["yellow", "green", "fhv", "fhvhv"]
+
+
+def test_the_backfill_flow_accepts_every_taxi_type():
+    validator = re.compile(inputs_of("07_postgres_backfill.yaml")["taxis"]["validator"])
+    for good in [*cli_choices("stage", "taxi"), "yellow,green", "fhvhv,fhv", "yellow,green,fhv,fhvhv"]:
+        assert validator.fullmatch(good), good
+    for bad in ("", "fhvh", "fhvhvx", "yellow,", "yellow green", "FHVHV"):
+        assert not validator.fullmatch(bad), bad
+
+
+@pytest.mark.parametrize("name", [n for n in TAXI_FLOWS if "year" in inputs_of(n)])
+def test_year_inputs_offer_2009_to_2026(name):
+    year = inputs_of(name)["year"]
+    assert year["values"] == [str(y) for y in range(2009, 2027)] and year["allowCustomValue"] is True
+    assert year["defaults"] in year["values"]
+
+
+@pytest.mark.parametrize("name", MONTH_FLOWS)
+def test_month_flows_offer_the_source_input(name):
+    source = inputs_of(name)["source"]
+    assert source["type"] == "SELECT" and source["values"] == cli_choices("stage", "source") == [
+        "auto",
+        "mirror",
+        "tlc",
+    ]
+    assert source["defaults"] == "auto" and source["displayName"]
+    assert all(f"{choice}:" in source["description"] for choice in source["values"])
+
+
+@pytest.mark.parametrize("name", MONTH_FLOWS)
+def test_every_month_command_carries_the_source_input(name):
+    """Every Docker task whose command takes a month and a source gets --source from the input, the same in
+    every task (cleanup finds the downloaded file by the name the source gave it); the others take none."""
+    carrying = []
+    for task in docker_tasks(flow(name)):
+        command = task["commands"][2]
+        params = {p.name for p in main.commands[command].params}
+        takes_month = bool(params & {"month", "first"})
+        if takes_month and "source" in params:
+            carrying.append(command)
+            i = task["commands"].index("--source")
+            assert task["commands"][i + 1] == "{{ inputs.source }}" and task["commands"].count("--source") == 1
+            context = {"inputs": {"taxi": "green", "taxis": "green", "year": "2020", "month": "05", "source": "tlc"}}
+            context |= {"vars": flow(name).get("variables", {}), "execution": {"startDate": "2026-11-26"}}
+            context |= {"envs": {}, "secrets": {}, "kvs": {}}
+            argv = [render(arg, context) for arg in task["commands"]]
+            assert argv[argv.index("--source") + 1] == "tlc"
+        elif takes_month:
+            assert "--source" not in task["commands"], f"{command} takes no --source"
+    expected = {"backfill"} if "backfill" in name else {"stage", "cleanup"} if "postgres" in name else {"upload-gcs"}
+    assert expected <= set(carrying) and "cleanup" in carrying or "backfill" in name
+
+
+@pytest.mark.parametrize("name", MONTH_FLOWS)
+def test_descriptions_say_which_source_serves_which_months(name):
+    text = " ".join(flow(name)["description"].split())
+    assert "2019-01..2021-07" in text and "mirror" in text and "TLC" in text and "fhvhv" in text
+    assert "two months after" in text and "not published yet" in text
+    if "07" not in name:
+        assert 'exit code 4 "not published yet"' in text
+
+
+@pytest.mark.parametrize("name", POSTGRES_FLOWS)
+def test_postgres_flows_load_the_zone_lookup_first(name):
+    tasks = docker_tasks(flow(name))
+    zones = tasks[0]
+    assert zones["id"] == "zones"
+    assert zones["commands"][:5] == ["--log-format", "kestra", "zones", "--sink", "postgres"]
+    assert all(t["env"] == zones["env"] for t in tasks), "the zones task has the env of the other tasks"
+
+
+def test_the_gcp_setup_flow_loads_the_zone_lookup_after_creating_the_dataset():
+    setup = flow("04_gcp_setup.yaml")
+    ids = [t["id"] for t in setup["tasks"]]
+    (zones,) = docker_tasks(setup)
+    assert zones["commands"] == ["--log-format", "kestra", "zones", "--sink", "bigquery"]
+    assert ids.index("zones") > ids.index("create_dataset") > ids.index("gcp_dataset")
+    assert zones["env"] == docker_tasks(flow("05_gcp_taxi_pipeline.yaml"))[0]["env"]
+
+
+@pytest.mark.parametrize("name", POSTGRES_FLOWS)
+def test_the_zones_command_of_the_postgres_flows_loads_the_lookup(name, db, tmp_path):
+    zones = docker_tasks(flow(name))[0]
+    context = {"inputs": {"source": "auto"}, "envs": {"pg_user": "postgres", "pg_database": "x"}}
+    context["secrets"] = {"PG_PASSWORD": ""}
+    argv = [render(arg, context) for arg in zones["commands"]]
+    assert argv == ["--log-format", "kestra", "zones", "--sink", "postgres", "--source", "auto"]
+    argv += ["--zones-url", str(ZONES_CSV), "--data-dir", str(tmp_path)]
+    env = {"TAXI_LOADER_DB_URL": db.url, "TAXI_LOADER_SCHEMA": db.schema}
+    for _ in range(2):  # replaced, not appended to
+        result = CliRunner(env=env).invoke(main, argv)
+        assert result.exit_code == 0, result.output
+        assert db.count("taxi_zone_lookup") == 265
+    assert db.one("SELECT zone FROM taxi_zone_lookup WHERE locationid = 1")[0] == "Newark Airport"
+
+
+def test_the_gcp_setup_flow_loads_the_zone_lookup(cloud, db, mirror):
+    run_flow(flow("04_gcp_setup.yaml"), {"inputs": {}}, db, mirror, cloud.settings)
+    table = f"{cloud.client.project}.{cloud.dataset}.taxi_zone_lookup"
+    assert next(iter(cloud.client.query(f"SELECT count(*) FROM `{table}`").result()))[0] == 265
+
+
+def test_a_tlc_run_reads_the_tlc_and_its_cleanup_removes_that_download(db, mirror):
+    """--source tlc reaches stage and cleanup alike: the file downloaded from the TLC's template (named
+    differently from the mirror's here) is the one cleanup deletes."""
+    tlc = mirror.root / "tlc" / "green-2019-01.csv.gz"
+    tlc.parent.mkdir()
+    tlc.write_bytes(gzip.compress((ROOT / "tests" / "data" / "green_tripdata_2019-01.head99.csv").read_bytes()))
+    context = {"inputs": {"taxi": "green", "year": "2019", "month": "01", "source": "tlc"}}
+    env = {"TAXI_LOADER_TLC_URL": f"{mirror.url}/tlc/{{taxi}}-{{year}}-{{month}}.csv.gz"}
+    outputs = run_flow(flow("02_postgres_data_pipeline.yaml"), context, db, mirror, env_overrides=env)
+    assert outputs["dedup_merge"]["vars"]["rows_inserted"] == 99 and db.count("green_tripdata") == 99
+    assert [path for path, _ in mirror.requests] == ["/tlc/green-2019-01.csv.gz"]
+    assert not [p.name for p in (mirror.root / "work").iterdir() if p.is_file() and "green" in p.name]
+
+
+def test_a_scheduled_run_for_last_month_fails_as_not_published_yet(db, mirror):
+    """On the 1st the TLC has not published last month: stage fails with exit code 4 and says so, dedup-merge
+    does not run, cleanup still does."""
+    f = flow("03_postgres_taxi_pipeline_scheduled.yaml")
+    yellow = next(t for t in f["triggers"] if t["inputs"]["taxi"] == "yellow")
+    tick = date.today().replace(day=1).isoformat() + "T10:00:00Z"
+    context = {"inputs": yellow["inputs"], "trigger": {"date": tick}, "execution": {"startDate": tick}}
+    outputs = run_flow(f, context, db, mirror, fails="stage")
+    assert outputs["stage"]["exitCode"] == 4 and "not published yet" in outputs["stage"]["output"]
+    assert "dedup_merge" not in outputs and outputs["cleanup"]["exitCode"] == 0
+    assert outputs["zones"]["exitCode"] == 0 and db.count("yellow_tripdata") == 0
