@@ -24,7 +24,10 @@ from taxi_loader.errors import BadData
 from taxi_loader.reader import FileStats, Header, Reject, match_names
 from taxi_loader.taxis import Column, Kind, TaxiType
 
-BATCH_ROWS = 64 * 1024
+# Rows per batch. Measured on a 2M-row High-Volume FHV month loaded into PostgreSQL: 16k rows with 64 KiB read
+# buffers peak at 207 MB in 10.9 s, 64k rows with 1 MiB buffers at 307 MB in 15.8 s (smaller batches stay in
+# the CPU's caches through coercion, ids and CSV writing).
+BATCH_ROWS = 16 * 1024
 # The types the typed batches carry, as the CSV path's fast reader gives them (batches._ARROW_IN): integer
 # codes (they become text after their key text is taken), 32-bit counts as PostgreSQL and DuckDB keep them.
 TYPED = {
@@ -49,7 +52,7 @@ class ParquetMonthFile:
         try:
             # No pre-buffering: a column chunk is read page by page, so a month in a single row group (the
             # 2022-era files) is not held whole in memory either.
-            self._file = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+            self._file = pq.ParquetFile(path, pre_buffer=False, buffer_size=64 << 10)
         except (pa.ArrowException, OSError) as exc:
             raise BadData(f"{path.name}: not a readable Parquet file ({exc})") from None
         schema = self._file.schema_arrow

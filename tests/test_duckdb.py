@@ -117,7 +117,7 @@ def test_a_path_in_a_read_only_directory_is_exit_3(mirror, tmp_path):
 
 def test_status_on_a_missing_file_says_nothing_is_loaded_and_creates_nothing(duck):
     result = duck("status")
-    assert result.exit_code == 0 and result.stdout == "nothing loaded yet\n"
+    assert result.exit_code == 0 and result.stdout == "nothing loaded yet\nzones: not loaded (taxi-loader zones)\n"
     assert not duck.path.exists()
 
 

@@ -82,7 +82,7 @@ def test_backfill_console_output(cli, db, mirror):
 
 
 def test_status_against_postgresql_console_and_json(cli, db, mirror):
-    assert cli("status", log_format="console").stdout == "nothing loaded yet\n"
+    assert cli("status", log_format="console").stdout == "nothing loaded yet\nzones: not loaded (taxi-loader zones)\n"
     mirror.put_sample(*JULY)
     mirror.put_sample(*DECEMBER)
     assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
@@ -101,6 +101,7 @@ def test_status_against_postgresql_console_and_json(cli, db, mirror):
         "green: gaps none\n"
         "yellow: gaps 2020-08, 2020-09, 2020-10, 2020-11\n"
         "yellow 2020: 1,561 rows\n"
+        "zones: not loaded (taxi-loader zones)\n"
     )
     report = json.loads(cli("status", "--format", "json", "--taxi", "yellow").stdout)
     assert [(m["month"], m["status"], m["rows"]) for m in report["months"]] == [
@@ -110,6 +111,7 @@ def test_status_against_postgresql_console_and_json(cli, db, mirror):
     assert all(m["finished_at"].startswith(today) for m in report["months"])
     assert report["gaps"] == {"yellow": ["2020-08", "2020-09", "2020-10", "2020-11"]}
     assert report["totals"] == {"yellow": {"2020": 1561}}
+    assert {m["format"] for m in report["months"]} == {"csv"} and report["zones"] is None
 
 
 # ---------------------------------------------------------------- the SQL of a load

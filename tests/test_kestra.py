@@ -469,26 +469,30 @@ def test_month_flows_offer_the_source_input(name):
 
 @pytest.mark.parametrize("name", MONTH_FLOWS)
 def test_every_month_command_carries_the_source_input(name):
-    """Every Docker task whose command takes a month and a source gets --source from the input, the same in
-    every task (cleanup finds the downloaded file by the name the source gave it); the others take none."""
-    carrying = []
-    for task in docker_tasks(flow(name)):
+    """Every Docker task whose command takes a month and a source gets --source from the input, once, in every
+    task alike (cleanup finds the downloaded file by the name the source gave it); the others take none."""
+    f = flow(name)
+    inputs = {i["id"]: i["defaults"] for i in f["inputs"]} | {"source": "tlc"}
+    context = {"inputs": inputs, "vars": f.get("variables", {}), "execution": {"startDate": "2026-11-26"}}
+    context |= {"envs": {"pg_user": "u", "pg_database": "d"}, "secrets": {"PG_PASSWORD": ""}, "kvs": {}}
+    carrying = set()
+    for task in docker_tasks(f):
         command = task["commands"][2]
         params = {p.name for p in main.commands[command].params}
-        takes_month = bool(params & {"month", "first"})
-        if takes_month and "source" in params:
-            carrying.append(command)
-            i = task["commands"].index("--source")
-            assert task["commands"][i + 1] == "{{ inputs.source }}" and task["commands"].count("--source") == 1
-            context = {"inputs": {"taxi": "green", "taxis": "green", "year": "2020", "month": "05", "source": "tlc"}}
-            context |= {"vars": flow(name).get("variables", {}), "execution": {"startDate": "2026-11-26"}}
-            context |= {"envs": {}, "secrets": {}, "kvs": {}}
+        if not params & {"month", "first"}:
+            continue
+        if "source" in params:
+            carrying.add(command)
+            assert task["commands"].count("--source") == 1, task["id"]
+            assert task["commands"][task["commands"].index("--source") + 1] == "{{ inputs.source }}"
             argv = [render(arg, context) for arg in task["commands"]]
             assert argv[argv.index("--source") + 1] == "tlc"
-        elif takes_month:
+        else:
             assert "--source" not in task["commands"], f"{command} takes no --source"
-    expected = {"backfill"} if "backfill" in name else {"stage", "cleanup"} if "postgres" in name else {"upload-gcs"}
-    assert expected <= set(carrying) and "cleanup" in carrying or "backfill" in name
+    if "backfill" in name:
+        assert carrying == {"backfill"}
+    else:
+        assert carrying == {"stage" if "postgres" in name else "upload-gcs", "cleanup"}
 
 
 @pytest.mark.parametrize("name", MONTH_FLOWS)

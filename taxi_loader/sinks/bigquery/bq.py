@@ -271,8 +271,9 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
         rows_after = "COALESCE(rows_after, rows_staged)"
     else:
         rows_after = "rows_after"
+    source = "source" if "source" in have else "CAST(NULL AS STRING) AS source"
     query = (
-        f"SELECT taxi, month, status, {rows_after} AS rows_after, source_size, source_sha256, finished_at, source "
+        f"SELECT taxi, month, status, {rows_after} AS rows_after, source_size, source_sha256, finished_at, {source} "
         "FROM ("
         "  SELECT *, ROW_NUMBER() OVER (PARTITION BY taxi, month ORDER BY finished_at DESC) AS rn"
         f"  FROM `{settings.dataset_id}.{LEDGER_TABLE}` WHERE {where}) WHERE rn = 1"

@@ -173,41 +173,55 @@ def _copy_fast(
     conn: Connection, tables: Tables, month: Month, columns: list[str], mf: MonthFile, digests: Digests
 ) -> int:
     """COPY the file's rows with their plain ids; return the rows copied. The 16-byte digests go to `digests`,
-    in file order. Raises _BadValue when COPY or the id pass meets a value it cannot vouch for.
-
-    A thread reads the file and computes the ids of each segment while this one sends the previous segment
-    (psycopg2 lets go of the GIL while it sends), so the ids cost little beyond PostgreSQL's own parsing.
-    """
+    in file order. Raises _BadValue when COPY or the id pass meets a value it cannot vouch for."""
     from taxi_loader.arrowids import NotCanonical, RowIds  # Arrow is for stage only: merge starts faster
 
     ids = RowIds(mf.header, tables.taxi)
-    work: _Work = queue.Queue(maxsize=1)
-    stop = threading.Event()
 
     def segment(blocks: list[bytes]) -> bytes:
         rows, raw = ids.prefixed(b"".join(blocks))
         digests.add(raw)
         return rows
 
+    def segments() -> Iterator[bytes]:
+        blocks, size = [], 0
+        for block in mf.chunks():
+            blocks.append(block)
+            size += len(block)
+            if size >= SEGMENT_BYTES:
+                yield segment(blocks)
+                blocks, size = [], 0
+        if blocks:
+            yield segment(blocks)
+
+    try:
+        return _threaded_copy(conn, tables, month, columns, segments())
+    except (NotCanonical, *_COPY_DATA_ERRORS) as exc:
+        raise _BadValue(str(exc)) from None
+
+
+def _threaded_copy(conn: Connection, tables: Tables, month: Month, columns: list[str], chunks: Iterator[bytes]) -> int:
+    """COPY `chunks` into the month's staging table; return the rows copied.
+
+    A thread produces the chunks (reads the file, computes the ids) while this one sends the previous chunk
+    (psycopg2 lets go of the GIL while it sends), so the file's own work costs little beyond PostgreSQL's
+    parsing. A failure of the producer is raised here as itself.
+    """
+    work: _Work = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
     def produce() -> None:
         try:
-            blocks, size = [], 0
-            for block in mf.chunks():
-                blocks.append(block)
-                size += len(block)
-                if size >= SEGMENT_BYTES:
-                    if not _put(work, segment(blocks), stop):
-                        return
-                    blocks, size = [], 0
-            if blocks:
-                _put(work, segment(blocks), stop)
+            for chunk in chunks:
+                if not _put(work, chunk, stop):
+                    return
             _put(work, None, stop)
         except BaseException as exc:  # noqa: BLE001 - handed to the COPY, which raises it
             _put(work, exc, stop)
 
     failures: list[BaseException] = []
 
-    def segments() -> Iterator[bytes]:
+    def produced() -> Iterator[bytes]:
         while (item := work.get()) is not None:
             if isinstance(item, BaseException):
                 failures.append(item)  # psycopg2 reports it as a failed COPY: raised again below
@@ -218,11 +232,9 @@ def _copy_fast(
     producer.start()
     try:
         with conn.cursor() as cur:
-            return _copy(cur, tables, month, columns, ChunkStream(segments()))
+            return _copy(cur, tables, month, columns, ChunkStream(produced()))
     except BaseException as exc:
         cause = failures[0] if failures else exc
-        if isinstance(cause, (NotCanonical, *_COPY_DATA_ERRORS)):
-            raise _BadValue(str(cause)) from None
         if cause is not exc:
             conn.rollback()
             raise cause from None
@@ -263,27 +275,14 @@ def _copy_parquet(
     )
     options = pacsv.WriteOptions(include_header=False)
 
-    failures: list[BaseException] = []
-
     def chunks() -> Iterator[bytes]:
-        try:
-            for table in month_tables:
-                out = io.BytesIO()
-                pacsv.write_csv(table.cast(zoneless), out, options)
-                yield out.getvalue()
-        except BaseException as exc:
-            failures.append(exc)  # psycopg2 reports it as a failed COPY: raised again below
-            raise
+        for table in month_tables:
+            out = io.BytesIO()
+            pacsv.write_csv(table.cast(zoneless), out, options)
+            yield out.getvalue()
 
     columns = [c.db_name for c in main_columns(taxi)]
-    try:
-        with conn.cursor() as cur:
-            staged = _copy(cur, tables, month, columns, ChunkStream(chunks()))
-    except BaseException:
-        if failures:
-            conn.rollback()
-            raise failures[0] from None
-        raise
+    staged = _threaded_copy(conn, tables, month, columns, chunks())
     return staged, month_tables.rejects, month_tables.stats, month_tables.extra
 
 
