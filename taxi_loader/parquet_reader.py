@@ -24,10 +24,10 @@ from taxi_loader.errors import BadData
 from taxi_loader.reader import FileStats, Header, Reject, match_names
 from taxi_loader.taxis import Column, Kind, TaxiType
 
-# Rows per batch. Measured on a 2M-row High-Volume FHV month loaded into PostgreSQL: 16k rows with 64 KiB read
-# buffers peak at 207 MB in 10.9 s, 64k rows with 1 MiB buffers at 307 MB in 15.8 s (smaller batches stay in
-# the CPU's caches through coercion, ids and CSV writing).
-BATCH_ROWS = 16 * 1024
+# Rows per batch. Measured on a 2M-row High-Volume FHV month loaded into PostgreSQL: 8k rows with 64 KiB read
+# buffers peak at 186 MB in 10.4 s; 16k rows at 218 MB; 64k rows with 1 MiB buffers at 307 MB in 15.8 s
+# (smaller batches stay in the CPU's caches through coercion, ids and CSV writing). 6M rows: +8 MB.
+BATCH_ROWS = 8 * 1024
 # The types the typed batches carry, as the CSV path's fast reader gives them (batches._ARROW_IN): integer
 # codes (they become text after their key text is taken), 32-bit counts as PostgreSQL and DuckDB keep them.
 TYPED = {
