@@ -5,7 +5,9 @@ Not a test: it prints figures, it asserts nothing. For one generated month with 
   (a) the anchor: psql's \\copy of the file (through zcat) into an unindexed, typed, logged table;
   (b) `taxi-loader stage` + `taxi-loader dedup-merge` into a main table already holding --preload months;
   (c) the same two commands again (a re-run, which inserts nothing);
-  then the same month into DuckDB against DuckDB's own read_csv, and the cloud path's local pass;
+  then the same rows as the TLC's Parquet file of that month against (a), the same month into DuckDB
+against DuckDB's own read_csv, the cloud path's local pass, a generated High-Volume FHV month of
+--fhvhv-rows (rows/s and peak memory against the CSV month's), and backfill months per minute;
 as whole processes (wall time, median of --runs), and reports b/a, c/a and the loader's peak memory.
 
     python bench/bench.py                     # 1,369,765 rows
@@ -68,6 +70,8 @@ def main() -> None:
     ap.add_argument("--backfill-rows", type=int, default=300_000, help="rows per month in the backfill figure")
     ap.add_argument("--no-cloud", action="store_true", help="skip the CSV-to-Parquet figure of the cloud path")
     ap.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB figure")
+    ap.add_argument("--no-parquet", action="store_true", help="skip the TLC Parquet figure of the same month")
+    ap.add_argument("--fhvhv-rows", type=int, default=20_000_000, help="rows of the High-Volume FHV month (0: skip)")
     args = ap.parse_args()
 
     db = "taxi_loader_bench"
@@ -139,12 +143,72 @@ def main() -> None:
     print(f"{'(c) taxi-loader stage + dedup-merge, re-run (inserts 0)':<58}{r:8.2f}{r / a:8.2f}")
     print(f"peak memory of a loader process: {max(peaks):.0f} MB")
     print(f"main table after: {rows:,} rows, {distinct:,} distinct ids, {size}")
+    if not args.no_parquet:
+        parquet_figure(files[target], args, loader, url, conn, anchor)
+    if args.fhvhv_rows:
+        fhvhv_figure(args, loader, url, conn, max(peaks))
     if not args.no_duckdb:
         duckdb_figure(files[target], source, args, loader)
     if not args.no_cloud:
         cloud_figure(files[target], args.rows, args.out)
     if args.backfill_months:
         backfill_figure(args, loader, url, conn)
+
+
+def parquet_figure(path: Path, args, loader: list[str], url: str, conn, anchor) -> None:
+    """The same rows as the TLC publishes them (Parquet with 2021's types, 1M-row row groups): `taxi-loader
+    load` into an empty schema, against psql's COPY of the CSV (measured again, in the same run)."""
+    import pyarrow.parquet as pq
+
+    from taxi_loader.synthetic_tlc import from_csv
+
+    parquet = path.with_name("yellow_tripdata_2021-01.parquet")
+    if not parquet.exists():
+        print(f"writing {parquet}...", flush=True)
+        part = parquet.with_name(parquet.name + ".part")
+        pq.write_table(from_csv(path, "yellow", 2021, 1), part, row_group_size=1 << 20)
+        part.rename(parquet)
+    ours = [*loader, "load", "--taxi", "yellow", "--month", "2021-01", "--db-url", url, "--schema", "parquet_bench"]
+    ours += ["--source-url", str(parquet)]
+    anchors, firsts, peaks = [], [], []
+    for _ in range(args.runs):
+        anchors.append(anchor())
+        with conn.cursor() as cur:
+            cur.execute("DROP SCHEMA IF EXISTS parquet_bench CASCADE; CHECKPOINT")
+        wall, peak = run(ours)
+        firsts.append(wall)
+        peaks.append(peak)
+    a, f = statistics.median(anchors), statistics.median(firsts)
+    size = parquet.stat().st_size / 1e6
+    print(f"\nthe same {args.rows:,} rows as the TLC's Parquet ({size:.0f} MB), median of {args.runs} runs")
+    print(f"{'what':<58}{'wall s':>8}{'x COPY':>8}")
+    anchor_label = "(a) psql \\copy of the CSV, as above"
+    print(f"{anchor_label:<58}{a:8.2f}{1:8.2f}")
+    print(f"{'(d) taxi-loader load from the Parquet file, first load':<58}{f:8.2f}{f / a:8.2f}")
+    print(f"peak memory of a loader process: {max(peaks):.0f} MB")
+
+
+def fhvhv_figure(args, loader: list[str], url: str, conn, csv_peak: float) -> None:
+    """A generated High-Volume FHV month of --fhvhv-rows (the real ones hold ~20M) into an empty schema: rows
+    per second, and peak memory against the CSV month's (it must not grow with the month)."""
+    from taxi_loader.synthetic_tlc import write_generated
+
+    path = args.out / f"fhvhv{args.fhvhv_rows}" / "fhvhv_tripdata_2024-06.parquet"
+    if not path.exists():  # write_generated writes under another name first
+        print(f"generating {path} ({args.fhvhv_rows:,} rows)...", flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_generated(path, "fhvhv", 2024, 6, args.fhvhv_rows)
+    with conn.cursor() as cur:
+        cur.execute("DROP SCHEMA IF EXISTS fhvhv_bench CASCADE; CHECKPOINT")
+    ours = [*loader, "load", "--taxi", "fhvhv", "--month", "2024-06", "--db-url", url, "--schema", "fhvhv_bench"]
+    wall, peak = run([*ours, "--source-url", str(path)])
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM fhvhv_bench.fhvhv_tripdata")
+        rows = cur.fetchone()[0]
+        cur.execute("DROP SCHEMA fhvhv_bench CASCADE")
+    print(f"\nHigh-Volume FHV month of {args.fhvhv_rows:,} generated rows ({path.stat().st_size / 1e6:.0f} MB Parquet)")
+    print(f"taxi-loader load: {wall:.1f} s, {args.fhvhv_rows / wall:,.0f} rows/s, {rows:,} rows in the table")
+    print(f"peak memory: {peak:.0f} MB ({peak - csv_peak:+.0f} MB against the CSV month's {csv_peak:.0f} MB)")
 
 
 def duckdb_figure(path: Path, source: str, args, loader: list[str]) -> None:
