@@ -8,6 +8,7 @@ types, null-typed columns; tlc-parquet.md section 1): the real sample rows of th
 from __future__ import annotations
 
 import io
+import json
 from datetime import date
 
 import pyarrow as pa
@@ -324,3 +325,24 @@ def test_zones_replace_the_lookup_on_every_sink(sink, mirror, tmp_path):
     result = sink.run("zones", "--zones-url", str(bad))
     assert result.exit_code == 5 and "line 3: LocationID 'x' is not an integer" in result.stderr
     assert '"zones": 265' in sink.run("status", "--format", "json").stdout
+
+
+def test_flags_keep_what_the_file_holds_and_fhvhv_types_land_as_the_contract_says(cli, mirror):
+    """' ' is a flag value of the real files, not a missing one; trip_time is an integer of seconds."""
+    mirror.both_sources()
+    table = generated_table("fhvhv", 2024, 6, 2000, seed=3)
+    mirror.put_parquet("fhvhv", Month(2024, 6), table)
+    result = cli("load", "--taxi", "fhvhv", "--month", "2024-06")
+    assert result.exit_code == 0, result.output
+    spaces = sum(1 for v in table["access_a_ride_flag"].to_pylist() if v == " ")
+    assert spaces > 0
+    assert cli.db.one("SELECT count(*) FROM fhvhv_tripdata WHERE access_a_ride_flag = ' '")[0] == spaces
+    nulls = table["on_scene_datetime"].null_count
+    assert cli.db.one("SELECT count(*) FROM fhvhv_tripdata WHERE on_scene_datetime IS NULL")[0] == nulls
+    assert cli.db.one(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'fhvhv_tripdata' "
+        "AND table_schema = %s AND column_name = 'trip_time'",
+        (cli.db.schema,),
+    ) == ("integer",)
+    status = cli("status", "--format", "json")
+    assert [(m["taxi"], m["format"]) for m in json.loads(status.stdout)["months"]] == [("fhvhv", "parquet")]
