@@ -11,15 +11,18 @@ TO ?= 2021-07
 JOBS ?= 2
 DOCKER ?= 0
 IMAGE ?= taxi-loader:latest
+# The compose stack's network; `host` where the engine has no bridge (then pgdatabase is this machine).
+DOCKER_NETWORK ?= taxi-net
 SINK_OPTION := $(if $(SINK),--sink $(SINK))
-# With DOCKER=1 the commands run in the image, on the compose network, with the settings of .env.
+# With DOCKER=1 the commands run in the image, on DOCKER_NETWORK, with the settings of .env. Downloads stay in
+# the container (they are temporary, and its user, uid 10001, need not own a directory of yours).
 ifeq ($(DOCKER),1)
-RUN := docker run --rm --network taxi-net --env-file .env -v $(CURDIR)/data:/data -e TAXI_LOADER_DATA_DIR=/data $(IMAGE)
+RUN := docker run --rm --network $(DOCKER_NETWORK) $(if $(filter host,$(DOCKER_NETWORK)),--add-host pgdatabase:127.0.0.1) --env-file .env $(IMAGE)
 else
 RUN := $(BIN)/taxi-loader
 endif
 
-.PHONY: install install-dev test lint bench bench-big load backfill status build up down logs flows clean
+.PHONY: install install-dev test lint bench bench-big load backfill status docker-ready build up down logs flows clean
 
 install: $(BIN)/taxi-loader  ## .venv with the pinned tools and the package: enough to load
 install-dev: install .emulators/venv/bin/local-bigquery  ## and the cloud emulators the tests need (Python 3.13)
@@ -46,17 +49,22 @@ bench: install  ## the loader against PostgreSQL's own COPY, for a 1,369,765-row
 bench-big: install  ## the same for a 7,667,792-row month (yellow 2019-01 size)
 	$(BIN)/python bench/bench.py --rows 7667792 --runs 1
 
-load: $(if $(filter 1,$(DOCKER)),,install)  ## one month: make load TAXI=green MONTH=2019-01
+load: $(if $(filter 1,$(DOCKER)),docker-ready,install)  ## one month: make load TAXI=green MONTH=2019-01
 	$(RUN) load $(SINK_OPTION) --taxi $(TAXI) --month $(MONTH)
 
-backfill: $(if $(filter 1,$(DOCKER)),,install)  ## make backfill TAXI=yellow,green FROM=2019-01 TO=2021-07 JOBS=2
+backfill: $(if $(filter 1,$(DOCKER)),docker-ready,install)  ## make backfill TAXI=yellow,green FROM=2019-01 TO=2021-07 JOBS=2
 	$(RUN) backfill $(SINK_OPTION) --taxi $(TAXI) --from $(FROM) --to $(TO) --jobs $(JOBS)
 
-status: $(if $(filter 1,$(DOCKER)),,install)  ## what is loaded
+status: $(if $(filter 1,$(DOCKER)),docker-ready,install)  ## what is loaded
 	$(RUN) status $(SINK_OPTION)
 
-build:  ## the taxi-loader image Kestra runs
-	docker compose --profile build build
+docker-ready: .env
+	@[ "$(DOCKER_NETWORK)" = host ] || docker network inspect $(DOCKER_NETWORK) >/dev/null 2>&1 || { \
+	  echo "no Docker network $(DOCKER_NETWORK): start the stack first (make up), or DOCKER_NETWORK=host to reach" \
+	       "a PostgreSQL on this machine as pgdatabase" >&2; exit 2; }
+
+build:  ## the taxi-loader image Kestra runs (plain docker build: no compose, no .env needed)
+	docker build $(if $(filter host,$(DOCKER_NETWORK)),--network host) -t $(IMAGE) .
 
 up: .env  ## the local stack: PostgreSQL, pgAdmin, Kestra
 	docker compose up -d
