@@ -14,7 +14,7 @@ from typing import Any
 
 from taxi_loader import source
 from taxi_loader.contract import FAILED, INTERRUPTED
-from taxi_loader.errors import Interrupted
+from taxi_loader.errors import Interrupted, UsageError
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.sinks import MonthTarget, Sink
@@ -138,9 +138,12 @@ def _opened(sink: Sink, job: Job, cancel: Cancellation, whole_load: bool = False
 
 @contextmanager
 def _noting_failure(job: Job, target: MonthTarget, cancel: Cancellation) -> Iterator[None]:
-    """Record in the sink's ledger how a step ended when it fails, then let the failure go on."""
+    """Record in the sink's ledger how a step ended when it fails, then let the failure go on. A usage error
+    (dedup-merge before stage, say) is no load at all: the ledger is left alone."""
     try:
         yield
+    except UsageError:
+        raise
     except BaseException as exc:
         interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted)) or cancel.cancelled
         message = "interrupted" if interrupted else str(exc) or exc.__class__.__name__

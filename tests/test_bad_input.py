@@ -192,6 +192,9 @@ def test_wrong_credentials_are_exit_3_without_the_password(cli, mirror, db):
 def test_dedup_merge_without_stage_says_what_to_do(cli, db):
     result = cli("dedup-merge", "--taxi", "green", "--month", "2019-01")
     assert result.exit_code == 2 and "nothing staged for green 2019-01: run `taxi-loader stage` first" in result.stderr
+    # A usage error is not a failed load: the ledger is left alone and status shows nothing for the month.
+    assert not db.exists("taxi_loader_ledger") or db.count("taxi_loader_ledger") == 0
+    assert "FAILED" not in cli("status", log_format="console").stdout
 
 
 def test_secrets_do_not_appear_in_help():
