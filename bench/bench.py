@@ -158,15 +158,17 @@ def main() -> None:
 def parquet_figure(path: Path, args, loader: list[str], url: str, conn, anchor) -> None:
     """The same rows as the TLC publishes them (Parquet with 2021's types, 1M-row row groups): `taxi-loader
     load` into an empty schema, against psql's COPY of the CSV (measured again, in the same run)."""
-    import pyarrow.parquet as pq
-
-    from taxi_loader.synthetic_tlc import from_csv
-
     parquet = path.with_name("yellow_tripdata_2021-01.parquet")
     if not parquet.exists():
         print(f"writing {parquet}...", flush=True)
         part = parquet.with_name(parquet.name + ".part")
-        pq.write_table(from_csv(path, "yellow", 2021, 1), part, row_group_size=1 << 20)
+        # In a process of its own: the whole table in this one would count in every later child's peak memory
+        # (a child starts as a copy of this process, and its peak RSS includes the pages it shares).
+        write = (
+            "import sys, pyarrow.parquet as pq; from taxi_loader.synthetic_tlc import from_csv; "
+            "pq.write_table(from_csv(sys.argv[1], 'yellow', 2021, 1), sys.argv[2], row_group_size=1 << 20)"
+        )
+        run([sys.executable, "-c", write, str(path), str(part)])
         part.rename(parquet)
     ours = [*loader, "load", "--taxi", "yellow", "--month", "2021-01", "--db-url", url, "--schema", "parquet_bench"]
     ours += ["--source-url", str(parquet)]
@@ -191,13 +193,15 @@ def parquet_figure(path: Path, args, loader: list[str], url: str, conn, anchor) 
 def fhvhv_figure(args, loader: list[str], url: str, conn, csv_peak: float) -> None:
     """A generated High-Volume FHV month of --fhvhv-rows (the real ones hold ~20M) into an empty schema: rows
     per second, and peak memory against the CSV month's (it must not grow with the month)."""
-    from taxi_loader.synthetic_tlc import write_generated
-
     path = args.out / f"fhvhv{args.fhvhv_rows}" / "fhvhv_tripdata_2024-06.parquet"
     if not path.exists():  # write_generated writes under another name first
         print(f"generating {path} ({args.fhvhv_rows:,} rows)...", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_generated(path, "fhvhv", 2024, 6, args.fhvhv_rows)
+        write = (
+            "import sys; from taxi_loader.synthetic_tlc import write_generated; "
+            "write_generated(sys.argv[1], 'fhvhv', 2024, 6, int(sys.argv[2]))"
+        )
+        run([sys.executable, "-c", write, str(path), str(args.fhvhv_rows)])  # in a process of its own, as above
     with conn.cursor() as cur:
         cur.execute("DROP SCHEMA IF EXISTS fhvhv_bench CASCADE; CHECKPOINT")
     ours = [*loader, "load", "--taxi", "fhvhv", "--month", "2024-06", "--db-url", url, "--schema", "fhvhv_bench"]

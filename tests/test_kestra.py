@@ -1,9 +1,10 @@
-"""The Kestra flows, the image and the compose stack, checked offline (nobody here can run Docker or Kestra).
+"""The Kestra flows, the image's recipe and the compose stack, checked without a Kestra server (its images are
+out of reach here).
 
 Every flow parses and matches the project's schema of the task types it uses; lint rules catch what would
 break on Kestra 1.3 or 2.x; image and network names agree with the compose file; and the contract tests
 render each taxi flow's task commands, as Kestra would for a manual and a scheduled run, and run them in
-order with the real CLI against the test PostgreSQL.
+order with the real CLI against the test PostgreSQL. `test_container.py` runs the same tasks in the image.
 """
 
 from __future__ import annotations
@@ -252,6 +253,37 @@ def docker_tasks(f: dict) -> list[dict]:
     ]
 
 
+class InProcess:
+    """Runs a task's rendered commands with the real CLI in this process, as the image's ENTRYPOINT would, with
+    the task's env plus the test's own servers: its database and schema, the local mirror (the course's
+    layout; the TLC's is its /tlc/ directory, empty unless a test fills it), tests/data's zone lookup, the
+    cloud emulators. `tests/test_container.py` runs the same commands in the image itself."""
+
+    def __init__(self, db, mirror, cloud_env: dict | None = None, env_overrides: dict | None = None):
+        self.db, self.mirror, self.cloud_env, self.env_overrides = db, mirror, cloud_env or {}, env_overrides or {}
+
+    envs = {"pg_user": "postgres", "pg_database": "x"}  # Kestra's ENV_* values, as the flows read them
+
+    def environment(self, env: dict[str, str]) -> dict[str, str]:
+        mirror = self.mirror
+        return {
+            **env,
+            "TAXI_LOADER_DB_URL": self.db.url,
+            "TAXI_LOADER_SCHEMA": self.db.schema,
+            "TAXI_LOADER_MIRROR_URL": mirror.template,
+            "TAXI_LOADER_TLC_URL": f"{mirror.url}/tlc/{{taxi}}_tripdata_{{year}}-{{month}}.parquet",
+            "TAXI_LOADER_ZONES_URL": str(ZONES_CSV),
+            "TAXI_LOADER_DATA_DIR": str(mirror.root / "work"),
+            **self.env_overrides,
+            **{k: v for k, v in self.cloud_env.items() if k.endswith("EMULATOR_HOST")},
+        }
+
+    def __call__(self, argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+        """Run one task: its exit code, stdout, and stdout with stderr."""
+        result = CliRunner(env=self.environment(env)).invoke(main, argv)
+        return result.exit_code, result.stdout, result.output
+
+
 def run_flow(
     f: dict,
     context: dict,
@@ -260,14 +292,15 @@ def run_flow(
     cloud_env: dict | None = None,
     fails: str | None = None,
     env_overrides: dict | None = None,
+    runner=None,
 ) -> dict[str, dict]:
     """Render and run each Docker task of `f` in order (finally last), as Kestra would; return their outputs.
 
-    Inputs the context leaves out take the flow's defaults. Each --source reaches its own server: the course's
-    mirror is the local mirror, the TLC is its /tlc/ directory (empty unless a test fills it), the zone lookup
-    is tests/data's copy. Only the task `fails` may fail (the test says it must): the tasks after it are
-    skipped and `finally` still runs, as in Kestra; its exit code and output are in the result.
+    Inputs the context leaves out take the flow's defaults. `runner` runs a task (default: `InProcess`). Only
+    the task `fails` may fail (the test says it must): the tasks after it are skipped and `finally` still
+    runs, as in Kestra; its exit code and output are in the result.
     """
+    runner = runner or InProcess(db, mirror, cloud_env, env_overrides)
     settings = ("GCP_PROJECT_ID", "GCP_LOCATION", "GCP_BUCKET_NAME", "GCP_DATASET")
     defaults = {i["id"]: i["defaults"] for i in f.get("inputs", []) if "defaults" in i}
     context = {
@@ -275,7 +308,7 @@ def run_flow(
         "inputs": {**defaults, **context["inputs"]},
         "secrets": {"PG_PASSWORD": "", "GCP_CREDS": ""},
         "kvs": {k: (cloud_env or {}).get(k, "unused") for k in settings},
-        "envs": {"pg_user": "postgres", "pg_database": "x"},
+        "envs": runner.envs,
         "vars": f.get("variables", {}),
     }
     outputs: dict[str, dict] = {}
@@ -286,31 +319,19 @@ def run_flow(
             continue
         argv = [render(arg, context) for arg in task["commands"]]
         env = {k: render(v, context) for k, v in task["env"].items()}
-        if "PGHOST" in env:  # the compose service; the test points the loader at its own server
+        if "PGHOST" in env:  # the compose service's name
             assert env["PGHOST"] == "pgdatabase"
-        env.update(
-            {
-                "TAXI_LOADER_DB_URL": db.url,
-                "TAXI_LOADER_SCHEMA": db.schema,
-                "TAXI_LOADER_MIRROR_URL": mirror.template,
-                "TAXI_LOADER_TLC_URL": f"{mirror.url}/tlc/{{taxi}}_tripdata_{{year}}-{{month}}.parquet",
-                "TAXI_LOADER_ZONES_URL": str(ZONES_CSV),
-                "TAXI_LOADER_DATA_DIR": str(mirror.root / "work"),
-                **(env_overrides or {}),
-            }
-        )
-        env.update({k: v for k, v in (cloud_env or {}).items() if k.endswith("EMULATOR_HOST")})
-        result = CliRunner(env=env).invoke(main, argv)
-        lines = [json.loads(x[2:-2]) for x in result.stdout.splitlines() if x.startswith("::{")]
+        exit_code, stdout, output = runner(argv, env)
+        lines = [json.loads(x[2:-2]) for x in stdout.splitlines() if x.startswith("::{")]
         outputs[task["id"]] = {
             "vars": {k: v for x in lines if "outputs" in x for k, v in x["outputs"].items()},
-            "exitCode": result.exit_code,
-            "output": result.output,
+            "exitCode": exit_code,
+            "output": output,
         }
-        if result.exit_code and task["id"] == fails:
+        if exit_code and task["id"] == fails:
             failed = task["id"]
             continue
-        assert result.exit_code == 0, f"{task['id']}: {' '.join(argv)}\n{result.output}"
+        assert exit_code == 0, f"{task['id']}: {' '.join(argv)}\n{output}"
     assert failed == fails, f"{fails} was expected to fail"
     if failed:
         return outputs
