@@ -18,7 +18,7 @@ from typing import Any
 
 from taxi_loader import pipeline
 from taxi_loader.contract import SUCCEEDED, LoadRecord
-from taxi_loader.errors import Interrupted, SourceNotFound, TaxiLoaderError, UsageError, exit_code
+from taxi_loader.errors import Interrupted, OutsideSource, SourceNotFound, TaxiLoaderError, UsageError, exit_code
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month, month_range
@@ -36,7 +36,6 @@ LOADED, SKIPPED, UNPUBLISHED, FAILED, INTERRUPTED, NOT_RUN = (
     "interrupted",
     "not run",
 )
-NOT_FOUND = "not found"  # a 404, until the whole range is known: UNPUBLISHED at the end, FAILED in a gap
 RETRYABLE = (FAILED, INTERRUPTED, NOT_RUN)  # the months a failed backfill's retry command names
 
 
@@ -139,7 +138,7 @@ def backfill(
                     stop = True
                 on_done(outcome)
     result = [outcomes[(t.name, str(m))] for t, m in pairs]
-    _unpublished_at_the_end(result)
+    _settle_unpublished(result)
     return result
 
 
@@ -160,7 +159,9 @@ def _one(job: Job, sink: Sink, force: bool, cancel: Cancellation) -> Outcome:
     except (Interrupted, KeyboardInterrupt) as exc:
         outcome.status, outcome.error, outcome.exit_code = INTERRUPTED, str(exc) or "interrupted", exit_code(exc)
     except SourceNotFound as exc:
-        outcome.status, outcome.error, outcome.exit_code = NOT_FOUND, str(exc), exc.exit_code
+        # Outside the source's months: settled now. A 404: settled once the whole range is known.
+        outcome.status, outcome.error = UNPUBLISHED, str(exc)
+        outcome.exit_code = 0 if isinstance(exc, OutsideSource) else exc.exit_code
     except TaxiLoaderError as exc:
         outcome.status, outcome.error, outcome.exit_code = FAILED, str(exc), exc.exit_code
     except Exception as exc:  # noqa: BLE001 - one month's bug must not stop the report of the others
@@ -171,20 +172,23 @@ def _one(job: Job, sink: Sink, force: bool, cancel: Cancellation) -> Outcome:
     return outcome
 
 
-def _unpublished_at_the_end(outcomes: list[Outcome]) -> None:
-    """A 404 is 'not published' when every later month of that taxi in the range is a 404 too."""
+def _settle_unpublished(outcomes: list[Outcome]) -> None:
+    """A month its source does not have is "not published". Outside the source's months (before its first
+    one) that is known and no failure; a 404 after a taxi's last month that is there is "not published yet",
+    no failure either; a 404 before a month that is there is a gap in the source: a failure, which the retry
+    command names."""
     by_taxi: dict[str, list[Outcome]] = {}
     for o in outcomes:
         by_taxi.setdefault(o.taxi, []).append(o)
     for items in by_taxi.values():
-        for o in reversed(items):
-            if o.status == NOT_FOUND:
-                o.status, o.exit_code = UNPUBLISHED, 0
-            elif o.status != NOT_RUN:
-                break
-    for o in outcomes:
-        if o.status == NOT_FOUND:
-            o.status = FAILED
+        there = [i for i, o in enumerate(items) if o.status not in (UNPUBLISHED, NOT_RUN)]
+        last = there[-1] if there else -1
+        for i, o in enumerate(items):
+            if o.status == UNPUBLISHED and o.exit_code:
+                if i < last:
+                    o.status = FAILED
+                else:
+                    o.exit_code = 0
 
 
 def retry_command(outcomes: list[Outcome], argv_prefix: str) -> str | None:

@@ -30,6 +30,11 @@ class SourceNotFound(TaxiLoaderError):
     exit_code = 4
 
 
+class OutsideSource(SourceNotFound):
+    """The month lies outside what the source publishes at all (before its first month, a taxi type it does not
+    have): known before asking it."""
+
+
 class BadData(TaxiLoaderError):
     """The file is unusable: wrong header, corrupt or truncated, too many rejected rows."""
 

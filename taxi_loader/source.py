@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import tenacity
 
-from taxi_loader.errors import BadData, SourceNotFound, TransientError
+from taxi_loader.errors import BadData, OutsideSource, SourceNotFound, TransientError
 from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
 
@@ -74,18 +74,18 @@ class Source:
         if self.which(taxi, month) == "mirror":
             first, last = MIRROR_MONTHS.get(taxi.name, (None, None))
             if first is None or last is None:
-                raise SourceNotFound(
+                raise OutsideSource(
                     f"{taxi.name} {month}: not published: the course's mirror has no {taxi.name} files; "
                     "use --source tlc"
                 )
             if not first <= month <= last:
-                raise SourceNotFound(
+                raise OutsideSource(
                     f"{taxi.name} {month}: not published: the course's mirror has {taxi.name} {first}..{last}; "
                     "use --source tlc (or auto)"
                 )
             return
         if month < TLC_FIRST[taxi.name]:
-            raise SourceNotFound(
+            raise OutsideSource(
                 f"{taxi.name} {month}: not published: the TLC publishes {taxi.name} from {TLC_FIRST[taxi.name]}"
             )
         if taxi.name == "yellow" and month < TLC_YELLOW_SUPPORTED:

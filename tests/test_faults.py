@@ -183,8 +183,8 @@ def test_a_backfill_with_one_bad_month_loads_the_others_and_names_it(cli, db, mi
         "2021-02": "failed",
         "2021-03": "loaded",
         "2021-04": "loaded",
-        "2021-05": "not found",
-        "2021-06": "not found",
+        "2021-05": "not published",
+        "2021-06": "not published",
     }
     assert lines[-1]["not_published"] == 2  # 2021-05 and -06 lie at the end: not published, not failed
     assert_exact(db, 15_000)

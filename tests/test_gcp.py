@@ -188,7 +188,7 @@ def test_backfill_and_status_on_bigquery(cloud, mirror):
     first = cloud(*args)
     assert first.exit_code == 0, first.output
     months = [json.loads(x) for x in first.stdout.splitlines() if "backfill-month" in x]
-    assert [m["status"] for m in months] == ["loaded", "loaded", "not found"]
+    assert [m["status"] for m in months] == ["loaded", "loaded", "not published"]
     assert out(first)["not_published"] == 1
     again = cloud(*args)
     assert [json.loads(x)["status"] for x in again.stdout.splitlines() if "backfill-month" in x][:2] == [

@@ -53,7 +53,7 @@ def test_backfill_console_output(cli, db, mirror):
     table = "\nmonth    taxi             rows  status         seconds\n"
     assert _timings(first.stdout) == (
         "yellow 2020-12: loaded 1,295 rows 9.9s\n"
-        f"yellow 2021-01: not found  9.9s {not_published}\n"
+        f"yellow 2021-01: not published  9.9s {not_published}\n"
         f"{table}"
         "2020-12  yellow          1,295  loaded             9.9\n"
         "2021-01  yellow              -  not published      9.9\n"
@@ -61,7 +61,7 @@ def test_backfill_console_output(cli, db, mirror):
     )
     assert _timings(again.stdout) == (
         "yellow 2020-12: skipped 1,295 rows 9.9s\n"
-        f"yellow 2021-01: not found  9.9s {not_published}\n"
+        f"yellow 2021-01: not published  9.9s {not_published}\n"
         f"{table}"
         "2020-12  yellow          1,295  skipped            9.9\n"
         "2021-01  yellow              -  not published      9.9\n"

@@ -112,7 +112,7 @@ def test_backfill_skips_what_is_loaded_and_status_shows_it(sink, mirror):
     assert sorted((m["month"], m["status"]) for m in months) == [
         ("2021-01", "loaded"),
         ("2021-02", "loaded"),
-        ("2021-03", "not found"),
+        ("2021-03", "not published"),
     ]
     assert out(first)["loaded"] == 2 and out(first)["not_published"] == 1
     again = sink.run(*args)

@@ -346,3 +346,23 @@ def test_flags_keep_what_the_file_holds_and_fhvhv_types_land_as_the_contract_say
     ) == ("integer",)
     status = cli("status", "--format", "json")
     assert [(m["taxi"], m["format"]) for m in json.loads(status.stdout)["months"]] == [("fhvhv", "parquet")]
+
+
+def test_a_backfill_across_the_sources_and_before_the_first_tlc_month(cli, mirror):
+    """auto over 2021-06..2021-08: the mirror's last month, then the TLC's; fhvhv 2019-01 lies before the
+    TLC's first High-Volume month: "not published" with no request and no failure."""
+    mirror.both_sources()
+    mirror.put_sample("yellow", Month(2021, 7), "yellow_tripdata_2020-12.head1295.csv")
+    mirror.put_parquet("yellow", Month(2021, 8), generated_table("yellow", 2021, 8, 300))
+    mirror.put_parquet("fhvhv", Month(2019, 2), generated_table("fhvhv", 2019, 2, 200))
+    result = cli("backfill", "--taxi", "yellow", "--from", "2021-07", "--to", "2021-08")
+    assert result.exit_code == 0, result.output
+    assert cli.db.count("yellow_tripdata") == 1295 + 300
+    result = cli("backfill", "--taxi", "fhvhv", "--from", "2019-01", "--to", "2019-02")
+    assert result.exit_code == 0, result.output
+    months = {m["month"]: m for m in map(json.loads, result.stdout.splitlines()) if m.get("step") == "backfill-month"}
+    assert months["2019-01"]["status"] == "not published" and "from 2019-02" in months["2019-01"]["error"]
+    assert months["2019-02"]["status"] == "loaded" and cli.db.count("fhvhv_tripdata") == 200
+    assert not [p for p, _ in mirror.requests if "2019-01" in p]
+    status = json.loads(cli("status", "--format", "json", "--taxi", "yellow").stdout)
+    assert [(m["month"], m["format"]) for m in status["months"]] == [("2021-07", "csv"), ("2021-08", "parquet")]

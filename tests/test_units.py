@@ -11,11 +11,11 @@ import pytest
 from taxi_loader.backfill import (
     FAILED,
     LOADED,
-    NOT_FOUND,
     NOT_RUN,
+    SKIPPED,
     UNPUBLISHED,
     Outcome,
-    _unpublished_at_the_end,
+    _settle_unpublished,
     parse_pairs,
     retry_command,
     summarize,
@@ -277,38 +277,45 @@ def test_parse_pairs_errors(text, message):
 
 
 def _outcomes(spec: str) -> list[Outcome]:
-    """'yellow 2020-01 loaded, ...' into Outcomes (404s as NOT_FOUND with exit code 4)."""
+    """'yellow 2020-01 loaded, ...' into Outcomes: 'not_published' a 404 (exit code 4, to be settled),
+    'outside' a month before the source's first (settled: exit code 0)."""
     outcomes = []
     for item in spec.split(","):
         taxi, month, status = item.split()
-        status = status.replace("_", " ")
-        outcomes.append(Outcome(taxi, month, status, exit_code=4 if status == NOT_FOUND else 0))
+        code = {"not_published": 4, "outside": 0}.get(status, 0)
+        status = UNPUBLISHED if status in ("not_published", "outside") else status.replace("_", " ")
+        outcomes.append(Outcome(taxi, month, status, exit_code=code))
     return outcomes
 
 
-def test_a_404_at_the_end_of_a_taxis_range_is_not_published_and_in_a_gap_a_failure():
+def test_not_published_at_the_end_or_outside_the_source_is_no_failure_and_a_404_before_a_month_is():
     outcomes = _outcomes(
-        "yellow 2021-06 loaded, yellow 2021-07 not_found, yellow 2021-08 not_found,"
-        "green 2021-06 not_found, green 2021-07 loaded, green 2021-08 not_run"
+        "yellow 2021-06 loaded, yellow 2021-07 not_published, yellow 2021-08 not_published,"
+        "fhvhv 2019-01 outside, fhvhv 2019-02 loaded, fhvhv 2019-03 not_run,"
+        "fhv 2020-01 not_published, fhv 2020-02 loaded, fhv 2020-03 not_published, fhv 2020-04 skipped"
     )
-    _unpublished_at_the_end(outcomes)
+    _settle_unpublished(outcomes)
     assert [(o.taxi, o.month, o.status, o.exit_code) for o in outcomes] == [
         ("yellow", "2021-06", LOADED, 0),
-        ("yellow", "2021-07", UNPUBLISHED, 0),
+        ("yellow", "2021-07", UNPUBLISHED, 0),  # not published yet
         ("yellow", "2021-08", UNPUBLISHED, 0),
-        ("green", "2021-06", FAILED, 4),  # a gap: later months exist
-        ("green", "2021-07", LOADED, 0),
-        ("green", "2021-08", NOT_RUN, 0),
+        ("fhvhv", "2019-01", UNPUBLISHED, 0),  # before the source's first month
+        ("fhvhv", "2019-02", LOADED, 0),
+        ("fhvhv", "2019-03", NOT_RUN, 0),
+        ("fhv", "2020-01", FAILED, 4),  # a 404 before months that are there: a gap in the source
+        ("fhv", "2020-02", LOADED, 0),
+        ("fhv", "2020-03", FAILED, 4),
+        ("fhv", "2020-04", SKIPPED, 0),
     ]
     assert retry_command(outcomes, "taxi-loader backfill --sink postgres") == (
-        "taxi-loader backfill --sink postgres --only green:2021-06,green:2021-08"
+        "taxi-loader backfill --sink postgres --only fhvhv:2019-03,fhv:2020-01,fhv:2020-03"
     )
     assert retry_command(outcomes[:3], "x") is None
 
 
 def test_a_month_not_yet_run_after_the_404s_does_not_hide_them():
-    outcomes = _outcomes("fhv 2021-07 not_found, fhv 2021-08 not_run")
-    _unpublished_at_the_end(outcomes)
+    outcomes = _outcomes("fhv 2021-07 not_published, fhv 2021-08 not_run")
+    _settle_unpublished(outcomes)
     assert [o.status for o in outcomes] == [UNPUBLISHED, NOT_RUN]
 
 
