@@ -306,7 +306,35 @@ def _on_sigterm(signum, frame):
     raise Interrupted("stopped by SIGTERM")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Main(click.Group):
+    """The command group, which also takes its own options (--log-format, --log-level) after the command:
+    `taxi-loader status --log-format json` is `taxi-loader --log-format json status`."""
+
+    GLOBAL = ("--log-format", "--log-level")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        command = next((i for i, a in enumerate(args) if a in self.commands), None)
+        if command is None:
+            return super().parse_args(ctx, args)
+        moved, rest, i = [], args[: command + 1], command + 1
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":  # everything after it is the command's
+                rest += args[i:]
+                break
+            if arg in self.GLOBAL and i + 1 < len(args):
+                moved += args[i : i + 2]
+                i += 2
+                continue
+            if arg.startswith(tuple(f"{g}=" for g in self.GLOBAL)):
+                moved.append(arg)
+            else:
+                rest.append(arg)
+            i += 1
+        return super().parse_args(ctx, moved + rest)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="taxi-loader")
 @option(
     "--log-format",
