@@ -134,7 +134,9 @@ class MonthFile:
         elif path.suffix == ".gz":
             self.close()
             kind = "an HTML page" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) else "not gzip data"
-            raise BadData(f"{path.name}: not a gzipped file (it holds {kind}); delete it and download again")
+            # The full path: it may be a file of the user's own mirror, which is theirs to fix (a download that
+            # fails its checks never gets this far: source.verify removes it).
+            raise BadData(f"{path}: not a gzipped file (it holds {kind})")
         else:
             self._stream = buffered
         try:
@@ -168,7 +170,7 @@ class MonthFile:
                 yield self._normalise(block[:cut])
         except (OSError, EOFError, zlib.error) as exc:
             raise BadData(
-                f"{self.path.name}: corrupt or truncated file ({exc}); delete it and download again"
+                f"{self.path}: corrupt or truncated file ({exc})"
             ) from None
         if rest.strip():
             yield self._normalise(rest + b"\n")

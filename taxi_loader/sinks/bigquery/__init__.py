@@ -82,7 +82,9 @@ class BigQuerySink:
     @contextmanager
     def open(self, job: Job, cancel: Cancellation, whole_load: bool = False) -> Iterator[BigQueryMonth]:
         # Each step is a request or a job of its own; a second load of the month is made harmless by the
-        # deterministic load job id and the MERGE on unique_row_id, not by a lock.
+        # deterministic load job id and the MERGE on unique_row_id, not by a lock. Every month step works on the
+        # bucket and the dataset: all missing settings are named at once, before any download.
+        self.settings.need("project", "bucket", "dataset")
         yield BigQueryMonth(self.settings, job)
 
     def last_loads(
