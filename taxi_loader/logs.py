@@ -84,7 +84,8 @@ def result_lines(fmt: str, step: str, result: dict[str, Any], tags: dict[str, st
         return [json.dumps({"step": step, **result}, default=str)]
     summary = " ".join(f"{k.removeprefix('rows_')}={v}" for k, v in counts.items())
     label = " ".join(str(result[k]) for k in ("taxi", "month") if k in result) or str(result.get("table", ""))
-    return [f"{step} {label}: {summary}".rstrip(": ") if summary else f"{step} {label}: ok"]
+    line = f"{step} {label}: {summary}".rstrip(": ") if summary else f"{step} {label}: ok"
+    return [f"{line} -> {result['target']}" if result.get("target") else line]
 
 
 def backfill_month_lines(fmt: str, outcome: dict[str, Any]) -> list[str]:

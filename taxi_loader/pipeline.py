@@ -92,7 +92,7 @@ def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any
     with _noting_failure(job, target, cancel):
         job.source.check_published(job.taxi, job.month)
         path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry)
-        result = target.stage(path)
+        result = {**target.stage(path), "target": target.target}
     if result.get("extra_columns"):
         log.warning("unknown columns ignored", columns=result["extra_columns"], **job.tags)
     if result.get("rows_rejected"):
@@ -103,14 +103,14 @@ def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any
 
 def _merge(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any]:
     with _noting_failure(job, target, cancel):
-        result = target.merge()
+        result = {**target.merge(), "target": target.target}
     log.info("merged", **{"table": job.taxi.table, **_details(job, result)})
     return result
 
 
 def _cleanup(job: Job, target: MonthTarget, remove_object: bool = False) -> dict[str, Any]:
     removed = [str(p) for p in source.remove_downloads(job.taxi, job.month, job.data_dir, job.source_url)]
-    result = {**job.tags, **target.cleanup(remove_object)}
+    result = {**job.tags, **target.cleanup(remove_object), "target": target.target}
     result["files_removed"] = [*result.get("files_removed", []), *removed]
     log.info("cleaned up", **_details(job, result))
     return result
@@ -127,6 +127,7 @@ def _opened(sink: Sink, job: Job, cancel: Cancellation, whole_load: bool = False
     cancel.check()
     try:
         with sink.open(job, cancel, whole_load) as target:
+            log.info(f"writing to {sink.title}", target=target.target, **job.tags)
             yield target
     except Interrupted:
         raise

@@ -53,10 +53,20 @@ def data_rows(path: Path) -> int:
 def test_database():
     """A database of our own for the whole session, dropped at the end."""
     name = f"taxi_loader_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = psycopg2.connect(f"{SERVER}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        admin = psycopg2.connect(f"{SERVER}/postgres", connect_timeout=5)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+    except psycopg2.Error as exc:
+        pytest.exit(
+            f"the tests need a PostgreSQL server where they may create a database: TAXI_LOADER_TEST_SERVER={SERVER} "
+            f"answered: {' '.join(str(exc).split())}\n"
+            "Start one (sudo service postgresql start, or `docker compose up -d pgdatabase` with "
+            "TAXI_LOADER_TEST_SERVER=postgresql://root:root@127.0.0.1:5432), or point TAXI_LOADER_TEST_SERVER "
+            "at one whose role may CREATEDB.",
+            returncode=2,
+        )
     admin.close()
     yield f"{SERVER}/{name}"
     admin = psycopg2.connect(f"{SERVER}/postgres")  # a fresh one: a test may have restarted the server

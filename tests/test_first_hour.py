@@ -45,3 +45,60 @@ def test_a_bad_file_of_a_local_mirror_is_named_by_its_path_and_left_alone(tmp_pa
     assert result.exit_code == 5
     assert str(bad) in result.stderr and "delete" not in result.stderr
     assert bad.exists()  # the user's mirror is theirs
+
+
+def test_a_missing_database_says_how_to_create_it(db, monkeypatch):
+    url = db.url.rsplit("/", 1)[0] + "/no_such_db"
+    result = CliRunner().invoke(main, ["status", "--sink", "postgres", "--db-url", url])
+    assert result.exit_code == 3
+    assert "database no_such_db does not exist" in result.stderr and "createdb no_such_db" in result.stderr
+
+
+def test_connection_messages_show_the_pg_variables_in_force(db, monkeypatch):
+    """PGHOST and PGPORT set, no URL: the message names that host and port, not placeholders or 5432."""
+    from conftest import free_port
+
+    port = free_port()
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", str(port))
+    args = ["load", "--sink", "postgres", "--taxi", "yellow", "--month", "2021-01", "--retries", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 6
+    assert f'"127.0.0.1", port {port}' in result.stderr and "PGHOST or" not in result.stderr
+
+
+def test_a_load_says_where_it_writes_in_its_first_log_line_and_its_result(cli, db, mirror):
+    from taxi_loader.months import Month
+
+    mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
+    result = cli("load", "--taxi", "green", "--month", "2019-01")
+    assert result.exit_code == 0, result.output
+    where = f"postgres@127.0.0.1:5432/{db.url.rsplit('/', 1)[1]}, schema {db.schema}"
+    first = json.loads(result.stderr.splitlines()[0])
+    assert first["event"] == "writing to PostgreSQL" and first["target"] == where
+    assert json.loads(result.stdout)["target"] == where
+    console = cli("load", "--taxi", "green", "--month", "2019-01", log_format="console")
+    assert console.stdout.rstrip().endswith(f" -> {where}")
+
+
+def test_the_tests_without_a_server_say_what_to_start():
+    """`make test` with no PostgreSQL: one message naming TAXI_LOADER_TEST_SERVER and how to start one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import free_port
+
+    env = {**os.environ, "TAXI_LOADER_TEST_SERVER": f"postgresql://postgres@127.0.0.1:{free_port()}"}
+    test = f"{__file__}::test_a_missing_database_says_how_to_create_it"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 2
+    assert "TAXI_LOADER_TEST_SERVER=postgresql://postgres@127.0.0.1:" in result.stdout
+    assert "Start one" in result.stdout and "Traceback" not in result.stdout + result.stderr

@@ -27,6 +27,8 @@ from taxi_loader.zones import Zone
 class MonthTarget(Protocol):
     """One month's load on one sink, as `Sink.open` yields it."""
 
+    target: str  # where the month is written, for messages and results (never a password)
+
     def stage(self, path: Path) -> dict[str, Any]:
         """Validate the file at `path` and write it, each row with its id, into the month's staging area.
 
@@ -52,6 +54,7 @@ class Sink(Protocol):
     """A destination: where the tables are, and how to open a month's load there."""
 
     name: ClassVar[str]  # the value of --sink
+    title: ClassVar[str]  # its name in messages (PostgreSQL)
 
     def open(self, job: Job, cancel: Cancellation, whole_load: bool = False) -> AbstractContextManager[MonthTarget]:
         """Ready the sink for `job` (connect, create what is missing). `whole_load`: the target serves every step

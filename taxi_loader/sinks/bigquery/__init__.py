@@ -32,6 +32,7 @@ class BigQueryMonth:
 
     def __init__(self, settings: BigQuerySettings, job: Job):
         self.settings, self.job = settings, job
+        self.target = f"{settings.dataset_id}, bucket gs://{settings.bucket}"
 
     def stage(self, path: Path) -> dict[str, Any]:
         from . import gcs
@@ -74,6 +75,7 @@ class BigQuerySink:
     """The BigQuery sink (see the package's docstring)."""
 
     name: ClassVar[str] = SINK
+    title: ClassVar[str] = "BigQuery"
     Settings: ClassVar[type[BigQuerySettings]] = BigQuerySettings
 
     def __init__(self, settings: BigQuerySettings = BigQuerySettings()):

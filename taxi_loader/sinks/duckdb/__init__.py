@@ -45,6 +45,7 @@ class DuckDBMonth:
 
     def __init__(self, db_path: Path, job: Job, cancel: Cancellation):
         self.db_path, self.job, self.cancel = db_path, job, cancel
+        self.target = str(db_path.resolve())
         self._conn: Connection | None = None
         self._open = ExitStack()
         self._unusable = False  # the file could not be opened: nothing of ours is in it to clean up
@@ -113,6 +114,7 @@ class DuckDBSink:
     """The DuckDB sink (see the package's docstring)."""
 
     name: ClassVar[str] = SINK
+    title: ClassVar[str] = "DuckDB"
     Settings: ClassVar[type[DuckDBSettings]] = DuckDBSettings
 
     def __init__(self, settings: DuckDBSettings = DuckDBSettings()):

@@ -25,7 +25,7 @@ from taxi_loader.zones import ZONES_TABLE, Zone
 
 from . import ledger, merge, stage
 from . import zones as zones_table
-from .connect import Connection, describe_target, session
+from .connect import Connection, connected_target, describe_target, session
 from .ddl import Tables, drop_staging, month_lock
 
 log = get_logger("taxi_loader")
@@ -47,6 +47,7 @@ class PostgresMonth:
 
     def __init__(self, conn: Connection, tables: Tables, job: Job):
         self.conn, self.tables, self.job = conn, tables, job
+        self.target = f"{connected_target(conn)}, schema {tables.schema}"
 
     def stage(self, path: Path) -> dict[str, Any]:
         job = self.job
@@ -90,6 +91,7 @@ class PostgresSink:
     """The PostgreSQL sink (see the package's docstring)."""
 
     name: ClassVar[str] = ledger.SINK
+    title: ClassVar[str] = "PostgreSQL"
     Settings: ClassVar[type[PostgresSettings]] = PostgresSettings
 
     def __init__(self, settings: PostgresSettings = PostgresSettings()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -24,15 +25,24 @@ def one(cur: Cursor) -> tuple[Any, ...]:
 
 
 def describe_target(db_url: str | None) -> str:
-    """host:port/dbname of a connection string or URL, without the password, for messages."""
+    """host:port/dbname as a connection string or URL gives them, without the password, for messages before
+    a connection exists; what it leaves out comes from libpq's PG* variables, which only libpq reads."""
     try:
         params = psycopg2.extensions.parse_dsn(db_url or "")
     except psycopg2.ProgrammingError:
         return "the configured database"
-    host = params.get("host") or "(PGHOST or local socket)"
-    port = params.get("port") or "5432"
-    db = params.get("dbname") or ""
-    return f"{host}:{port}/{db}" if db else f"{host}:{port}"
+    if not params.get("host") and not params.get("dbname"):
+        return "the server of the PG* variables"
+    host = params.get("host") or "(PGHOST)"
+    port = params.get("port") or "(PGPORT)"
+    db = params.get("dbname") or "(PGDATABASE)"
+    return f"{host}:{port}/{db}"
+
+
+def connected_target(conn: Connection) -> str:
+    """user@host:port/dbname of an open connection: the values libpq resolved, whatever set them."""
+    info = conn.info
+    return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
 
 
 _CONFIG_PROBLEMS = (
@@ -55,7 +65,6 @@ def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Connectio
     Unreachable servers are retried with backoff, then TransientError; wrong credentials or a missing
     database are ConfigError at once. Messages name the host, never the password.
     """
-    where = describe_target(db_url)
     try:
         params = psycopg2.extensions.parse_dsn(db_url or "")
     except psycopg2.ProgrammingError:
@@ -70,18 +79,25 @@ def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Connectio
                         db_url or "", connect_timeout=max(1, int(retry.timeout)), application_name="taxi-loader"
                     )
                 except psycopg2.OperationalError as exc:
-                    text = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"
-                    if any(p in text for p in _CONFIG_PROBLEMS):
-                        user = params.get("user") or "(PGUSER)"
+                    # libpq's own words name the host, port, user and database in force, wherever they came
+                    # from (the URL, PG* variables, its defaults): quoted rather than guessed.
+                    text = " ".join(str(exc).split()) if str(exc).strip() else "connection failed"
+                    missing = re.search(r'database "([^"]+)" does not exist', text)
+                    if missing:
                         raise ConfigError(
-                            f"cannot log in to PostgreSQL at {where} as {user}: {_scrub(text, params)}; "
+                            f"database {missing[1]} does not exist on that PostgreSQL server: create it with "
+                            f"`createdb {missing[1]}` (or CREATE DATABASE), or name another in --db-url / PGDATABASE"
+                        ) from None
+                    if any(p in text for p in _CONFIG_PROBLEMS):
+                        raise ConfigError(
+                            f"cannot log in to PostgreSQL: {_scrub(text, params)}; "
                             "check --db-url / TAXI_LOADER_DB_URL or the PG* variables"
                         ) from None
                     raise _Unreachable(_scrub(text, params)) from None
     except _Unreachable as exc:
         raise TransientError(
-            f"PostgreSQL at {where} is unreachable after {retry.attempts} attempts ({exc}); "
-            "start it or fix --db-url, then run the command again"
+            f"PostgreSQL is unreachable after {retry.attempts} attempts ({exc}); "
+            "start it or fix --db-url / the PG* variables, then run the command again"
         ) from None
     conn.autocommit = False
     return conn
@@ -101,9 +117,10 @@ def session(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Iterator[
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
         what = "lost the connection to" if conn.closed else "a transient failure in"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise TransientError(
-            f"{what} PostgreSQL at {describe_target(db_url)} ({detail}); run the command again"
-        ) from None
+        where = describe_target(db_url)
+        with suppress(psycopg2.Error):  # a connection that is gone cannot say where it was
+            where = connected_target(conn)
+        raise TransientError(f"{what} PostgreSQL at {where} ({detail}); run the command again") from None
     finally:
         with suppress(psycopg2.Error):
             conn.close()
