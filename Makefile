@@ -8,7 +8,8 @@ MONTH ?= 2021-01
 SINK ?=
 FROM ?= 2019-01
 TO ?= 2021-07
-JOBS ?= 2
+# As backfill's own --jobs default; JOBS=2 loads two months at once.
+JOBS ?= 1
 DOCKER ?= 0
 IMAGE ?= taxi-loader:latest
 # The compose stack's network; `host` where the engine has no bridge (then pgdatabase is this machine).

@@ -59,7 +59,11 @@ def month_options(f):
             ),
             option("--month", help="YYYY-MM, or MM together with --year."),
             option("--year", help="YYYY, with --month MM."),
-            option("--trigger-date", help="The date a schedule fired; loads the month before it."),
+            option(
+                "--trigger-date",
+                help="The date a schedule fired (YYYY-MM-DD or an ISO date-time such as 2021-02-01T10:00:00Z); "
+                "loads the month before it.",
+            ),
         ]
     ):
         f = opt(f)
@@ -368,7 +372,11 @@ def main(ctx: click.Context, log_format: str, log_level: str) -> None:
 @source_options
 @handled
 def download(**kw) -> None:
-    """Download the month's file into the data dir (resumes, verifies, reuses a complete file)."""
+    """Download the month's file into the data dir (resumes, verifies, reuses a complete file).
+
+    \b
+    taxi-loader download --taxi green --month 2019-01 --data-dir data
+    """
     job = _job(kw)
     result = pipeline.download(job, progress_bar(f"{job.taxi.name} {job.month}"))
     report("download", result, job.tags)
@@ -381,7 +389,11 @@ def download(**kw) -> None:
 @max_rejects_option
 @handled
 def stage(**kw) -> None:
-    """PostgreSQL: validate the month's file and COPY it into its own staging table (fetches it when needed)."""
+    """PostgreSQL: validate the month's file and COPY it into its own staging table (fetches it when needed).
+
+    \b
+    taxi-loader stage --taxi yellow --year 2021 --month 01 --db-url postgresql://root:root@localhost/ny_taxi
+    """
     job, sink = _job(kw), _sink("postgres", kw)
     report("stage", cancellable(lambda c: pipeline.stage(job, sink, cancel=c)), job.tags)
 
@@ -392,7 +404,11 @@ def stage(**kw) -> None:
 @drop_duplicates_option
 @handled
 def dedup_merge(**kw) -> None:
-    """PostgreSQL: insert the staged rows not yet in the main table, in one transaction; record it in the ledger."""
+    """PostgreSQL: insert the staged rows not yet in the main table, in one transaction; record it in the ledger.
+
+    \b
+    taxi-loader dedup-merge --taxi yellow --year 2021 --month 01
+    """
     job, sink = _job(kw), _sink("postgres", kw)
     report("dedup-merge", cancellable(lambda c: pipeline.merge(job, sink, cancel=c)), job.tags)
 
@@ -405,7 +421,11 @@ def dedup_merge(**kw) -> None:
 @option("--remove-object", is_flag=True, help="bigquery: also delete the month's Parquet object in GCS.")
 @handled
 def cleanup(**kw) -> None:
-    """Drop the month's staging table and delete its downloaded and temporary files."""
+    """Drop the month's staging table and delete its downloaded and temporary files.
+
+    \b
+    taxi-loader cleanup --sink postgres --taxi yellow --month 2021-01
+    """
     sink_name, remove_object = kw.pop("sink"), kw.pop("remove_object")
     job = _job(kw)
     report("cleanup", pipeline.cleanup(job, _sink(sink_name, kw), remove_object), job.tags)
@@ -419,7 +439,12 @@ def cleanup(**kw) -> None:
 @merge_options
 @handled
 def load(**kw) -> None:
-    """All steps of one sink for one month, in one process (cleanup also runs when a step fails)."""
+    """All steps of one sink for one month, in one process (cleanup also runs when a step fails).
+
+    \b
+    taxi-loader load --taxi yellow --month 2021-01                  # PostgreSQL if configured, else ./taxi.duckdb
+    taxi-loader load --sink bigquery --taxi fhvhv --month 2024-06   # a month only the TLC publishes
+    """
     sink_name = kw.pop("sink")
     job = _job(kw)
     sink = _sink(sink_name, kw)
@@ -434,7 +459,11 @@ def load(**kw) -> None:
 @merge_options
 @handled
 def upload_gcs(**kw) -> None:
-    """BigQuery: validate the month's file, write it as typed Parquet with its ids, upload it to GCS."""
+    """BigQuery: validate the month's file, write it as typed Parquet with its ids, upload it to GCS.
+
+    \b
+    taxi-loader upload-gcs --taxi green --month 2019-01   # GCP_PROJECT_ID, GCP_BUCKET_NAME, GCP_DATASET set
+    """
     job, sink = _job(kw), _sink("bigquery", kw)
     report("upload-gcs", pipeline.stage(job, sink), job.tags)
 
@@ -444,7 +473,11 @@ def upload_gcs(**kw) -> None:
 @sink_options("bigquery")
 @handled
 def bq_load(**kw) -> None:
-    """BigQuery: load the month's GCS object into a staging table, MERGE the new rows, record it, drop staging."""
+    """BigQuery: load the month's GCS object into a staging table, MERGE the new rows, record it, drop staging.
+
+    \b
+    taxi-loader bq-load --taxi green --month 2019-01
+    """
     job, sink = _job(kw), _sink("bigquery", kw)
     report("bq-load", pipeline.merge(job, sink), job.tags)
 
@@ -559,11 +592,23 @@ def zones(**kw) -> None:
 @main.command()
 @sink_choice
 @option("--taxi", help="Taxi types, comma-separated (default: all).")
-@option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people; json (months, gaps, totals, zones) for scripts and Kestra.",
+)
 @sink_options()
 @handled
 def status(**kw) -> None:
-    """What is loaded: months x taxis from the ledger (rows, when, status), the gaps, rows per taxi and year."""
+    """What is loaded: months x taxis from the ledger (rows, when, status), the gaps, rows per taxi and year.
+
+    \b
+    taxi-loader status --sink postgres --taxi yellow,green
+    taxi-loader status --format json
+    """
     taxis = [get_taxi(t) for t in kw["taxi"].split(",")] if kw["taxi"] else None
     report_ = bf.status(_sink(kw.pop("sink"), kw), taxis)
     click.echo(json.dumps(report_, indent=2) if kw["fmt"] == "json" else status_table(report_))

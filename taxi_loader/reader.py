@@ -169,9 +169,7 @@ class MonthFile:
                 rest = block[cut:]
                 yield self._normalise(block[:cut])
         except (OSError, EOFError, zlib.error) as exc:
-            raise BadData(
-                f"{self.path}: corrupt or truncated file ({exc})"
-            ) from None
+            raise BadData(f"{self.path}: corrupt or truncated file ({exc})") from None
         if rest.strip():
             yield self._normalise(rest + b"\n")
         self._finish()
