@@ -114,7 +114,13 @@ class RetryPolicy:
 
 
 def source_location(template: str, taxi: TaxiType, month: Month) -> str:
-    """The URL or path of the month's file: `template` with {taxi}, {year} and {month} filled in."""
+    """The URL or path of the month's file: `template` with {taxi}, {year} and {month} filled in; or, for a
+    local directory, the month's file in it under its published name (.csv.gz, .csv or .parquet)."""
+    directory = local_path(template) if "{" not in template else None
+    if directory is not None and directory.is_dir():
+        stem = f"{taxi.name}_tripdata_{month}"
+        found = (directory / f"{stem}{ext}" for ext in (".csv.gz", ".csv", ".parquet"))
+        return str(next((p for p in found if p.is_file()), directory / f"{stem}.csv.gz"))
     try:
         return template.format(taxi=taxi.name, year=f"{month.year:04d}", month=month.mm)
     except (KeyError, IndexError, ValueError) as exc:

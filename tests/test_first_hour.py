@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -102,3 +103,40 @@ def test_the_tests_without_a_server_say_what_to_start():
     assert result.returncode == 2
     assert "TAXI_LOADER_TEST_SERVER=postgresql://postgres@127.0.0.1:" in result.stdout
     assert "Start one" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_source_url_may_be_a_directory_of_either_format(tmp_path):
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from taxi_loader.synthetic_tlc import generated_table
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = Path(__file__).parent / "data"
+    shutil.copy(data / "yellow_tripdata_2020-12.head1295.csv", mirror / "yellow_tripdata_2020-12.csv")
+    pq.write_table(generated_table("yellow", 2024, 6, 100), mirror / "yellow_tripdata_2024-06.parquet")
+    db = str(tmp_path / "t.duckdb")
+    for month, rows in (("2020-12", 1295), ("2024-06", 100)):
+        args = ["load", "--sink", "duckdb", "--duckdb-path", db, "--taxi", "yellow", "--month", month]
+        result = CliRunner().invoke(main, ["--log-format", "json", *args, "--source-url", str(mirror)])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["rows_inserted"] == rows
+    missing = CliRunner().invoke(
+        main,
+        [
+            "load",
+            "--sink",
+            "duckdb",
+            "--duckdb-path",
+            db,
+            "--taxi",
+            "yellow",
+            "--month",
+            "2021-01",
+            "--source-url",
+            str(mirror),
+        ],
+    )
+    assert missing.exit_code == 4 and str(mirror / "yellow_tripdata_2021-01.csv.gz") in missing.stderr
