@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
+import psycopg2
+import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from taxi_loader.cli import main
+from taxi_loader.months import Month
+from taxi_loader.synthetic_tlc import generated_table
+
+from conftest import DATA, SERVER, free_port
 
 
 def test_the_global_options_work_after_the_command_too(tmp_path):
@@ -25,7 +37,6 @@ def test_the_global_options_work_after_the_command_too(tmp_path):
 
 
 def test_every_missing_gcp_setting_is_named_at_once_before_any_download(mirror, tmp_path):
-    from taxi_loader.months import Month
 
     mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
     args = ["load", "--sink", "bigquery", "--taxi", "green", "--month", "2019-01", "--source-url", mirror.template]
@@ -57,7 +68,6 @@ def test_a_missing_database_says_how_to_create_it(db, monkeypatch):
 
 def test_connection_messages_show_the_pg_variables_in_force(db, monkeypatch):
     """PGHOST and PGPORT set, no URL: the message names that host and port, not placeholders or 5432."""
-    from conftest import free_port
 
     port = free_port()
     monkeypatch.setenv("PGHOST", "127.0.0.1")
@@ -69,7 +79,6 @@ def test_connection_messages_show_the_pg_variables_in_force(db, monkeypatch):
 
 
 def test_a_load_says_where_it_writes_in_its_first_log_line_and_its_result(cli, db, mirror):
-    from taxi_loader.months import Month
 
     mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
     result = cli("load", "--taxi", "green", "--month", "2019-01")
@@ -84,12 +93,6 @@ def test_a_load_says_where_it_writes_in_its_first_log_line_and_its_result(cli, d
 
 def test_the_tests_without_a_server_say_what_to_start():
     """`make test` with no PostgreSQL: one message naming TAXI_LOADER_TEST_SERVER and how to start one."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from conftest import free_port
 
     env = {**os.environ, "TAXI_LOADER_TEST_SERVER": f"postgresql://postgres@127.0.0.1:{free_port()}"}
     test = f"{__file__}::test_a_missing_database_says_how_to_create_it"
@@ -106,16 +109,10 @@ def test_the_tests_without_a_server_say_what_to_start():
 
 
 def test_source_url_may_be_a_directory_of_either_format(tmp_path):
-    import shutil
-
-    import pyarrow.parquet as pq
-
-    from taxi_loader.synthetic_tlc import generated_table
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()
-    data = Path(__file__).parent / "data"
-    shutil.copy(data / "yellow_tripdata_2020-12.head1295.csv", mirror / "yellow_tripdata_2020-12.csv")
+    shutil.copy(DATA / "yellow_tripdata_2020-12.head1295.csv", mirror / "yellow_tripdata_2020-12.csv")
     pq.write_table(generated_table("yellow", 2024, 6, 100), mirror / "yellow_tripdata_2024-06.parquet")
     db = str(tmp_path / "t.duckdb")
     for month, rows in (("2020-12", 1295), ("2024-06", 100)):
@@ -140,3 +137,42 @@ def test_source_url_may_be_a_directory_of_either_format(tmp_path):
         ],
     )
     assert missing.exit_code == 4 and str(mirror / "yellow_tripdata_2021-01.csv.gz") in missing.stderr
+
+
+def test_the_readmes_first_run_block_works_as_pasted(mirror, tmp_path):
+    """The block under <!-- first-run --> in README.md, line by line in bash at the repository's root: only the
+    database's name is the test's own, and the files come from the local mirror (TAXI_LOADER_* variables)."""
+
+    if SERVER != "postgresql://postgres@127.0.0.1:5432":
+        import pytest
+
+        pytest.skip(f"the block names the server localhost:5432 as postgres; TAXI_LOADER_TEST_SERVER is {SERVER}")
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    block = re.search(r"<!-- first-run -->\n```bash\n(.*?)```", readme, re.S)[1]
+    name = f"taxi_loader_readme_{uuid.uuid4().hex[:8]}"
+    mirror.put_sample("yellow", Month(2021, 1), "yellow_tripdata_2021-01.head22792.csv")
+    env = {
+        **os.environ,
+        "TAXI_LOADER_MIRROR_URL": mirror.template,
+        "TAXI_LOADER_ZONES_URL": str(DATA / "taxi_zone_lookup.csv"),
+        "TAXI_LOADER_DATA_DIR": str(tmp_path / "data"),
+    }
+    try:
+        result = subprocess.run(
+            ["bash", "-e", "-c", block.replace("ny_taxi", name)],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.search(r"^\s*22792\s*$", result.stdout, re.M), result.stdout
+        assert '"rows_zones": 265' in result.stdout
+    finally:
+        admin = psycopg2.connect(f"{SERVER}/postgres")
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
