@@ -145,6 +145,19 @@ def sink_choice(f):
     )(f)
 
 
+def fixed_sink(name: str):
+    """--sink on a step that belongs to one sink: accepted (only as that sink), so that every command of a
+    step-by-step load can say which sink it is, the same way. TAXI_LOADER_SINK does not apply to it."""
+    return option(
+        "--sink",
+        type=click.Choice([name]),
+        default=name,
+        envvar=None,
+        show_envvar=False,
+        help=f"This step is the {name} sink's; --sink {name} may be given like on every other command.",
+    )
+
+
 # libpq's variables that say where a PostgreSQL is
 _PG_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSERVICE")
 
@@ -383,6 +396,7 @@ def download(**kw) -> None:
 
 
 @main.command()
+@fixed_sink("postgres")
 @month_options
 @source_options
 @sink_options("postgres")
@@ -394,11 +408,13 @@ def stage(**kw) -> None:
     \b
     taxi-loader stage --taxi yellow --year 2021 --month 01 --db-url postgresql://root:root@localhost/ny_taxi
     """
+    kw.pop("sink")
     job, sink = _job(kw), _sink("postgres", kw)
     report("stage", cancellable(lambda c: pipeline.stage(job, sink, cancel=c)), job.tags)
 
 
 @main.command("dedup-merge")
+@fixed_sink("postgres")
 @month_options
 @sink_options("postgres")
 @drop_duplicates_option
@@ -409,6 +425,7 @@ def dedup_merge(**kw) -> None:
     \b
     taxi-loader dedup-merge --taxi yellow --year 2021 --month 01
     """
+    kw.pop("sink")
     job, sink = _job(kw), _sink("postgres", kw)
     report("dedup-merge", cancellable(lambda c: pipeline.merge(job, sink, cancel=c)), job.tags)
 
@@ -453,6 +470,7 @@ def load(**kw) -> None:
 
 
 @main.command("upload-gcs")
+@fixed_sink("bigquery")
 @month_options
 @source_options
 @sink_options("bigquery")
@@ -464,11 +482,13 @@ def upload_gcs(**kw) -> None:
     \b
     taxi-loader upload-gcs --taxi green --month 2019-01   # GCP_PROJECT_ID, GCP_BUCKET_NAME, GCP_DATASET set
     """
+    kw.pop("sink")
     job, sink = _job(kw), _sink("bigquery", kw)
     report("upload-gcs", pipeline.stage(job, sink), job.tags)
 
 
 @main.command("bq-load")
+@fixed_sink("bigquery")
 @month_options
 @sink_options("bigquery")
 @handled
@@ -478,6 +498,7 @@ def bq_load(**kw) -> None:
     \b
     taxi-loader bq-load --taxi green --month 2019-01
     """
+    kw.pop("sink")
     job, sink = _job(kw), _sink("bigquery", kw)
     report("bq-load", pipeline.merge(job, sink), job.tags)
 

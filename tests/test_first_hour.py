@@ -176,3 +176,17 @@ def test_the_readmes_first_run_block_works_as_pasted(mirror, tmp_path):
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def test_every_step_takes_sink_the_same_way(cli, db, mirror):
+    """The README's step-by-step example: --sink postgres on stage, dedup-merge and cleanup alike; another sink
+    on a PostgreSQL step is a usage error; TAXI_LOADER_SINK does not turn a PostgreSQL step into another."""
+    mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
+    for step in ("stage", "dedup-merge", "cleanup"):
+        result = cli(step, "--sink", "postgres", "--taxi", "green", "--year", "2019", "--month", "01")
+        assert result.exit_code == 0, result.output
+    assert db.count("green_tripdata") == 99
+    wrong = cli("stage", "--sink", "duckdb", "--taxi", "green", "--month", "2019-01")
+    assert wrong.exit_code == 2 and "'duckdb' is not 'postgres'" in wrong.stderr
+    env = CliRunner(env={"TAXI_LOADER_SINK": "duckdb"}).invoke(main, ["dedup-merge", "--help"])
+    assert env.exit_code == 0
