@@ -18,6 +18,10 @@ class UsageError(TaxiLoaderError):
     exit_code = 2
 
 
+class NotStaged(UsageError):
+    """A merge asked for before anything was staged: no load was attempted, the ledger is left alone."""
+
+
 class ConfigError(TaxiLoaderError):
     """Missing or wrong settings or credentials (a wrong password, a missing bucket setting)."""
 

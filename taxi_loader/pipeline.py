@@ -14,7 +14,7 @@ from typing import Any
 
 from taxi_loader import source
 from taxi_loader.contract import FAILED, INTERRUPTED
-from taxi_loader.errors import Interrupted, UsageError
+from taxi_loader.errors import Interrupted, NotStaged, SourceNotFound
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.sinks import MonthTarget, Sink
@@ -139,11 +139,12 @@ def _opened(sink: Sink, job: Job, cancel: Cancellation, whole_load: bool = False
 
 @contextmanager
 def _noting_failure(job: Job, target: MonthTarget, cancel: Cancellation) -> Iterator[None]:
-    """Record in the sink's ledger how a step ended when it fails, then let the failure go on. A usage error
-    (dedup-merge before stage, say) is no load at all: the ledger is left alone."""
+    """Record in the sink's ledger how a step ended when it fails, then let the failure go on. A merge before
+    any stage, or a month its source has not published, is no load at all: the ledger is left alone (status
+    would show the month as failed)."""
     try:
         yield
-    except UsageError:
+    except (NotStaged, SourceNotFound):
         raise
     except BaseException as exc:
         interrupted = isinstance(exc, (KeyboardInterrupt, Interrupted)) or cancel.cancelled

@@ -366,3 +366,13 @@ def test_a_backfill_across_the_sources_and_before_the_first_tlc_month(cli, mirro
     assert not [p for p, _ in mirror.requests if "2019-01" in p]
     status = json.loads(cli("status", "--format", "json", "--taxi", "yellow").stdout)
     assert [(m["month"], m["format"]) for m in status["months"]] == [("2021-07", "csv"), ("2021-08", "parquet")]
+
+
+def test_a_stage_of_a_month_not_published_leaves_the_ledger_alone(cli, mirror):
+    """What a scheduled Kestra run does on the 1st: stage finds nothing yet (exit 4); status must not show the
+    month as failed."""
+    mirror.both_sources()
+    last = Month(date.today().year, date.today().month).previous()
+    result = cli("stage", "--taxi", "green", "--month", str(last))
+    assert result.exit_code == 4 and "not published yet" in result.stderr
+    assert not cli.db.exists("taxi_loader_ledger") or cli.db.count("taxi_loader_ledger") == 0

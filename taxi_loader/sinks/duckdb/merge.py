@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 
 from taxi_loader.contract import STAGED, SUCCEEDED
-from taxi_loader.errors import UsageError
+from taxi_loader.errors import NotStaged
 from taxi_loader.job import Job
 
 from . import ddl
@@ -25,7 +25,7 @@ def merge(conn: Connection, job: Job, db_path: Path) -> dict[str, Any]:
         ddl.ensure_tables(conn, taxi)
         staged_load = ddl.last_load(conn, taxi, month, STAGED)
         if not staged_load or not ddl.exists(conn, taxi.staging_table(month)):
-            raise UsageError(
+            raise NotStaged(
                 f"nothing staged for {taxi.name} {month} in {db_path}: "
                 f"run `taxi-loader load --sink duckdb --duckdb-path {db_path}` for it"
             )

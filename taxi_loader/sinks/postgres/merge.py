@@ -23,7 +23,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader.errors import TransientError, UsageError
+from taxi_loader.errors import NotStaged, TransientError, UsageError
 from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
 
@@ -152,7 +152,7 @@ def _plan(conn: Connection, tables: Tables, month: Month) -> MergePlan:
     taxi = tables.taxi
     with conn.cursor() as cur:
         if not relation_exists(cur, tables.staging(month)):
-            raise UsageError(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
+            raise NotStaged(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
         if not _has_ids(cur, tables, month):
             raise UsageError(f"{taxi.name} {month} was staged by an older taxi-loader: run `taxi-loader stage` again")
         staged_load = ledger.last_load(cur, tables, month, ledger.STAGED)
