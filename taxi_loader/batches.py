@@ -22,7 +22,7 @@ import pyarrow.csv as pacsv
 
 from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
 from taxi_loader.contract import main_columns
-from taxi_loader.parquet_reader import ParquetMonthFile
+from taxi_loader.parquet_reader import TYPED, ParquetMonthFile
 from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, validated_rows
 from taxi_loader.source import is_parquet
 from taxi_loader.taxis import Column, Kind, TaxiType
@@ -38,15 +38,10 @@ ARROW_TYPE = {
     Kind.COUNT: pa.int64(),
     Kind.INSTANT: pa.timestamp("us", tz="UTC"),
 }
-# How the CSV reader parses each kind: codes as integers (that checks them; they become strings after), counts
-# as the 32-bit integers PostgreSQL and DuckDB keep (a bigger one sends the file to the validating pass)
-_ARROW_IN = {
-    Kind.CODE: pa.int64(),
-    Kind.INT: pa.int32(),
-    Kind.TIMESTAMP: pa.timestamp("s"),
-    Kind.FLOAT: pa.float64(),
-    Kind.TEXT: pa.string(),
-}
+# How the CSV reader parses each kind: the typed batches' types (`parquet_reader.TYPED`: codes as integers,
+# which checks them, text after; counts as the 32-bit integers PostgreSQL and DuckDB keep, a bigger one
+# sends the file to the validating pass), times to the second as the files write them.
+_CSV_IN = {**TYPED, Kind.TIMESTAMP: pa.timestamp("s")}
 _CONVERT: dict[Kind, Callable[[str], Any]] = {
     Kind.CODE: int,
     Kind.INT: int,
@@ -69,8 +64,17 @@ class MonthTables:
     only) on a value that does not parse: start a new pass with `fast=False`.
     """
 
-    def __init__(self, path: Path, taxi: TaxiType, filename: str, digests: Digests, fast: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        taxi: TaxiType,
+        filename: str,
+        digests: Digests,
+        fast: bool = True,
+        max_rejects: str | None = None,
+    ):
         self.path, self.taxi, self.filename, self.digests, self.fast = path, taxi, filename, digests, fast
+        self.max_rejects = max_rejects  # a Parquet month stops reading once its rejects pass it
         self.schema = arrow_schema(main_columns(taxi))
         self.rows = 0
         self.extra: list[str] = []  # the file's columns the taxi type does not know (not read)
@@ -79,7 +83,7 @@ class MonthTables:
 
     def __iter__(self) -> Iterator[pa.Table]:
         if is_parquet(self.path):
-            with ParquetMonthFile(self.path, self.taxi) as pf:
+            with ParquetMonthFile(self.path, self.taxi, self.max_rejects) as pf:
                 self.extra = pf.header.extra
                 yield from self._tables(pf.batches())
                 self.rejects, self.stats = pf.rejects, pf.stats
@@ -114,7 +118,7 @@ def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:
         read_options=pacsv.ReadOptions(column_names=names, block_size=BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=False),
         convert_options=pacsv.ConvertOptions(
-            column_types={wanted[c.name]: _ARROW_IN[c.kind] for c in present},
+            column_types={wanted[c.name]: _CSV_IN[c.kind] for c in present},
             include_columns=[wanted[c.name] for c in present],
             timestamp_parsers=["%Y-%m-%d %H:%M:%S"],
             null_values=[""],
@@ -136,7 +140,7 @@ def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:
 def _validated_batches(mf: MonthFile, taxi: TaxiType, rejects: list[Reject]) -> Iterator[pa.RecordBatch]:
     """The same batches from the shared Python validation; rejected rows go to `rejects`."""
     kinds = [c.kind for c in taxi.columns]
-    types = [_ARROW_IN[k] if k is Kind.CODE else ARROW_TYPE[k] for k in kinds]
+    types = [_CSV_IN[k] if k is Kind.CODE else ARROW_TYPE[k] for k in kinds]
     names = [c.name for c in taxi.columns]
     columns: list[list[Any]] = [[] for _ in kinds]
     for item in validated_rows(mf):

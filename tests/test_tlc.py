@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import date
+from datetime import date, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -376,3 +376,51 @@ def test_a_stage_of_a_month_not_published_leaves_the_ledger_alone(cli, mirror):
     result = cli("stage", "--taxi", "green", "--month", str(last))
     assert result.exit_code == 4 and "not published yet" in result.stderr
     assert not cli.db.exists("taxi_loader_ledger") or cli.db.count("taxi_loader_ledger") == 0
+
+
+def _column(values: pa.Array, name: str, taxi: str = "yellow"):
+    from taxi_loader.parquet_reader import coerce
+
+    return coerce(values, TAXI_TYPES[taxi].column(name))
+
+
+def test_numbers_and_times_written_as_text_follow_the_csv_rules():
+    values, wrong, reasons = _column(
+        pa.array(["1", "1.0", "", None, "1.5", " 2 "], pa.large_string()), "passenger_count"
+    )
+    assert values.to_pylist() == [1, 1, None, None, None, 2]
+    assert wrong.to_pylist() == [False, False, False, False, True, False] and "not an integer" in reasons[4]
+    times = pa.array(["2021-01-01 00:15:56", "2021-01-01T00:15:56", "2021-13-01 00:00:00"])
+    values, wrong, reasons = _column(times, "tpep_pickup_datetime")
+    assert values.to_pylist()[:2] == [datetime(2021, 1, 1, 0, 15, 56)] * 2 and wrong.to_pylist()[2]
+
+
+def test_values_beyond_their_column_are_rejected_not_crashed_on():
+    big = pa.array([2.0**63, -(2.0**63), 1.0, float("nan")], pa.float64())
+    values, wrong, _ = _column(big, "VendorID")
+    assert wrong.to_pylist() == [True, False, False, True] and values.to_pylist()[1:3] == [-(2**63), 1]
+    huge = pa.array([2**64 - 1, 5], pa.uint64())
+    assert _column(huge, "VendorID")[1].to_pylist() == [True, False]
+    assert _column(pa.array([2**31, 7], pa.int64()), "passenger_count")[1].to_pylist() == [True, False]
+    seconds = pa.array([253402300800, 0], pa.timestamp("s"))  # 10000-01-01, 1970-01-01
+    assert _column(seconds, "tpep_pickup_datetime")[1].to_pylist() == [True, False]
+    nanos = pa.array([1_000, 1_001], pa.timestamp("ns"))
+    assert _column(nanos, "tpep_pickup_datetime")[1].to_pylist() == [False, True]
+    assert _column(pa.array([2**60], pa.int64()), "trip_distance")[0].to_pylist() == [float(2**60)]
+
+
+def test_text_that_is_not_utf8_is_read_as_latin1():
+    values, wrong, _ = _column(pa.array([b"N", b"caf\xe9", None], pa.binary()), "store_and_fwd_flag")
+    assert values.to_pylist() == ["N", "café", None] and wrong is None
+
+
+def test_reading_stops_once_the_rejects_pass_max_rejects(tmp_path):
+    table = from_csv(_sample(20_000), "yellow", 2021, 1)
+    bad = pa.array([1.5] * table.num_rows, pa.float64())
+    table = table.set_column(table.schema.get_field_index("passenger_count"), "passenger_count", bad)
+    path = tmp_path / "y.parquet"
+    pq.write_table(table, path)
+    with ParquetMonthFile(path, TAXI_TYPES["yellow"], max_rejects="10") as pf:
+        with pytest.raises(BadData, match="of 20000 rows rejected, more than --max-rejects 10"):
+            list(pf.batches())
+        assert len(pf.rejects) < 20_000  # it stopped after the first batch

@@ -22,7 +22,7 @@ from taxi_loader.contract import (
     ledger_row,
     main_columns,
 )
-from taxi_loader.errors import ConfigError, TransientError
+from taxi_loader.errors import BadData, ConfigError, TransientError
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import Column, Kind, TaxiType
@@ -128,6 +128,8 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
             f"no permission in BigQuery dataset {ds}: give the service account BigQuery Data Editor "
             f"and Job User ({exc.message})"
         ) from None
+    except gexc.BadRequest as exc:  # the load job refused the object's data: running it again cannot help
+        raise BadData(f"BigQuery refused the data of {taxi.name} {month}: {exc.message}") from None
     except gexc.GoogleAPICallError as exc:  # unavailable, overloaded, a failed commit: a re-run finishes the month
         raise TransientError(f"BigQuery failed for {taxi.name} {month}: {exc}; run the command again") from None
     return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)

@@ -65,10 +65,10 @@ def write_month_parquet(
     part = target.with_name(target.name + ".part")
     with Digests() as digests:
         try:
-            result = _write(source, taxi, month, part, digests, fast=True)
+            result = _write(source, taxi, month, part, digests, max_rejects, fast=True)
         except pa.ArrowInvalid:
             digests.clear()
-            result = _write(source, taxi, month, part, digests, fast=False)
+            result = _write(source, taxi, month, part, digests, max_rejects, fast=False)
         try:
             check_rejects(result.rejects, result.rows_read, max_rejects, taxi.filename(month))
         except BadData:
@@ -82,9 +82,11 @@ def write_month_parquet(
     return result
 
 
-def _write(source: Path, taxi: TaxiType, month: str, part: Path, digests: Digests, fast: bool) -> ParquetResult:
+def _write(
+    source: Path, taxi: TaxiType, month: str, part: Path, digests: Digests, max_rejects: str, fast: bool
+) -> ParquetResult:
     """One pass: Parquet rows with plain md5 ids into `part`, their 16-byte digests into `digests`."""
-    tables = MonthTables(source, taxi, taxi.filename(month), digests, fast)
+    tables = MonthTables(source, taxi, taxi.filename(month), digests, fast, max_rejects)
     with pq.ParquetWriter(part, tables.schema, compression="zstd") as writer:
         for table in tables:
             writer.write_table(table)

@@ -63,7 +63,7 @@ def stage(conn: Connection, job: Job, path: Path, cancel: Cancellation = NEVER) 
 
 def _copy(conn: Connection, job: Job, path: Path, digests: Digests, cancel: Cancellation, fast: bool) -> MonthTables:
     staging = ddl.create_staging(conn, job.taxi, job.month)
-    tables = MonthTables(path, job.taxi, job.filename, digests, fast)
+    tables = MonthTables(path, job.taxi, job.filename, digests, fast, job.max_rejects)
     # DuckDB's TIMESTAMP has no zone: hand it the UTC wall times the files hold.
     zoneless = pa.schema(
         [f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f for f in tables.schema]

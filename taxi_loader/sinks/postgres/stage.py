@@ -24,6 +24,7 @@ from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
 from taxi_loader.contract import ROW_ID, main_columns
+from taxi_loader.errors import BadData
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
 from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, check_rejects, validated_rows
@@ -72,7 +73,7 @@ def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: st
     with month_lock(conn, tables, month), Digests() as digests:
         try:
             if is_parquet(path):
-                staged, rejects, stats, extra = _copy_parquet(conn, tables, month, path, digests)
+                staged, rejects, stats, extra = _copy_parquet(conn, tables, month, path, digests, max_rejects)
                 validated = False
             else:
                 with MonthFile(path, taxi) as mf:
@@ -256,7 +257,7 @@ def _put(work: _Work, item: bytes | BaseException | None, stop: threading.Event)
 
 
 def _copy_parquet(
-    conn: Connection, tables: Tables, month: Month, path: Path, digests: Digests
+    conn: Connection, tables: Tables, month: Month, path: Path, digests: Digests, max_rejects: str
 ) -> tuple[int, list[Reject], FileStats, list[str]]:
     """COPY a Parquet month: its typed, coerced rows with their plain ids (`batches.MonthTables`, which sets
     aside the rows that do not fit), written as CSV a batch at a time. Returns the rows copied, the rejects,
@@ -267,7 +268,7 @@ def _copy_parquet(
     from taxi_loader.batches import MonthTables
 
     taxi = tables.taxi
-    month_tables = MonthTables(path, taxi, taxi.filename(str(month)), digests)
+    month_tables = MonthTables(path, taxi, taxi.filename(str(month)), digests, max_rejects=max_rejects)
     create_staging(conn, tables, month, 0, logged=_partition_missing(conn, tables, month))
     # PostgreSQL's timestamp has no zone: hand it the wall times the files hold.
     zoneless = pa.schema(
@@ -282,7 +283,10 @@ def _copy_parquet(
             yield out.getvalue()
 
     columns = [c.db_name for c in main_columns(taxi)]
-    staged = _threaded_copy(conn, tables, month, columns, chunks())
+    try:
+        staged = _threaded_copy(conn, tables, month, columns, chunks())
+    except _COPY_DATA_ERRORS as exc:  # a value the coercion let through and PostgreSQL refuses: the file's
+        raise BadData(f"{path.name}: PostgreSQL refused a value: {' '.join(str(exc).split())}") from None
     return staged, month_tables.rejects, month_tables.stats, month_tables.extra
 
 
