@@ -593,7 +593,6 @@ def _backfill_summary(outcomes: list[bf.Outcome], fmt: str, sink: Sink) -> None:
     help="Whose copy: tlc (and auto) the TLC's, mirror the course's.",
 )
 @option("--zones-url", help="The lookup's URL or local path instead (a CSV: LocationID,Borough,Zone,service_zone).")
-@option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @option("--retries", type=click.IntRange(1, 100), default=5, show_default=True)
 @sink_options()
 @handled
@@ -607,7 +606,7 @@ def zones(**kw) -> None:
     sink = _sink(kw.pop("sink"), kw)
     location = kw["zones_url"] or (MIRROR_ZONES_URL if kw["source"].lower() == "mirror" else TLC_ZONES_URL)
     retry = RetryPolicy(attempts=kw["retries"])
-    report("zones", pipeline.zones(sink, location, kw["data_dir"], retry), {})
+    report("zones", pipeline.zones(sink, location, retry), {})
 
 
 @main.command()

@@ -7,6 +7,7 @@ results that the CLI reports. Which destination it is, is the `Sink`'s business 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,10 +79,13 @@ def load(job: Job, sink: Sink, progress: Progress | None = None, cancel: Cancell
     return {**merged, **{k: staged[k] for k in _FROM_STAGE if k in staged}}
 
 
-def zones(sink: Sink, location: str, data_dir: Path, retry: RetryPolicy = RetryPolicy()) -> dict[str, Any]:
-    """Load the taxi zone lookup at `location` (URL or path) into the sink's taxi_zone_lookup, replacing it."""
-    path = source.fetch_file(location, data_dir, "the zone lookup", retry)
-    rows = read_zones(path)
+def zones(sink: Sink, location: str, retry: RetryPolicy = RetryPolicy()) -> dict[str, Any]:
+    """Load the taxi zone lookup at `location` (URL or path) into the sink's taxi_zone_lookup, replacing it.
+
+    A download goes to a directory of its own, removed afterwards: the TLC's and the mirror's lookups share a
+    file name, and a kept copy would never be refreshed."""
+    with tempfile.TemporaryDirectory(prefix="taxi-loader-zones-") as scratch:
+        rows = read_zones(source.fetch_file(location, Path(scratch), "the zone lookup", retry))
     table = sink.replace_zones(rows, retry)
     result = {"table": table, "source": location, "rows_zones": len(rows)}
     log.info("zones loaded", **result)

@@ -571,7 +571,7 @@ def test_the_zones_command_of_the_postgres_flows_loads_the_lookup(name, db, tmp_
     context["secrets"] = {"PG_PASSWORD": ""}
     argv = [render(arg, context) for arg in zones["commands"]]
     assert argv == ["--log-format", "kestra", "zones", "--sink", "postgres", "--source", "auto"]
-    argv += ["--zones-url", str(ZONES_CSV), "--data-dir", str(tmp_path)]
+    argv += ["--zones-url", str(ZONES_CSV)]
     env = {"TAXI_LOADER_DB_URL": db.url, "TAXI_LOADER_SCHEMA": db.schema}
     for _ in range(2):  # replaced, not appended to
         result = CliRunner(env=env).invoke(main, argv)

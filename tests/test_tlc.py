@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import time
 from datetime import date, datetime
 
+import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -424,3 +428,35 @@ def test_reading_stops_once_the_rejects_pass_max_rejects(tmp_path):
         with pytest.raises(BadData, match="of 20000 rows rejected, more than --max-rejects 10"):
             list(pf.batches())
         assert len(pf.rejects) < 20_000  # it stopped after the first batch
+
+
+def test_zones_from_each_source_are_fetched_afresh_and_two_replacements_take_turns(cli, mirror, tmp_path):
+    """The TLC's and the mirror's lookups share a file name: each run downloads its own, kept nowhere; two
+    replacements at once on PostgreSQL take turns."""
+    for where, zone in (("tlc", "Newark Airport"), ("mirror", "Newark (mirror)")):
+        text = (DATA / "taxi_zone_lookup.csv").read_text().replace("Newark Airport", zone)
+        path = mirror.root / where / "taxi_zone_lookup.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for where, zone in (("tlc", "Newark Airport"), ("mirror", "Newark (mirror)"), ("tlc", "Newark Airport")):
+        result = cli("zones", "--zones-url", f"{mirror.url}/{where}/taxi_zone_lookup.csv")
+        assert result.exit_code == 0, result.output
+        assert cli.db.one("SELECT zone FROM taxi_zone_lookup WHERE locationid = 1")[0] == zone
+    # A replacement waits for one under way (two flows' first tasks at once): while another session holds the
+    # zones lock, a zones process does not finish; once it is let go, it does.
+    from taxi_loader.sinks.postgres.ddl import xact_lock
+
+    command = [sys.executable, "-m", "taxi_loader", "zones", "--sink", "postgres", "--db-url", cli.db.url]
+    command += ["--schema", cli.db.schema, "--zones-url", str(DATA / "taxi_zone_lookup.csv")]
+    holder = psycopg2.connect(cli.db.url)
+    try:
+        with holder.cursor() as cur:
+            xact_lock(cur, "zones", cli.db.schema)
+        run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(2)
+        assert run.poll() is None  # waiting for its turn
+    finally:
+        holder.rollback()
+        holder.close()
+    assert run.wait(timeout=120) == 0, run.stderr.read()
+    assert cli.db.count("taxi_zone_lookup") == 265
