@@ -109,8 +109,9 @@ class LoadRecord:
 
     @property
     def format(self) -> str | None:
-        """'parquet' (the TLC's files) or 'csv' (the course's mirror), as the file's name says."""
-        if not self.source:
+        """'parquet' (the TLC's files) or 'csv' (the course's mirror), as the file's name says; None when the
+        ledger does not know the file (BigQuery's loads of an earlier version recorded only their object)."""
+        if not self.source or self.source.startswith("gs://"):
             return None
         return "parquet" if self.source.split("?")[0].endswith(".parquet") else "csv"
 
