@@ -18,12 +18,20 @@ from typing import Any
 
 from taxi_loader import pipeline
 from taxi_loader.contract import SUCCEEDED, LoadRecord
-from taxi_loader.errors import Interrupted, OutsideSource, SourceNotFound, TaxiLoaderError, UsageError, exit_code
+from taxi_loader.errors import (
+    BadData,
+    Interrupted,
+    OutsideSource,
+    SourceNotFound,
+    TaxiLoaderError,
+    UsageError,
+    exit_code,
+)
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month, month_range
 from taxi_loader.sinks import Sink
-from taxi_loader.source import USER_AGENT, local_name, local_path
+from taxi_loader.source import USER_AGENT, Source, local_name, local_path
 from taxi_loader.taxis import TAXI_TYPES, TaxiType, get_taxi
 
 log = get_logger("taxi_loader")
@@ -70,6 +78,26 @@ def plan(taxis: list[TaxiType], first: Month, last: Month) -> list[tuple[TaxiTyp
     """Every (taxi, month) of the range, month by month so that progress moves through time."""
     taxis = list(dict.fromkeys(taxis))  # a taxi named twice is loaded once
     return [(t, m) for m in month_range(first, last) for t in taxis]
+
+
+def check_sources(pairs: Sequence[tuple[TaxiType, Month]], source: Source) -> None:
+    """Refuse, before any work, a plan its source cannot serve at all (UsageError): a taxi type none of whose
+    months the source publishes (fhvhv from the mirror), or months in a layout taxi-loader does not load
+    (yellow before 2011). A few months outside a source's range at the start are fine: "not published"."""
+    available: dict[str, bool] = {}
+    why: dict[str, str] = {}
+    for taxi, month in pairs:
+        try:
+            source.check_published(taxi, month)
+            available[taxi.name] = True
+        except OutsideSource as exc:
+            available.setdefault(taxi.name, False)
+            why[taxi.name] = str(exc)
+        except BadData as exc:
+            raise UsageError(f"{exc}: start the range later") from None
+    for name, some in available.items():
+        if not some:
+            raise UsageError(f"nothing of this range can be loaded for {name}: {why[name]}")
 
 
 def source_fingerprint(job: Job) -> tuple[int | None, str | None]:

@@ -538,6 +538,7 @@ def backfill(**kw) -> None:
     else:
         raise UsageError("give --from YYYY-MM and --to YYYY-MM (or --only TAXI:YYYY-MM,...)")
     template = Job(taxi=pairs[0][0], month=pairs[0][1], **_job_options(kw))
+    bf.check_sources(pairs, template.source)
     fmt = click.get_current_context().obj["format"]
     bar: Any = None  # a click ProgressBar: its label is the month that just ended
     if sys.stderr.isatty():
