@@ -29,7 +29,7 @@ from taxi_loader.logs import (
     status_table,
 )
 from taxi_loader.months import Month, select_month
-from taxi_loader.reader import DEFAULT_MAX_REJECTS
+from taxi_loader.reader import DEFAULT_MAX_REJECTS, allowed_rejects
 from taxi_loader.sinks import SINKS, Sink, make_sink
 from taxi_loader.source import MIRROR_URL, SOURCES, TLC_URL, RetryPolicy, Source
 from taxi_loader.taxis import TAXI_TYPES, get_taxi
@@ -195,9 +195,19 @@ def _refuse_other_sinks_options(name: str, by_default: bool) -> None:
                 )
 
 
+def _max_rejects(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check --max-rejects where it is typed, not after a whole month was read."""
+    try:
+        allowed_rejects(value, 1000)
+    except UsageError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"invalid --max-rejects {value!r}: ")) from None
+    return value
+
+
 max_rejects_option = option(
     "--max-rejects",
     default=DEFAULT_MAX_REJECTS,
+    callback=_max_rejects,
     show_default=True,
     help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
 )

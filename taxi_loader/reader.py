@@ -309,23 +309,38 @@ def _with_fields(lines: Iterator[str]) -> Iterator[tuple[str, list[str]]]:
         yield line, next(csv.reader([line]), [])
 
 
+def allowed_rejects(max_rejects: str, rows: int) -> int:
+    """How many rejected rows `--max-rejects` allows in a file of `rows` data rows: '100' is a count, '0.5%' or
+    '0.005' a fraction. Raises UsageError for anything else (the CLI checks it where it is typed)."""
+    text = str(max_rejects).strip()
+    try:
+        if text.endswith("%"):
+            value = float(text[:-1]) / 100
+        elif "." in text:
+            value = float(text)
+        else:
+            return _non_negative(int(text))
+        if not 0 <= value <= 1:  # also refuses nan and inf
+            raise ValueError
+        return int(value * rows)
+    except ValueError:
+        raise UsageError(
+            f"invalid --max-rejects {max_rejects!r}: give a count (100) or a fraction (0.1% or 0.001)"
+        ) from None
+
+
+def _non_negative(n: int) -> int:
+    if n < 0:
+        raise ValueError
+    return n
+
+
 def check_rejects(rejects: list[Reject], rows: int, max_rejects: str, filename: str) -> None:
     """Raise BadData when `rejects` exceed `--max-rejects` for a file of `rows` data rows.
 
     '100' is a count, '0.5%' or '0.005' a fraction of the data rows. Both sinks apply this one rule.
     """
-    text = str(max_rejects).strip()
-    try:
-        if text.endswith("%"):
-            allowed = int(float(text[:-1]) / 100 * rows)
-        elif "." in text:
-            allowed = int(float(text) * rows)
-        else:
-            allowed = int(text)
-    except ValueError:
-        raise UsageError(
-            f"invalid --max-rejects {max_rejects!r}: give a count (100) or a fraction (0.1% or 0.001)"
-        ) from None
+    allowed = allowed_rejects(max_rejects, rows)
     if len(rejects) > allowed:
         first = "; ".join(
             f"line {r.line}" + (f" {r.column}" if r.column else "") + f": {r.reason}" for r in rejects[:3]

@@ -190,3 +190,13 @@ def test_every_step_takes_sink_the_same_way(cli, db, mirror):
     assert wrong.exit_code == 2 and "'duckdb' is not 'postgres'" in wrong.stderr
     env = CliRunner(env={"TAXI_LOADER_SINK": "duckdb"}).invoke(main, ["dedup-merge", "--help"])
     assert env.exit_code == 0
+
+
+@pytest.mark.parametrize("value", ["1,000", "-1", "nan%", "inf", "150%", "many"])
+def test_max_rejects_is_checked_where_it_is_typed(value, mirror, tmp_path):
+    args = ["load", "--sink", "duckdb", "--duckdb-path", str(tmp_path / "t.duckdb"), "--taxi", "yellow"]
+    result = CliRunner().invoke(
+        main, [*args, "--month", "2021-01", "--source-url", mirror.template, "--max-rejects", value]
+    )
+    assert result.exit_code == 2 and "--max-rejects" in result.stderr and "a count (100)" in result.stderr
+    assert mirror.requests == []  # nothing was read first
