@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg2
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from taxi_loader.cli import main
