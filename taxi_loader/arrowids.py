@@ -189,7 +189,7 @@ class RowIds:
         self._names = [f"c{i}" for i in range(len(header.columns))]  # a file's own names may clash
         position = {c.name: f"c{i}" for i, c in enumerate(header.columns) if c is not None}
         self._key = [(position[taxi.column(f).name], taxi.column(f).kind) for f in taxi.key_fields]
-        self._codes = [position[c.name] for c in taxi.columns if c.kind is Kind.CODE]
+        self._codes = [position[c.name] for c in taxi.columns if c.kind is Kind.CODE and c.name in position]
         self._read = sorted({name for name, _ in self._key} | set(self._codes))
 
     def prefixed(self, segment: bytes) -> tuple[bytes, bytes]:

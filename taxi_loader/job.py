@@ -36,14 +36,14 @@ class Job:
     drop_duplicates: bool = False  # keep only the first of exact repeats inside the file
 
     @property
-    def source_url(self) -> str:
+    def template(self) -> str:
         """The template the month's file is found by (the mirror's, the TLC's, or the user's --source-url)."""
         return self.source.template(self.taxi, self.month)
 
     @property
     def location(self) -> str:
         """The URL or path of the month's file."""
-        return source_location(self.source_url, self.taxi, self.month)
+        return source_location(self.template, self.taxi, self.month)
 
     @property
     def filename(self) -> str:

@@ -39,7 +39,7 @@ def download(job: Job, progress: Progress | None = None, cancel: Cancellation = 
             progress(done, total)
 
     job.source.check_published(job.taxi, job.month)
-    path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry, report)
+    path = source.fetch(job.taxi, job.month, job.data_dir, job.template, job.retry, report)
     result = {**job.tags, "path": str(path), "bytes": path.stat().st_size}
     log.info("file ready", **result)
     return result
@@ -95,7 +95,7 @@ def zones(sink: Sink, location: str, retry: RetryPolicy = RetryPolicy()) -> dict
 def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any]:
     with _noting_failure(job, target, cancel):
         job.source.check_published(job.taxi, job.month)
-        path = source.fetch(job.taxi, job.month, job.data_dir, job.source_url, job.retry)
+        path = source.fetch(job.taxi, job.month, job.data_dir, job.template, job.retry)
         result = {**target.stage(path), "target": target.target}
     if result.get("extra_columns"):
         log.warning("unknown columns ignored", columns=result["extra_columns"], **job.tags)
@@ -113,7 +113,7 @@ def _merge(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any
 
 
 def _cleanup(job: Job, target: MonthTarget, remove_object: bool = False) -> dict[str, Any]:
-    removed = [str(p) for p in source.remove_downloads(job.taxi, job.month, job.data_dir, job.source_url)]
+    removed = [str(p) for p in source.remove_downloads(job.taxi, job.month, job.data_dir, job.template)]
     result = {**job.tags, **target.cleanup(remove_object), "target": target.target}
     result["files_removed"] = [*result.get("files_removed", []), *removed]
     log.info("cleaned up", **_details(job, result))
