@@ -8,8 +8,8 @@
 # - Docker Hub is out of reach, so it builds local stand-ins for the base images a Dockerfile names:
 #   `debian:bookworm-slim` from Debian's own packages (debootstrap), and `python:3.11-slim-bookworm` on it
 #   (Debian's Python 3.11 as a venv in /usr/local, so `pip`, `python` and `/usr/local/bin` behave as in the
-#   official image, with this machine's CA bundle so pip reaches the package index). On a machine that
-#   reaches Docker Hub none of this is needed: the official images are used as they are.
+#   official image, with this machine's CA bundle so pip reaches the package index). A machine that reaches
+#   Docker Hub needs none of this: use its own Docker, and the Dockerfile gets the official images.
 #
 # Usage:  eval "$(bash scripts/docker-offline.sh)"    # sets DOCKER_HOST for this shell (.ci/run does this)
 # It is idempotent: a second call finds the engine and the images and returns at once.

@@ -2,8 +2,9 @@
 
 `backfill` loads every (taxi, month) of a range with up to N loads at a time. A month whose last load
 succeeded from the same source file (same size, and same sha256 where the file is at hand) is skipped
-unless forced. Months not published (404) at the end of a taxi's range are reported as such, not as
-failures: the course's mirror simply stops there.
+unless forced. A month its source does not have is "not published": before the source's first month and
+after the last month that is there (the TLC's last two months: not published yet) that is no failure; a
+404 between two months that are there is a gap in the source, a failure.
 """
 
 from __future__ import annotations

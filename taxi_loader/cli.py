@@ -31,7 +31,7 @@ from taxi_loader.logs import (
 from taxi_loader.months import Month, select_month
 from taxi_loader.reader import DEFAULT_MAX_REJECTS, allowed_rejects
 from taxi_loader.sinks import SINKS, Sink, make_sink
-from taxi_loader.source import MIRROR_URL, SOURCES, TLC_URL, RetryPolicy, Source
+from taxi_loader.source import MIRROR_MONTHS, MIRROR_URL, SOURCES, TLC_URL, RetryPolicy, Source
 from taxi_loader.taxis import TAXI_TYPES, get_taxi
 from taxi_loader.zones import MIRROR_ZONES_URL, TLC_ZONES_URL
 
@@ -70,6 +70,9 @@ def month_options(f):
     return f
 
 
+_MIRROR_SPAN = "{}..{}".format(*next(iter(MIRROR_MONTHS.values())))
+
+
 def source_options(f):
     for opt in reversed(
         [
@@ -85,8 +88,8 @@ def source_options(f):
                 type=click.Choice(SOURCES, case_sensitive=False),
                 default="auto",
                 show_default=True,
-                help="Where files come from: mirror (the course's CSV.gz, 2019-01..2021-07), tlc (the TLC's "
-                "Parquet, every month), auto (the mirror where it has the month, else the TLC).",
+                help=f"Where files come from: mirror (the course's CSV.gz, {_MIRROR_SPAN}), tlc (the TLC's "
+                "Parquet, every month it has published), auto (the mirror where it has the month, else the TLC).",
             ),
             option(
                 "--source-url",

@@ -29,7 +29,7 @@ SYSTEM_COLUMNS = (ROW_ID, FILENAME)
 
 REJECTS_COLUMNS = (
     Column("filename", Kind.TEXT, required=True),
-    Column("line", Kind.COUNT, required=True),  # the header is line 1, as an editor counts
+    Column("line", Kind.COUNT, required=True),  # CSV: the header is line 1, as an editor counts; Parquet: the row
     Column("column_name", Kind.TEXT),  # None: the line as a whole (wrong number of fields)
     Column("reason", Kind.TEXT, required=True),
     Column("raw_line", Kind.TEXT),

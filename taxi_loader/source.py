@@ -263,7 +263,8 @@ def _download(url: str, part: Path, timeout: float, progress: Callable[[int, int
 
 
 def verify(path: Path, location: str) -> None:
-    """Check that a downloaded file is whole: a .gz must be a complete gzip stream; raises BadData if not."""
+    """Check that a downloaded file is whole: a Parquet file must have its footer, a .gz must be a complete
+    gzip stream, a plain file must not be empty; raises BadData if not."""
     with open(path, "rb") as f:
         head = f.read(4)
     if location.endswith(".parquet") or head == PARQUET_MAGIC:

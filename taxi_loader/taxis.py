@@ -86,7 +86,7 @@ class TaxiType:
         return f"{self.name}_tripdata_{month}.csv"
 
     def parquet_name(self, month: object) -> str:
-        """The name of the month's Parquet file, locally and as a GCS object."""
+        """The name of the month's typed Parquet object in GCS (the BigQuery sink's)."""
         return f"{self.name}_tripdata_{month}.parquet"
 
     def staging_table(self, month: Month) -> str:

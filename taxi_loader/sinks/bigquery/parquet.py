@@ -58,9 +58,9 @@ def write_month_parquet(
 ) -> ParquetResult:
     """Validate `source` and write it to `target` as typed Parquet with final ids; raise BadData over the limit.
 
-    Fast path: Arrow's CSV reader parses and types every value in C++ (like PostgreSQL's COPY on the other
-    sink). When it meets a bad value, the pass is redone with the shared Python validation, which sets the
-    bad rows aside with their reasons.
+    A CSV month: Arrow's CSV reader parses and types every value in C++ (like PostgreSQL's COPY on the other
+    sink); when it meets a bad value, the pass is redone with the shared Python validation, which sets the bad
+    rows aside with their reasons. A Parquet month is coerced column by column (`parquet_reader`).
     """
     part = target.with_name(target.name + ".part")
     with Digests() as digests:
