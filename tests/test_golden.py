@@ -31,16 +31,19 @@ def _timings(text: str) -> str:
     return re.sub(r"\d+\.\d(?=s |s$|$)", "9.9", text, flags=re.MULTILINE)
 
 
-def test_load_console_output(cli, mirror):
+def test_load_console_output(cli, db, mirror):
     mirror.put_sample(*JULY)
     first = cli("load", "--taxi", "yellow", "--month", "2020-07", log_format="console")
     again = cli("load", "--taxi", "yellow", "--month", "2020-07", log_format="console")
     assert (first.exit_code, again.exit_code) == (0, 0)
+    where = f" -> postgres@127.0.0.1:5432/{db.url.rsplit('/', 1)[1]}, schema {db.schema}\n"
     assert first.stdout == (
-        "load yellow 2020-07: staged=266 inserted=266 present=0 repeated=0 dropped=0 rejected=0 suspicious=6 read=266\n"
+        "load yellow 2020-07: staged=266 inserted=266 present=0 repeated=0 dropped=0 rejected=0 suspicious=6 read=266"
+        + where
     )
     assert again.stdout == (
-        "load yellow 2020-07: staged=266 inserted=0 present=266 repeated=0 dropped=0 rejected=0 suspicious=6 read=266\n"
+        "load yellow 2020-07: staged=266 inserted=0 present=266 repeated=0 dropped=0 rejected=0 suspicious=6 read=266"
+        + where
     )
 
 
