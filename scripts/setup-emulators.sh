@@ -13,7 +13,7 @@ for p in "${candidates[@]}"; do
   if "$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then py="$p"; break; fi
 done
 if [ -z "$py" ]; then
-  echo "ERROR: no Python 3.13 found (looked for python3.13 on PATH and under pyenv); the BigQuery emulator needs it" >&2
+  echo "ERROR: no Python 3.13 found (looked for python3.13 on PATH and under pyenv); the BigQuery emulator needs it: install it (pyenv install 3.13, or your distribution's python3.13); make install and the loader need only 3.11" >&2
   exit 1
 fi
 if [ ! -x "$dir/venv/bin/local-bigquery" ]; then
