@@ -623,3 +623,26 @@ def test_the_zone_lookup_failing_does_not_stop_the_month(db, mirror):
     outputs = run_flow(flow("02_postgres_data_pipeline.yaml"), context, db, mirror, env_overrides=env)
     assert outputs["zones"]["exitCode"] == 4 and outputs["dedup_merge"]["vars"]["rows_inserted"] == 99
     assert db.count("green_tripdata") == 99
+
+
+def test_the_build_context_leaves_out_environments_and_data():
+    """The context was 780 MB before .venv and .emulators were ignored."""
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".emulators", "data", "bench", "tests", ".git", "*.duckdb"} <= ignored
+
+
+def test_make_docker_targets_work_without_compose_and_without_a_bind_mount():
+    """make build is a plain docker build (no compose, no .env); DOCKER=1 runs mount nothing of the caller's
+    (the image's user, uid 10001, owns no directory of theirs) and take the network from DOCKER_NETWORK."""
+
+    def dry_run(*args: str) -> str:
+        done = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "docker build --network host -t taxi-loader:latest ." in dry_run("build", "DOCKER_NETWORK=host")
+    assert "compose" not in dry_run("build")
+    load = dry_run("load", "DOCKER=1", "DOCKER_NETWORK=host", "TAXI=green", "MONTH=2019-01")
+    assert "docker run --rm --network host --add-host pgdatabase:127.0.0.1 --env-file .env" in load
+    assert " -v " not in load and "load  --taxi green --month 2019-01" in load
+    assert "--network taxi-net" in dry_run("backfill", "DOCKER=1") and " -v " not in dry_run("backfill", "DOCKER=1")
