@@ -22,6 +22,8 @@ from taxi_loader.synthetic_tlc import generated_table
 
 from conftest import DATA, SERVER, free_port
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def test_the_global_options_work_after_the_command_too(tmp_path):
     db = str(tmp_path / "t.duckdb")
@@ -201,3 +203,25 @@ def test_max_rejects_is_checked_where_it_is_typed(value, mirror, tmp_path):
     )
     assert result.exit_code == 2 and "--max-rejects" in result.stderr and "a count (100)" in result.stderr
     assert mirror.requests == []  # nothing was read first
+
+
+def test_install_needs_no_python_313_and_the_tests_say_how_to_get_it(tmp_path):
+    """make install sets up what running the loader needs; the emulators (Python 3.13) come with make test."""
+
+    def dry_run(target: str) -> str:
+        return subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True).stdout
+
+    assert "setup-emulators" not in dry_run("install") and "setup-emulators" in dry_run("install-dev")
+    bare = "/usr/bin:/bin"
+    if shutil.which("python3.13", path=bare):
+        pytest.skip("this machine has a python3.13 outside pyenv: there is no 'without' to try")
+    env = {"PATH": bare, "HOME": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", ROOT / "scripts" / "setup-emulators.sh", tmp_path / "emulators"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "no Python 3.13 found" in result.stderr and "pyenv install 3.13" in result.stderr
+    assert "make install and the loader need only 3.11" in result.stderr
