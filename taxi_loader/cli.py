@@ -128,8 +128,7 @@ def sink_options(*names: str):
                 if setting.name in seen:
                     continue
                 seen.add(setting.name)
-                meta = dict(setting.metadata)
-                meta["help"] = f"{name}: {meta.get('help', '')}"  # several sinks' options share one list
+                meta = dict(setting.metadata)  # --help shows them under their sink's heading (_Command)
                 meta.setdefault("show_default", False)
                 default = None if setting.default is MISSING else setting.default
                 f = option(f"--{setting.name.replace('_', '-')}", default=default, **meta)(f)
@@ -336,11 +335,48 @@ def _on_sigterm(signum, frame):
     raise Interrupted("stopped by SIGTERM")
 
 
+# The sections of a command's --help, in order: which options belong to what.
+_MONTH_OPTIONS = ("taxi", "month", "year", "trigger_date")
+_SOURCE_OPTIONS = ("source", "source_url", "mirror_url", "tlc_url", "zones_url", "data_dir", "retries", "retry_wait")
+_RULE_OPTIONS = ("max_rejects", "drop_duplicates")
+
+
+def _section(name: str) -> str:
+    if name in _MONTH_OPTIONS:
+        return "Month"
+    if name in _SOURCE_OPTIONS:
+        return "Source"
+    if name in _RULE_OPTIONS:
+        return "Load rules"
+    for kind in SINKS.values():
+        if name in {f.name for f in fields(kind.Settings)}:
+            return f"{kind.title} sink"
+    return "Options"
+
+
+class _Command(click.Command):
+    """A command whose --help groups its options: the month, where files come from, the load's rules, each
+    sink's settings, the rest."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record:
+                sections.setdefault(_section(param.name or ""), []).append(record)
+        order = ["Month", "Source", "Load rules", *(f"{k.title} sink" for k in SINKS.values()), "Options"]
+        for title in order:
+            if title in sections:
+                with formatter.section(title):
+                    formatter.write_dl(sections[title])
+
+
 class _Main(click.Group):
     """The command group, which also takes its own options (--log-format, --log-level) after the command:
     `taxi-loader status --log-format json` is `taxi-loader --log-format json status`."""
 
     GLOBAL = ("--log-format", "--log-level")
+    command_class = _Command
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         command = next((i for i, a in enumerate(args) if a in self.commands), None)
@@ -383,9 +419,10 @@ class _Main(click.Group):
 def main(ctx: click.Context, log_format: str, log_level: str) -> None:
     """Load the NYC taxi trip files into PostgreSQL, BigQuery or a DuckDB file, once per row, safely re-runnable.
 
-    Where (--sink on load, backfill, status, cleanup): postgres when a PostgreSQL is configured (--db-url,
-    TAXI_LOADER_DB_URL or PG* variables), else the DuckDB file ./taxi.duckdb. The single steps are per sink:
-    stage and dedup-merge (postgres), upload-gcs and bq-load (bigquery).
+    Where (--sink): postgres when a PostgreSQL is configured (--db-url, TAXI_LOADER_DB_URL or PG* variables),
+    else the DuckDB file ./taxi.duckdb. The single steps belong to one sink each: stage and dedup-merge to
+    postgres, upload-gcs and bq-load to bigquery. From where (--source): the course's CSV mirror for the
+    months it has, the TLC's Parquet for every other month.
 
     MONTH-SELECTION: --month YYYY-MM | --year YYYY --month MM | --trigger-date DATE (loads the month before).
     """

@@ -225,3 +225,29 @@ def test_install_needs_no_python_313_and_the_tests_say_how_to_get_it(tmp_path):
     assert result.returncode != 0
     assert "no Python 3.13 found" in result.stderr and "pyenv install 3.13" in result.stderr
     assert "make install and the loader need only 3.11" in result.stderr
+
+
+def test_help_groups_options_and_gives_an_example_for_every_command():
+    top = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert "PostgreSQL, BigQuery or a DuckDB file" in top and "stage and dedup-merge to postgres" in top
+    load = CliRunner().invoke(main, ["load", "--help"]).output
+    sections = [line for line in load.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections == [
+        "Month:",
+        "Source:",
+        "Load rules:",
+        "PostgreSQL sink:",
+        "BigQuery sink:",
+        "DuckDB sink:",
+        "Options:",
+    ]
+    postgres = load.split("PostgreSQL sink:")[1].split("BigQuery sink:")[0]
+    assert "--db-url" in postgres and "--schema" in postgres and "--bucket" not in postgres
+    assert "required" in load.split("Source:")[0]  # --taxi
+    assert "2021-02-01T10:00:00Z" in load  # --trigger-date's format
+    for command in main.commands:
+        text = CliRunner().invoke(main, [command, "--help"]).output
+        assert f"taxi-loader {command} --" in text, f"{command} --help has no example"
+    assert "json (months, gaps, totals, zones)" in " ".join(
+        CliRunner().invoke(main, ["status", "--help"]).output.split()
+    )

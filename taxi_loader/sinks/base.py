@@ -87,6 +87,7 @@ class SinkClass(Protocol):
     """What `SINKS` holds: a sink's class, with its name and settings type, that makes a Sink from settings."""
 
     name: str
+    title: str
     Settings: type[Any]  # a frozen dataclass; each field's metadata is the help of its command-line option
 
     def __call__(self, settings: Any) -> Sink: ...
