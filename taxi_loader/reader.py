@@ -338,8 +338,11 @@ def _non_negative(n: int) -> int:
 def check_rejects(rejects: list[Reject], rows: int, max_rejects: str, filename: str) -> None:
     """Raise BadData when `rejects` exceed `--max-rejects` for a file of `rows` data rows.
 
-    '100' is a count, '0.5%' or '0.005' a fraction of the data rows. Both sinks apply this one rule.
+    '100' is a count, '0.5%' or '0.005' a fraction of the data rows. Every sink applies this one rule, and
+    refuses a file with no rows at all.
     """
+    if rows == 0:  # a header alone: a published month is never empty, and recording it as loaded would lie
+        raise BadData(f"{filename}: the file has no rows after its header; nothing was loaded")
     allowed = allowed_rejects(max_rejects, rows)
     if len(rejects) > allowed:
         first = "; ".join(

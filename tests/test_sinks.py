@@ -83,7 +83,26 @@ BAD_FILES = {
         "corrupt or truncated",
     ),
     "too many bad values": (lambda: gzip.compress(_with_bad_fares(10)), "more than --max-rejects 0.1% allows"),
+    "a header and no rows": (
+        lambda: gzip.compress(
+            (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes().split(b"\n")[0] + b"\n"
+        ),
+        "no rows after its header",
+    ),
+    "a Parquet file with no rows": (lambda: _parquet_without_rows(), "no rows after its header"),
 }
+
+
+def _parquet_without_rows() -> bytes:
+    import io
+
+    import pyarrow.parquet as pq
+
+    from taxi_loader.synthetic_tlc import generated_table
+
+    buf = io.BytesIO()
+    pq.write_table(generated_table("yellow", 2020, 7, 10).slice(0, 0), buf)
+    return buf.getvalue()
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
