@@ -260,6 +260,20 @@ def _download(url: str, part: Path, timeout: float, progress: Callable[[int, int
             raise _Retryable(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
     if expected is not None and done < expected:
         raise _Retryable(f"connection dropped after {done} of {expected} bytes")
+    if not _ends_cleanly(part):  # no length announced, or a length shorter than the file: it was cut short
+        raise _Retryable(f"the file ends mid-line after {done} bytes: the transfer was cut short")
+
+
+def _ends_cleanly(part: Path) -> bool:
+    """Whether a download ended where its file ends. A gzip or Parquet file is checked whole by `verify`; a plain
+    CSV must end with its last line's line ending (every published file does): a server that announces no
+    length, or a length shorter than what it sends, is otherwise believed at its word."""
+    with open(part, "rb") as f:
+        head = f.read(4)
+        if head[:2] == b"\x1f\x8b" or head == PARQUET_MAGIC or not head:
+            return True
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
 
 
 def verify(path: Path, location: str) -> None:

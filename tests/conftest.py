@@ -145,11 +145,15 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
                 return
             if action.startswith("drop:"):
                 return self._send(int(action.split(":")[1]))
+            if action.startswith("unannounced-drop:"):  # no Content-Length, then the connection closes early
+                return self._send(int(action.split(":")[1]), announce=False)
+            if action.startswith("short-length:"):  # announces fewer bytes than it sends
+                return self._send(None, short=int(action.split(":")[1]))
             if action == "no-range":
                 return self._send(None, honour_range=False)
         return self._send(None)
 
-    def _send(self, cut: int | None, honour_range: bool = True):
+    def _send(self, cut: int | None, honour_range: bool = True, announce: bool = True, short: int = 0):
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
@@ -168,7 +172,10 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
         else:
             self.send_response(200)
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if announce:
+            self.send_header("Content-Length", str(len(body) - short))
+        else:
+            self.close_connection = True
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         if cut is not None:

@@ -226,3 +226,46 @@ def test_a_file_that_breaks_off_while_both_copy_streams_run_leaves_nothing_stage
     assert result.exit_code == 5, result.output
     assert "corrupt or truncated" in result.stderr and "yellow_tripdata_2020-07.csv.gz" in result.stderr
     assert_untouched(loaded)
+
+
+def _plain_csv_month(mirror) -> tuple[str, int]:
+    """The July sample as an uncompressed CSV, served from /plain/; its URL path and size."""
+    text = (DATA / SAMPLE).read_bytes()
+    path = mirror.root / "plain" / "yellow_tripdata_2020-07.csv"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(text)
+    mirror.source_args = ["--source-url", f"{mirror.url}/plain/{{taxi}}_tripdata_{{year}}-{{month}}.csv"]
+    return "/plain/yellow_tripdata_2020-07.csv", len(text)
+
+
+def test_an_uncompressed_download_cut_short_without_a_length_is_retried(cli, db, mirror):
+    """No Content-Length, and the connection closes mid-line: not the end of the file. The download resumes."""
+    url_path, size = _plain_csv_month(mirror)
+    mirror.faults[url_path] = [f"unannounced-drop:{size // 2}"]
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 0, result.output
+    assert db.count("yellow_tripdata") == 266
+
+
+def test_an_uncompressed_download_always_cut_short_is_never_a_success(cli, db, mirror):
+    """A server that keeps closing early ends in exit 6 with nothing loaded, never in half a month recorded as
+    loaded (it was exit 0 with the first half)."""
+    url_path, size = _plain_csv_month(mirror)
+    mirror.faults[url_path] = [f"unannounced-drop:{size // 2}"] * 5
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--retries", "2")
+    assert result.exit_code == 6 and "ends mid-line" in result.stderr
+    assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
+    assert (
+        not db.exists("taxi_loader_ledger")
+        or not db.one("SELECT count(*) FROM taxi_loader_ledger WHERE status = 'succeeded'")[0]
+    )
+
+
+def test_a_server_that_sends_more_than_it_announced_is_never_a_success(cli, db, mirror):
+    """The length it announces cuts the file mid-line: what was read is not the whole month (it was exit 0
+    with the announced part loaded)."""
+    url_path, _ = _plain_csv_month(mirror)
+    mirror.faults[url_path] = ["short-length:500"] * 5
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--retries", "2")
+    assert result.exit_code == 6 and "ends mid-line" in result.stderr
+    assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
