@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import tenacity
 
-from taxi_loader.errors import BadData, OutsideSource, SourceNotFound, TransientError
+from taxi_loader.errors import BadData, ConfigError, OutsideSource, SourceNotFound, TransientError, UsageError
 from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
 
@@ -49,8 +49,6 @@ class Source:
 
     def __post_init__(self) -> None:
         if self.choice not in SOURCES:
-            from taxi_loader.errors import UsageError
-
             raise UsageError(f"unknown source {self.choice!r}; choose one of: {', '.join(SOURCES)}")
 
     def which(self, taxi: TaxiType, month: Month) -> str:
@@ -124,8 +122,6 @@ def source_location(template: str, taxi: TaxiType, month: Month) -> str:
     try:
         return template.format(taxi=taxi.name, year=f"{month.year:04d}", month=month.mm)
     except (KeyError, IndexError, ValueError) as exc:
-        from taxi_loader.errors import UsageError
-
         raise UsageError(
             f"bad --source-url template {template!r}: use {{taxi}}, {{year}} and {{month}} ({exc})"
         ) from None
@@ -186,8 +182,16 @@ def fetch_file(
         if not path.is_file():
             raise SourceNotFound(f"{what}: no file at {path}")
         return path
-    data_dir.mkdir(parents=True, exist_ok=True)
-    target = data_dir / local_name(location)
+    name = local_name(location)
+    if not name or urlparse(location).path.endswith("/"):
+        raise UsageError(f"{what}: {location} names no file (it ends with '/'): give the file's URL or a template")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--data-dir {data_dir} cannot hold downloads: {exc.strerror or exc}") from None
+    if not data_dir.is_dir():
+        raise ConfigError(f"--data-dir {data_dir} is not a directory: name a directory for the downloads")
+    target = data_dir / name
     if target.is_file():
         return target
     part = target.with_name(target.name + ".part")

@@ -269,3 +269,40 @@ def test_a_server_that_sends_more_than_it_announced_is_never_a_success(cli, db, 
     result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--retries", "2")
     assert result.exit_code == 6 and "ends mid-line" in result.stderr
     assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
+
+
+def test_a_data_dir_that_is_a_file_and_a_url_that_names_no_file(cli, mirror, tmp_path):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    result = CliRunner().invoke(
+        main,
+        [
+            "download",
+            "--taxi",
+            "yellow",
+            "--month",
+            "2020-07",
+            "--source-url",
+            mirror.template,
+            "--data-dir",
+            str(a_file),
+        ],
+    )
+    assert result.exit_code == 3 and f"--data-dir {a_file}" in result.stderr
+    slash = CliRunner().invoke(
+        main,
+        [
+            "download",
+            "--taxi",
+            "yellow",
+            "--month",
+            "2020-07",
+            "--source-url",
+            f"{mirror.url}/yellow/",
+            "--data-dir",
+            str(tmp_path / "d"),
+        ],
+    )
+    assert slash.exit_code == 2 and "names no file" in slash.stderr
+    assert not (tmp_path / "d.part").exists() and not list(tmp_path.glob("*.part"))
