@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import gzip
 import http.client
 import os
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 import tenacity
@@ -195,24 +199,63 @@ def fetch_file(
     if target.is_file():
         return target
     part = target.with_name(target.name + ".part")
-    try:
-        for attempt in retry.retrying((_Retryable,)):
-            with attempt:
-                _download(location, part, retry.timeout, progress)
-    except _Retryable as exc:
-        raise TransientError(
-            f"{what}: download of {location} failed after {retry.attempts} attempts ({exc}); "
-            "check the network and run the command again (it resumes)"
-        ) from None
-    except SourceNotFound as exc:
-        raise SourceNotFound(f"{what}: {exc}") from None
-    try:
-        verify(part, location)
-    except BadData:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, target)
+    with _partial(part, what) as out:
+        if target.is_file():  # another run of this month finished it while this one waited
+            return target
+        try:
+            for attempt in retry.retrying((_Retryable,)):
+                with attempt:
+                    _download(location, out, retry.timeout, progress)
+        except _Retryable as exc:
+            raise TransientError(
+                f"{what}: download of {location} failed after {retry.attempts} attempts ({exc}); "
+                "check the network and run the command again (it resumes)"
+            ) from None
+        except SourceNotFound as exc:
+            part.unlink(missing_ok=True)
+            raise SourceNotFound(f"{what}: {exc}") from None
+        except ConfigError:
+            part.unlink(missing_ok=True)  # a full or read-only disk: what was written is of no use
+            raise
+        try:
+            verify(part, location)
+        except BadData:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, target)
     return target
+
+
+@contextmanager
+def _partial(part: Path, what: str) -> Iterator[BinaryIO]:
+    """The month's partial download, opened for this run alone: never through a symbolic link (a link planted
+    in a shared data dir would have its target overwritten), and locked, so that a second run of the same month
+    in the same data dir waits for the first instead of writing into the same file."""
+    while True:
+        try:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ConfigError(
+                    f"{what}: {part} is a symbolic link: remove it (downloads never follow links)"
+                ) from None
+            raise ConfigError(f"{what}: cannot write {part}: {exc.strerror or exc}") from None
+        handle = os.fdopen(fd, "r+b")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            same = os.stat(part, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # the run it waited for finished (renamed it) or gave up (removed it)
+            same = False
+        if same:
+            break
+        handle.close()
+        if part.with_name(part.name.removesuffix(".part")).is_file():
+            handle = open(os.devnull, "r+b")  # noqa: SIM115 - nothing left to write: the caller returns the file
+            break
+    try:
+        yield handle
+    finally:
+        handle.close()
 
 
 def _not_yet(message: str, month: Month, location: str) -> str:
@@ -227,8 +270,9 @@ def _not_yet(message: str, month: Month, location: str) -> str:
     return message
 
 
-def _download(url: str, part: Path, timeout: float, progress: Callable[[int, int | None], None] | None) -> None:
-    have = part.stat().st_size if part.exists() else 0
+def _download(url: str, out: BinaryIO, timeout: float, progress: Callable[[int, int | None], None] | None) -> None:
+    """One attempt: fetch `url` into the open partial file `out`, resuming after what it holds."""
+    have = out.seek(0, os.SEEK_END)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if have:
         request.add_header("Range", f"bytes={have}-")
@@ -248,36 +292,43 @@ def _download(url: str, part: Path, timeout: float, progress: Callable[[int, int
         resumed = response.status == 206
         length = response.headers.get("Content-Length")
         expected = int(length) + (have if resumed else 0) if length is not None else None
-        mode = "ab" if resumed else "wb"
+        if not resumed:
+            out.seek(0)
+            out.truncate()
         done = have if resumed else 0
-        try:
-            with open(part, mode) as out:
-                while True:
-                    block = response.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done, expected)
-        except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, IncompleteRead
-            raise _Retryable(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
+        while True:
+            try:
+                block = response.read(1 << 20)
+            except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, IncompleteRead
+                raise _Retryable(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
+            if not block:
+                break
+            try:
+                out.write(block)
+            except OSError as exc:  # the disk, not the network: full, read-only, gone
+                raise ConfigError(
+                    f"cannot write the download into {Path(out.name).parent}: {exc.strerror or exc}"
+                ) from None
+            done += len(block)
+            if progress:
+                progress(done, expected)
+        out.flush()
     if expected is not None and done < expected:
         raise _Retryable(f"connection dropped after {done} of {expected} bytes")
-    if not _ends_cleanly(part):  # no length announced, or a length shorter than the file: it was cut short
+    if not _ends_cleanly(out):  # no length announced, or a length shorter than the file: it was cut short
         raise _Retryable(f"the file ends mid-line after {done} bytes: the transfer was cut short")
 
 
-def _ends_cleanly(part: Path) -> bool:
+def _ends_cleanly(out: BinaryIO) -> bool:
     """Whether a download ended where its file ends. A gzip or Parquet file is checked whole by `verify`; a plain
     CSV must end with its last line's line ending (every published file does): a server that announces no
     length, or a length shorter than what it sends, is otherwise believed at its word."""
-    with open(part, "rb") as f:
-        head = f.read(4)
-        if head[:2] == b"\x1f\x8b" or head == PARQUET_MAGIC or not head:
-            return True
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
+    out.seek(0)
+    head = out.read(4)
+    if head[:2] == b"\x1f\x8b" or head == PARQUET_MAGIC or not head:
+        return True
+    out.seek(-1, os.SEEK_END)
+    return out.read(1) == b"\n"
 
 
 def verify(path: Path, location: str) -> None:

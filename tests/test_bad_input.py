@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import socket
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -306,3 +308,29 @@ def test_a_data_dir_that_is_a_file_and_a_url_that_names_no_file(cli, mirror, tmp
     )
     assert slash.exit_code == 2 and "names no file" in slash.stderr
     assert not (tmp_path / "d.part").exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_a_partial_file_planted_as_a_link_is_refused_and_its_target_untouched(mirror, tmp_path):
+    """A shared, world-writable data dir: a `.part` symlink someone planted must not have its target written."""
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "yellow_tripdata_2020-07.csv.gz.part").symlink_to(victim)
+    args = ["download", "--taxi", "yellow", "--month", "2020-07", "--source-url", mirror.template]
+    result = CliRunner().invoke(main, [*args, "--data-dir", str(data)])
+    assert result.exit_code == 3 and "is a symbolic link" in result.stderr
+    assert victim.read_text() == "precious"
+
+
+def test_two_downloads_of_one_month_into_one_data_dir_both_end_well(mirror, tmp_path):
+    """The second waits for the first (a lock on the partial file) and finds the file whole."""
+    path = mirror.put_generated("yellow", JULY, 60_000)
+    data = tmp_path / "data"
+    command = [sys.executable, "-m", "taxi_loader", "download", "--taxi", "yellow", "--month", "2020-07"]
+    command += ["--source-url", mirror.template, "--data-dir", str(data)]
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [run.wait(timeout=120) for run in runs] == [0, 0], [run.stderr.read() for run in runs]
+    assert (data / "yellow_tripdata_2020-07.csv.gz").read_bytes() == path.read_bytes()
+    assert not list(data.glob("*.part"))
