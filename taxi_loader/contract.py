@@ -70,8 +70,19 @@ def main_columns(taxi: TaxiType) -> tuple[Column, ...]:
 
 
 def reject_rows(filename: str, rejects: Sequence[Reject]) -> list[tuple[Any, ...]]:
-    """The rejects table's rows for a file's rejected rows, in `REJECTS_COLUMNS` order."""
-    return [(filename, r.line, r.column, r.reason, r.raw) for r in rejects]
+    """The rejects table's rows for a file's rejected rows, in `REJECTS_COLUMNS` order.
+
+    A raw line with NUL bytes, which no sink's text type can hold, is stored escaped, losslessly (Python's
+    unicode_escape: `\\x00`, and `\\\\` for a backslash), and its reason says so.
+    """
+    return [(filename, r.line, r.column, *_storable(r.reason, r.raw)) for r in rejects]
+
+
+def _storable(reason: str, raw: str | None) -> tuple[str, str | None]:
+    if raw is None or "\x00" not in raw:
+        return reason.replace("\x00", "\\x00"), raw
+    escaped = raw.encode("unicode_escape").decode("ascii")
+    return reason.replace("\x00", "\\x00") + " (raw line escaped: it holds NUL bytes)", escaped
 
 
 def ledger_row(sink: str, taxi: TaxiType, month: str, status: str, **values: Any) -> dict[str, Any]:

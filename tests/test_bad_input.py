@@ -334,3 +334,18 @@ def test_two_downloads_of_one_month_into_one_data_dir_both_end_well(mirror, tmp_
     assert [run.wait(timeout=120) for run in runs] == [0, 0], [run.stderr.read() for run in runs]
     assert (data / "yellow_tripdata_2020-07.csv.gz").read_bytes() == path.read_bytes()
     assert not list(data.glob("*.part"))
+
+
+def test_a_nul_byte_in_a_number_is_one_reject_stored_losslessly(cli, db, mirror):
+    """Within --max-rejects a NUL byte blocked the whole month (exit 1): no text column can hold it."""
+    lines = (DATA / SAMPLE).read_bytes().split(b"\n")
+    fields = lines[5].split(b",")
+    fields[10] = b"1\x002"  # fare_amount
+    lines[5] = b",".join(fields)
+    mirror.put_csv("yellow", JULY, b"\n".join(lines))
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "5")
+    assert result.exit_code == 0, result.output
+    assert db.count("yellow_tripdata") == 265
+    line, reason, raw = db.one("SELECT line, reason, raw_line FROM yellow_tripdata_rejects")
+    assert line == 6 and "NUL" in reason
+    assert raw.encode("ascii").decode("unicode_escape") == lines[5].decode()
