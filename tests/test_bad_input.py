@@ -349,3 +349,18 @@ def test_a_nul_byte_in_a_number_is_one_reject_stored_losslessly(cli, db, mirror)
     line, reason, raw = db.one("SELECT line, reason, raw_line FROM yellow_tripdata_rejects")
     assert line == 6 and "NUL" in reason
     assert raw.encode("ascii").decode("unicode_escape") == lines[5].decode()
+
+
+def test_a_bad_value_then_a_truncated_gzip_is_bad_data_not_transient(cli, db, mirror):
+    """The validating pass meets the cut-off end: exit 5 naming the file, never exit 6 ("run the command
+    again", which an orchestrator retries forever)."""
+    lines = (DATA / SAMPLE).read_bytes().split(b"\n")
+    fields = lines[3].split(b",")
+    fields[10] = b"ten"
+    lines[3] = b",".join(fields)
+    whole = gzip.compress(b"\n".join(lines[:1] + lines[1:] * 40))
+    local = mirror.put_bytes("yellow", JULY, whole[: len(whole) * 2 // 3])
+    mirror.source_args = ["--source-url", str(local)]  # read in place: no download check comes first
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5 and "corrupt or truncated" in result.stderr, result.output
+    assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0

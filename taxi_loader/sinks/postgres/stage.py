@@ -318,9 +318,10 @@ def _copy_validated(
         digests.add(bytes.fromhex("".join(batch)))
         yield buf.getvalue().encode()
 
-    with conn.cursor() as cur:
-        columns = [ROW_ID.db_name] + [c.db_name for c in taxi.columns]
-        return _copy(cur, tables, month, columns, ChunkStream(good_rows())), rejects
+    # In a producer thread like the fast path, so that the file's own failure (a truncated gzip after the bad
+    # value) is raised as itself, not as the failed COPY psycopg2 would report.
+    columns = [ROW_ID.db_name] + [c.db_name for c in taxi.columns]
+    return _threaded_copy(conn, tables, month, columns, good_rows()), rejects
 
 
 def _number_repeats(cur: Cursor, tables: Tables, month: Month, digests: Digests) -> int:
