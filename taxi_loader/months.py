@@ -9,7 +9,7 @@ from datetime import date, datetime
 from taxi_loader.errors import UsageError
 
 MIN_YEAR, MAX_YEAR = 2009, 2099
-_YM = re.compile(r"^(\d{4})-(\d{1,2})$")
+_YM = re.compile(r"^([0-9]{4})-([0-9]{1,2})$")  # ASCII digits: \d would take others int() may not read
 
 
 @dataclass(frozen=True, order=True)
@@ -80,10 +80,10 @@ def select_month(month: str | None = None, year: int | str | None = None, trigge
         raise UsageError("no month selected: give --month YYYY-MM, --year YYYY --month MM, or --trigger-date DATE")
     if year is not None:
         y = str(year).strip()
-        if not y.isdigit():
+        if not re.fullmatch(r"[0-9]{4}", y):
             raise UsageError(f"invalid year {year!r}: use four digits, e.g. 2021")
         m = str(month).strip()
-        if not m.isdigit():
+        if not re.fullmatch(r"[0-9]{1,2}", m):
             raise UsageError(f"invalid month {month!r}: with --year, give --month as 1..12 or 01..12")
         return Month(int(y), int(m))
     return Month.parse(str(month))

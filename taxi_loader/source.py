@@ -7,6 +7,7 @@ import fcntl
 import gzip
 import http.client
 import os
+import string
 import urllib.error
 import urllib.request
 import zlib
@@ -54,6 +55,13 @@ class Source:
     def __post_init__(self) -> None:
         if self.choice not in SOURCES:
             raise UsageError(f"unknown source {self.choice!r}; choose one of: {', '.join(SOURCES)}")
+        for option, template in (
+            ("--source-url", self.url),
+            ("--mirror-url", self.mirror_url),
+            ("--tlc-url", self.tlc_url),
+        ):
+            if template:
+                check_template(option, template)
 
     def which(self, taxi: TaxiType, month: Month) -> str:
         """'mirror' or 'tlc': the source that serves `month` of `taxi`."""
@@ -113,6 +121,28 @@ class RetryPolicy:
             retry=tenacity.retry_if_exception_type(retry_on),
             reraise=True,
         )
+
+
+PLACEHOLDERS = ("taxi", "year", "month")
+
+
+def check_template(option: str, template: str) -> None:
+    """Refuse a template whose placeholders are not exactly {taxi}, {year} and {month} (no format specs,
+    conversions, attribute or index access: they would fail, or read what they should not, when filled in)."""
+    try:
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:
+        raise UsageError(f"bad {option} template {template!r}: {exc}") from None
+    for name, spec, conversion in fields:
+        if name not in PLACEHOLDERS or spec or conversion:
+            raise UsageError(
+                f"bad {option} template {template!r}: {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}} is not one of {{taxi}}, {{year}}, {{month}}"
+            )
 
 
 def source_location(template: str, taxi: TaxiType, month: Month) -> str:

@@ -251,3 +251,30 @@ def test_help_groups_options_and_gives_an_example_for_every_command():
     assert "json (months, gaps, totals, zones)" in " ".join(
         CliRunner().invoke(main, ["status", "--help"]).output.split()
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sink", "postgres", "--schema", "pg_catalog"], "cannot hold taxi-loader's tables"),
+        (["--sink", "postgres", "--schema", "pg_temp"], "cannot hold taxi-loader's tables"),
+        (["--sink", "postgres", "--schema", ""], "cannot hold taxi-loader's tables"),
+        (["--sink", "postgres", "--schema", "s" * 64], "cannot hold taxi-loader's tables"),
+        (["--source-url", "/m/{taxi}_{year}-{month:>3}.csv"], "is not one of {taxi}, {year}, {month}"),
+        (["--source-url", "/m/{taxi.__class__}.csv"], "is not one of {taxi}, {year}, {month}"),
+        (["--mirror-url", "/m/{taxi!r}.csv"], "is not one of {taxi}, {year}, {month}"),
+        (["--tlc-url", "/m/{0}.csv"], "is not one of {taxi}, {year}, {month}"),
+        (["--source-url", "/m/{taxi"], "bad --source-url template"),
+    ],
+)
+def test_option_values_a_user_could_type_are_usage_errors(args, message, tmp_path):
+    base = ["load", "--taxi", "yellow", "--month", "2021-01", "--data-dir", str(tmp_path)]
+    result = CliRunner().invoke(main, [*base, *args])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+@pytest.mark.parametrize("month", [("2021-0²",), ("²", "2021"), ("01", "２０２１"), ("１", "2021")])
+def test_digits_python_reads_but_the_month_parser_does_not_are_usage_errors(month):
+    args = ["--month", month[0], *(["--year", month[1]] if len(month) > 1 else [])]
+    result = CliRunner().invoke(main, ["load", "--sink", "duckdb", "--taxi", "yellow", *args])
+    assert result.exit_code == 2 and "invalid" in result.stderr, result.output

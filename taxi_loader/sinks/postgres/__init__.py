@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import psycopg2.errors
 
 from taxi_loader.contract import LoadRecord
+from taxi_loader.errors import UsageError
 from taxi_loader.job import Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
@@ -40,6 +41,15 @@ class PostgresSettings:
         default=None, metadata={"help": "postgresql://user:password@host:port/db; else the PG* variables apply."}
     )
     schema: str = field(default="public", metadata={"help": "Schema of the tables.", "show_default": True})
+
+    def __post_init__(self) -> None:
+        # PostgreSQL keeps pg_* schemas for itself, and would cut a name of more than 63 bytes short.
+        name = self.schema
+        if not name.strip() or name.lower().startswith("pg_") or len(name.encode()) > 63 or "\x00" in name:
+            raise UsageError(
+                f"--schema {name!r} cannot hold taxi-loader's tables: give a name of 1-63 bytes that does not "
+                "start with pg_ (a schema of your own, or public)"
+            )
 
 
 class PostgresMonth:
