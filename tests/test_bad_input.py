@@ -6,7 +6,9 @@ import gzip
 import socket
 import subprocess
 import sys
+import uuid
 
+import psycopg2
 import pytest
 from click.testing import CliRunner
 
@@ -364,3 +366,36 @@ def test_a_bad_value_then_a_truncated_gzip_is_bad_data_not_transient(cli, db, mi
     result = cli("load", "--taxi", "yellow", "--month", "2020-07")
     assert result.exit_code == 5 and "corrupt or truncated" in result.stderr, result.output
     assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
+
+
+def test_least_privilege_loads_and_a_missing_grant_is_exit_3_naming_it(cli, db, mirror):
+    """A role with USAGE and CREATE on its schema only (no CREATE on the database) loads; without CREATE on the
+    schema it gets exit 3 with the GRANT to run (both were exit 1)."""
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    role = f"tl_limited_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(db.url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE ROLE "{role}" LOGIN')
+            cur.execute(f'CREATE SCHEMA "{role}_s"')
+            cur.execute(f'GRANT USAGE, CREATE ON SCHEMA "{role}_s" TO "{role}"')
+            cur.execute(f'CREATE SCHEMA "{role}_ro"')
+            cur.execute(f'GRANT USAGE ON SCHEMA "{role}_ro" TO "{role}"')
+            cur.execute(f'REVOKE CREATE ON DATABASE "{db.url.rsplit("/", 1)[1]}" FROM PUBLIC')
+        url = db.url.replace("postgres@", f"{role}@")
+        args = ("load", "--taxi", "yellow", "--month", "2020-07", "--db-url", url, "--schema")
+        ok = cli(*args, f"{role}_s", pg=False)
+        assert ok.exit_code == 0, ok.output
+        denied = cli(*args, f"{role}_ro", pg=False)
+        assert denied.exit_code == 3, denied.output
+        assert (
+            "permission denied for schema" in denied.stderr
+            and f"GRANT USAGE, CREATE ON SCHEMA <schema> TO {role}" in denied.stderr
+        )
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP SCHEMA "{role}_s" CASCADE')
+            cur.execute(f'DROP SCHEMA "{role}_ro" CASCADE')
+            cur.execute(f'DROP ROLE "{role}"')
+        admin.close()

@@ -1,6 +1,7 @@
 SELECT pg_advisory_lock(%s)
 SELECT pg_advisory_xact_lock(%s)
-CREATE SCHEMA IF NOT EXISTS "{schema}"
+SELECT 1 FROM pg_namespace WHERE nspname = %s
+CREATE SCHEMA "{schema}"
 CREATE TABLE IF NOT EXISTS "{schema}"."taxi_loader_ledger" (load_id bigserial PRIMARY KEY, "sink" text NOT NULL, "taxi" text NOT NULL, "month" text NOT NULL, "filename" text NOT NULL, "source" text, "source_size" bigint, "source_sha256" text, "rows_read" bigint, "rows_rejected" bigint, "rows_repeated" bigint, "rows_inserted" bigint, "rows_present" bigint, "rows_suspicious" bigint, "rows_after" bigint, "started_at" timestamptz, "finished_at" timestamptz, "status" text NOT NULL, "error" text, "loader_version" text)
 CREATE INDEX IF NOT EXISTS "taxi_loader_ledger_month_idx" ON "{schema}"."taxi_loader_ledger" (sink, taxi, month, load_id)
 CREATE TABLE IF NOT EXISTS "{schema}"."yellow_tripdata_rejects" ("filename" text NOT NULL, "line" bigint NOT NULL, "column_name" text, "reason" text NOT NULL, "raw_line" text, recorded_at timestamptz NOT NULL DEFAULT now())
@@ -14,7 +15,7 @@ DELETE FROM "{schema}"."yellow_tripdata_rejects" WHERE filename = %s
 INSERT INTO "{schema}"."taxi_loader_ledger" ("sink", "taxi", "month", "filename", "source", "started_at", "source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated", "status", "loader_version") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 SELECT pg_advisory_unlock(%s)
 SELECT pg_advisory_xact_lock(%s)
-CREATE SCHEMA IF NOT EXISTS "{schema}"
+SELECT 1 FROM pg_namespace WHERE nspname = %s
 CREATE TABLE IF NOT EXISTS "{schema}"."taxi_loader_ledger" (load_id bigserial PRIMARY KEY, "sink" text NOT NULL, "taxi" text NOT NULL, "month" text NOT NULL, "filename" text NOT NULL, "source" text, "source_size" bigint, "source_sha256" text, "rows_read" bigint, "rows_rejected" bigint, "rows_repeated" bigint, "rows_inserted" bigint, "rows_present" bigint, "rows_suspicious" bigint, "rows_after" bigint, "started_at" timestamptz, "finished_at" timestamptz, "status" text NOT NULL, "error" text, "loader_version" text)
 CREATE INDEX IF NOT EXISTS "taxi_loader_ledger_month_idx" ON "{schema}"."taxi_loader_ledger" (sink, taxi, month, load_id)
 CREATE TABLE IF NOT EXISTS "{schema}"."yellow_tripdata_rejects" ("filename" text NOT NULL, "line" bigint NOT NULL, "column_name" text, "reason" text NOT NULL, "raw_line" text, recorded_at timestamptz NOT NULL DEFAULT now())

@@ -8,6 +8,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from taxi_loader.errors import ConfigError, TransientError
@@ -114,6 +115,16 @@ def session(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Iterator[
     conn = connect(db_url, retry)
     try:
         yield conn
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        detail = " ".join(str(exc).split()) or "permission denied"
+        user = describe_target(db_url)
+        with suppress(psycopg2.Error):
+            user = conn.info.user
+        raise ConfigError(
+            f"PostgreSQL refused a privilege to {user}: {detail}. A role needs USAGE and CREATE on its schema "
+            f"(GRANT USAGE, CREATE ON SCHEMA <schema> TO {user};), and CREATE on the database only if "
+            "taxi-loader is to create the schema"
+        ) from None
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
         what = "lost the connection to" if conn.closed else "a transient failure in"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

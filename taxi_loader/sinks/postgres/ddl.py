@@ -141,7 +141,11 @@ def ensure_support_tables(conn: Connection, tables: Tables) -> None:
     adds a load_id to the ledger and a recorded_at to the rejects)."""
     with conn.cursor() as cur:
         xact_lock(cur, "ddl", tables.schema)
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(tables.schema)))
+        # Only when it is missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even for a schema
+        # that exists, and a role with USAGE and CREATE on its schema alone is all a DBA need grant.
+        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (tables.schema,))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(tables.schema)))
         cur.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (load_id bigserial PRIMARY KEY, {})").format(
                 tables.ledger, sql.SQL(", ").join(column_defs(LEDGER_COLUMNS))
