@@ -25,12 +25,36 @@ def one(cur: Cursor) -> tuple[Any, ...]:
     return row
 
 
+def libpq_dsn(db_url: str | None) -> str:
+    """`--db-url` as libpq takes it. A URL is read by SQLAlchemy's URL type, so the course's
+    `postgresql+psycopg2://root:root@localhost:5432/ny_taxi` works as well as `postgresql://...` (the driver
+    part is dropped, special characters stay quoted); a key=value string is libpq's own."""
+    if not db_url or "://" not in db_url:
+        return db_url or ""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+    except (ArgumentError, ValueError) as exc:
+        reason = "its port is not a number" if "int()" in str(exc) else "malformed"
+        raise ConfigError(
+            f"the database URL cannot be parsed ({reason}); use postgresql://user:password@host:port/dbname"
+        ) from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"the database URL is a {url.get_backend_name()} URL: taxi-loader loads into PostgreSQL "
+            "(postgresql://user:password@host:port/dbname)"
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def describe_target(db_url: str | None) -> str:
     """host:port/dbname as a connection string or URL gives them, without the password, for messages before
     a connection exists; what it leaves out comes from libpq's PG* variables, which only libpq reads."""
     try:
-        params = psycopg2.extensions.parse_dsn(db_url or "")
-    except psycopg2.ProgrammingError:
+        params = psycopg2.extensions.parse_dsn(libpq_dsn(db_url))
+    except (psycopg2.ProgrammingError, ConfigError):
         return "the configured database"
     if not params.get("host") and not params.get("dbname"):
         return "the server of the PG* variables"
@@ -53,6 +77,12 @@ _CONFIG_PROBLEMS = (
     "no password supplied",
     "permission denied",
     "pg_hba.conf",
+    # settings libpq cannot use: configuration, not a server to wait for
+    "invalid port number",
+    "invalid sslmode value",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid value for parameter",
 )
 
 
@@ -66,8 +96,9 @@ def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Connectio
     Unreachable servers are retried with backoff, then TransientError; wrong credentials or a missing
     database are ConfigError at once. Messages name the host, never the password.
     """
+    dsn = libpq_dsn(db_url)
     try:
-        params = psycopg2.extensions.parse_dsn(db_url or "")
+        params = psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError:
         raise ConfigError(
             "the database URL cannot be parsed; use postgresql://user:password@host:port/dbname"
@@ -77,7 +108,7 @@ def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Connectio
             with attempt:
                 try:
                     conn = psycopg2.connect(
-                        db_url or "", connect_timeout=max(1, int(retry.timeout)), application_name="taxi-loader"
+                        dsn, connect_timeout=max(1, int(retry.timeout)), application_name="taxi-loader"
                     )
                 except psycopg2.OperationalError as exc:
                     # libpq's own words name the host, port, user and database in force, wherever they came
