@@ -17,7 +17,7 @@ from taxi_loader.errors import Interrupted
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
 from taxi_loader.reader import DEFAULT_MAX_REJECTS
-from taxi_loader.source import RetryPolicy, Source, source_location
+from taxi_loader.source import RetryPolicy, Source, redact, source_location
 from taxi_loader.taxis import TaxiType
 
 log = get_logger("taxi_loader")
@@ -44,6 +44,11 @@ class Job:
     def location(self) -> str:
         """The URL or path of the month's file."""
         return source_location(self.template, self.taxi, self.month)
+
+    @property
+    def source_label(self) -> str:
+        """The month's file as the ledger records it and messages show it: a URL's password and query masked."""
+        return redact(self.location)
 
     @property
     def filename(self) -> str:

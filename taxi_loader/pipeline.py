@@ -87,7 +87,7 @@ def zones(sink: Sink, location: str, retry: RetryPolicy = RetryPolicy()) -> dict
     with tempfile.TemporaryDirectory(prefix="taxi-loader-zones-") as scratch:
         rows = read_zones(source.fetch_file(location, Path(scratch), "the zone lookup", retry))
     table = sink.replace_zones(rows, retry)
-    result = {"table": table, "source": location, "rows_zones": len(rows)}
+    result = {"table": table, "source": source.redact(location), "rows_zones": len(rows)}
     log.info("zones loaded", **result)
     return result
 

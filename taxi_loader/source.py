@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 import tenacity
 
@@ -161,6 +161,18 @@ def source_location(template: str, taxi: TaxiType, month: Month) -> str:
         ) from None
 
 
+def redact(location: str) -> str:
+    """A URL as it may be stored or shown: its user info (a password) and its query string (a signed URL's
+    token) masked; a path as it is."""
+    parsed = urlparse(location)
+    if parsed.scheme not in ("http", "https"):
+        return location
+    netloc = parsed.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return urlunparse(parsed._replace(netloc=netloc, query="***" if parsed.query else ""))
+
+
 def local_path(location: str) -> Path | None:
     """The local path a location names (a plain path or a file:// URL), or None for a remote URL."""
     parsed = urlparse(location)
@@ -218,7 +230,9 @@ def fetch_file(
         return path
     name = local_name(location)
     if not name or urlparse(location).path.endswith("/"):
-        raise UsageError(f"{what}: {location} names no file (it ends with '/'): give the file's URL or a template")
+        raise UsageError(
+            f"{what}: {redact(location)} names no file (it ends with '/'): give the file's URL or a template"
+        )
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -238,7 +252,7 @@ def fetch_file(
                     _download(location, out, retry.timeout, progress)
         except _Retryable as exc:
             raise TransientError(
-                f"{what}: download of {location} failed after {retry.attempts} attempts ({exc}); "
+                f"{what}: download of {redact(location)} failed after {retry.attempts} attempts ({exc}); "
                 "check the network and run the command again (it resumes)"
             ) from None
         except SourceNotFound as exc:
@@ -312,10 +326,10 @@ def _download(url: str, out: BinaryIO, timeout: float, progress: Callable[[int, 
         if exc.code == 416 and have:  # we already hold every byte
             return
         if exc.code in (429,) or exc.code >= 500:
-            raise _Retryable(f"HTTP {exc.code} from {url}") from None
+            raise _Retryable(f"HTTP {exc.code} from {redact(url)}") from None
         if exc.code in (403, 404, 410):
-            raise SourceNotFound(f"not published: HTTP {exc.code} for {url}") from None
-        raise SourceNotFound(f"HTTP {exc.code} for {url}") from None
+            raise SourceNotFound(f"not published: HTTP {exc.code} for {redact(url)}") from None
+        raise SourceNotFound(f"HTTP {exc.code} for {redact(url)}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise _Retryable(f"{getattr(exc, 'reason', exc)}") from None
     with response:
@@ -374,16 +388,18 @@ def verify(path: Path, location: str) -> None:
             with open(path, "rb") as f:
                 start = f.read(200).lstrip().lower()
             kind = "an HTML page" if start.startswith((b"<!doctype", b"<html")) else "not gzip data"
-            raise BadData(f"{location}: not a gzipped file (the server sent {kind}); check the source URL")
+            raise BadData(f"{redact(location)}: not a gzipped file (the server sent {kind}); check the source URL")
         if path.stat().st_size == 0:
-            raise BadData(f"{location}: the file is empty")
+            raise BadData(f"{redact(location)}: the file is empty")
         return
     try:
         with gzip.open(path, "rb") as f:
             while f.read(1 << 20):
                 pass
     except (OSError, EOFError, zlib.error) as exc:
-        raise BadData(f"{location}: corrupt or truncated gzip ({exc}); it was removed, download it again") from None
+        raise BadData(
+            f"{redact(location)}: corrupt or truncated gzip ({exc}); it was removed, download it again"
+        ) from None
 
 
 PARQUET_MAGIC = b"PAR1"
@@ -405,9 +421,9 @@ def verify_parquet(path: Path, location: str) -> None:
     if head[:4] != PARQUET_MAGIC:
         start = head.lstrip().lower()
         kind = "an HTML page" if start.startswith((b"<!doctype", b"<html")) else "something else"
-        raise BadData(f"{location}: not a Parquet file (it holds {kind}); check the source URL")
+        raise BadData(f"{redact(location)}: not a Parquet file (it holds {kind}); check the source URL")
     if size < 12 or tail != PARQUET_MAGIC:
-        raise BadData(f"{location}: a Parquet file cut short (no footer): the download did not finish")
+        raise BadData(f"{redact(location)}: a Parquet file cut short (no footer): the download did not finish")
 
 
 def remove_downloads(taxi: TaxiType, month: Month, data_dir: Path, template: str) -> list[Path]:

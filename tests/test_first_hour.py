@@ -296,3 +296,25 @@ def test_the_courses_sqlalchemy_url_works_and_bad_urls_are_configuration(cli, db
         bad = cli("load", "--taxi", "green", "--month", "2019-01", "--retries", "5", db_url=url)
         assert bad.exit_code == 3 and message in bad.stderr, bad.output
         assert "s3cret" not in bad.output
+
+
+def test_a_signed_urls_token_is_never_stored_or_shown(cli, db, mirror):
+    mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
+    signed = f"{mirror.template}?X-Amz-Signature=t0ps3cret&X-Amz-Credential=me"
+    mirror.source_args = ["--source-url", signed]
+    result = cli("load", "--taxi", "green", "--month", "2019-01")
+    assert result.exit_code == 0, result.output
+    missing = cli("load", "--taxi", "green", "--month", "2019-02")
+    assert missing.exit_code == 4 and "?***" in missing.stderr
+    sources = [r[0] for r in db.all("SELECT source FROM taxi_loader_ledger")]
+    assert sources and all(s.endswith("?***") for s in sources)
+    everything = result.output + missing.output + " ".join(sources)
+    assert "t0ps3cret" not in everything and "X-Amz-Credential" not in everything
+
+
+def test_redact_masks_user_info_and_query_but_not_paths():
+    from taxi_loader.source import redact
+
+    assert redact("https://me:pw@host/a/b.csv.gz?sig=1") == "https://***@host/a/b.csv.gz?***"
+    assert redact("https://host/a/b.parquet") == "https://host/a/b.parquet"
+    assert redact("/data/mirror/x.csv?not-a-query") == "/data/mirror/x.csv?not-a-query"

@@ -47,7 +47,7 @@ class BigQueryMonth:
             job.max_rejects,
             job.drop_duplicates,
             job.retry,
-            job.location,
+            job.source_label,
         )
         log.info("uploaded" if result.uploaded else "identical object already there", object=result.object, **job.tags)
         return asdict(result)

@@ -101,7 +101,7 @@ class DuckDBMonth:
         try:
             with connect.writer(self.db_path):
                 connect.once_more_if_interrupted(
-                    lambda: ddl.record_failure(self.conn, job.taxi, job.month, job.location, status, message)
+                    lambda: ddl.record_failure(self.conn, job.taxi, job.month, job.source_label, status, message)
                 )
         except Exception as exc:  # noqa: BLE001 - never mask the failure being recorded
             log.debug("bookkeeping failed", error=str(exc))

@@ -41,7 +41,7 @@ def stage(conn: Connection, job: Job, path: Path, cancel: Cancellation = NEVER) 
                 tables = _copy(conn, job, path, digests, cancel, fast=False)
             check_rejects(tables.rejects, tables.stats.data_lines, job.max_rejects, job.filename)
             repeated = _number_repeats(conn, job, digests)
-            ddl.record_staged(conn, taxi, month, job.location, tables.stats, tables.rejects, repeated, started)
+            ddl.record_staged(conn, taxi, month, job.source_label, tables.stats, tables.rejects, repeated, started)
             conn.commit()
         except BaseException:
             with suppress(duckdb.Error):  # a connection DuckDB gave up on refuses even this

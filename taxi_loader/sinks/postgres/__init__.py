@@ -61,7 +61,7 @@ class PostgresMonth:
 
     def stage(self, path: Path) -> dict[str, Any]:
         job = self.job
-        return asdict(stage.stage(self.conn, self.tables, job.month, path, job.location, job.max_rejects))
+        return asdict(stage.stage(self.conn, self.tables, job.month, path, job.source_label, job.max_rejects))
 
     def merge(self) -> dict[str, Any]:
         return asdict(merge.dedup_merge(self.conn, self.tables, self.job.month, self.job.drop_duplicates))
@@ -73,7 +73,8 @@ class PostgresMonth:
     def record_failure(self, status: str, message: str) -> None:
         job = self.job
         _best_effort(
-            self.conn, lambda: ledger.record_failure(self.conn, self.tables, job.month, job.location, status, message)
+            self.conn,
+            lambda: ledger.record_failure(self.conn, self.tables, job.month, job.source_label, status, message),
         )
 
 
