@@ -58,8 +58,10 @@ def configure(fmt: str = "auto", level: str = "info") -> str:
     if fmt == "kestra":
         # Kestra shows stderr lines as ERROR, so levelled lines go to stdout in its protocol.
         renderer, out = _kestra_renderer, sys.stdout
+        processors.append(structlog.processors.format_exc_info)  # a bug report needs the traceback itself
     elif fmt == "json":
         renderer, out = structlog.processors.JSONRenderer(), sys.stderr
+        processors.append(structlog.processors.format_exc_info)
     else:
         renderer, out = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()), sys.stderr
     structlog.configure(

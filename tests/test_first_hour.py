@@ -318,3 +318,17 @@ def test_redact_masks_user_info_and_query_but_not_paths():
     assert redact("https://me:pw@host/a/b.csv.gz?sig=1") == "https://***@host/a/b.csv.gz?***"
     assert redact("https://host/a/b.parquet") == "https://host/a/b.parquet"
     assert redact("/data/mirror/x.csv?not-a-query") == "/data/mirror/x.csv?not-a-query"
+
+
+@pytest.mark.parametrize("fmt", ["json", "kestra"])
+def test_an_unexpected_failure_logs_its_traceback_for_a_bug_report(fmt, monkeypatch, tmp_path):
+    from taxi_loader import pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(pipeline, "download", broken)  # a stand-in for a bug: nothing real fails this way
+    args = ["--log-format", fmt, "download", "--taxi", "yellow", "--month", "2021-01", "--data-dir", str(tmp_path)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.output and "RuntimeError: a bug" in result.output
