@@ -141,6 +141,8 @@ class MonthFile:
             self._stream = buffered
         try:
             first = self._stream.readline(1 << 16)
+            while first and not first.strip():  # blank lines before the header carry nothing
+                first = self._stream.readline(1 << 16)
         except (OSError, EOFError, zlib.error) as exc:
             self.close()
             raise BadData(f"{path.name}: corrupt or truncated file ({exc})") from None

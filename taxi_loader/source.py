@@ -329,6 +329,10 @@ def _download(url: str, out: BinaryIO, timeout: float, progress: Callable[[int, 
             raise _Retryable(f"HTTP {exc.code} from {redact(url)}") from None
         if exc.code in (403, 404, 410):
             raise SourceNotFound(f"not published: HTTP {exc.code} for {redact(url)}") from None
+        if exc.code in (401, 407):
+            raise ConfigError(f"{redact(url)} asks for credentials (HTTP {exc.code}): check the source URL") from None
+        if 300 <= exc.code < 400:  # urllib follows redirects; one it gives up on loops or leads nowhere
+            raise ConfigError(f"{redact(url)} redirects in a loop (HTTP {exc.code}): check the source URL") from None
         raise SourceNotFound(f"HTTP {exc.code} for {redact(url)}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise _Retryable(f"{getattr(exc, 'reason', exc)}") from None

@@ -147,6 +147,12 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
                 return self._send(int(action.split(":")[1]))
             if action.startswith("unannounced-drop:"):  # no Content-Length, then the connection closes early
                 return self._send(int(action.split(":")[1]), announce=False)
+            if action == "redirect-loop":  # to itself, again and again
+                self.send_response(302)
+                self.send_header("Location", self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
             if action.startswith("short-length:"):  # announces fewer bytes than it sends
                 return self._send(None, short=int(action.split(":")[1]))
             if action == "no-range":

@@ -399,3 +399,20 @@ def test_least_privilege_loads_and_a_missing_grant_is_exit_3_naming_it(cli, db, 
             cur.execute(f'DROP SCHEMA "{role}_ro" CASCADE')
             cur.execute(f'DROP ROLE "{role}"')
         admin.close()
+
+
+def test_misleading_messages_say_what_happened(cli, db, mirror):
+    """A blank line before the header is no empty file; a 401 is configuration, not "not found"; a redirect
+    loop says so, not "HTTP 302"."""
+    mirror.put_csv("yellow", JULY, b"\n\r\n" + (DATA / SAMPLE).read_bytes())
+    blank = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert blank.exit_code == 0, blank.output
+    assert db.count("yellow_tripdata") == 266
+    august = Month(2020, 8)
+    mirror.put_sample("yellow", august, SAMPLE)
+    mirror.fail("yellow", august, 401)
+    denied = cli("load", "--taxi", "yellow", "--month", "2020-08")
+    assert denied.exit_code == 3 and "asks for credentials (HTTP 401)" in denied.stderr
+    mirror.fail("yellow", august, *["redirect-loop"] * 30)
+    looping = cli("load", "--taxi", "yellow", "--month", "2020-08")
+    assert looping.exit_code == 3 and "redirects in a loop" in looping.stderr
