@@ -14,9 +14,11 @@ from click.testing import CliRunner
 
 from taxi_loader import reader
 from taxi_loader.cli import main
+from taxi_loader.contract import main_columns
 from taxi_loader.months import Month
 from taxi_loader.sinks.postgres import stage as pg_stage
-from taxi_loader.taxis import GREEN
+from taxi_loader.sinks.postgres.ddl import PG_TYPE
+from taxi_loader.taxis import GREEN, TAXI_TYPES
 
 from conftest import DATA
 
@@ -416,3 +418,17 @@ def test_misleading_messages_say_what_happened(cli, db, mirror):
     mirror.fail("yellow", august, *["redirect-loop"] * 30)
     looping = cli("load", "--taxi", "yellow", "--month", "2020-08")
     assert looping.exit_code == 3 and "redirects in a loop" in looping.stderr
+
+
+def test_an_existing_table_of_other_types_is_exit_3_and_untouched(cli, db, mirror):
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    columns = ", ".join(
+        f"{c.db_name} {'timestamp' if c.name == 'passenger_count' else PG_TYPE[c.kind]}"
+        for c in main_columns(TAXI_TYPES["yellow"])
+    )
+    db.run(f'CREATE SCHEMA "{db.schema}"')
+    db.run(f"CREATE TABLE yellow_tripdata ({columns}); INSERT INTO yellow_tripdata (unique_row_id) VALUES ('mine')")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 3, result.output
+    assert "passenger_count (timestamp without time zone, not integer)" in result.stderr
+    assert db.all("SELECT unique_row_id FROM yellow_tripdata") == [("mine",)]

@@ -21,7 +21,7 @@ CREATE INDEX IF NOT EXISTS "taxi_loader_ledger_month_idx" ON "{schema}"."taxi_lo
 CREATE TABLE IF NOT EXISTS "{schema}"."yellow_tripdata_rejects" ("filename" text NOT NULL, "line" bigint NOT NULL, "column_name" text, "reason" text NOT NULL, "raw_line" text, recorded_at timestamptz NOT NULL DEFAULT now())
 SELECT pg_advisory_xact_lock(%s)
 SELECT c.relkind = 'p', EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisunique AND a.attname = 'unique_row_id' AND i.indpred IS NULL) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
-SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
+SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
 SELECT pg_advisory_lock(%s)
 SELECT to_regclass(%s) IS NOT NULL
 SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'unique_row_id' AND NOT attisdropped)

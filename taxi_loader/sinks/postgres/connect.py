@@ -156,6 +156,12 @@ def session(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Iterator[
             f"(GRANT USAGE, CREATE ON SCHEMA <schema> TO {user};), and CREATE on the database only if "
             "taxi-loader is to create the schema"
         ) from None
+    except (psycopg2.errors.DatatypeMismatch, psycopg2.errors.UndefinedColumn) as exc:
+        detail = " ".join(str(exc).split()).split(" LINE ")[0]
+        raise ConfigError(
+            f"an existing table's columns are not taxi-loader's ({detail}): rename that table, or load into "
+            "another --schema; its rows were not touched"
+        ) from None
     except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
         what = "lost the connection to" if conn.closed else "a transient failure in"
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__

@@ -33,6 +33,13 @@ PG_TYPE = {
 }
 
 
+# PG_TYPE's names as format_type() spells them, to compare an existing table's columns with the contract.
+_TYPE_NAME = {
+    kind: {"timestamp": "timestamp without time zone", "timestamptz": "timestamp with time zone"}.get(name, name)
+    for kind, name in PG_TYPE.items()
+}
+
+
 @dataclass(frozen=True)
 class Tables:
     """The qualified names of one taxi type's tables in one schema, and of its months' staging tables."""
@@ -235,16 +242,23 @@ def _add_later_columns(cur: psycopg2.extensions.cursor, tables: Tables) -> None:
     """Give a main table created before the TLC added a column (`Column.optional`) that column, at its end,
     NULL for the rows it holds; on a partitioned table PostgreSQL adds it to every partition."""
     cur.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
         (tables.main.as_string(cur),),
     )
-    have = {name for (name,) in cur.fetchall()}
+    have = dict(cur.fetchall())
     missing = [c for c in main_columns(tables.taxi) if c.db_name not in have]
     wrong = [c.db_name for c in missing if not c.optional]
+    wrong += [
+        f"{c.db_name} ({have[c.db_name]}, not {_TYPE_NAME[c.kind]})"
+        for c in main_columns(tables.taxi)
+        if c.db_name in have and have[c.db_name] != _TYPE_NAME[c.kind]
+    ]
     if wrong:
         raise ConfigError(
-            f"table {tables.schema}.{tables.taxi.table} exists without the column(s) {', '.join(wrong)}: it is not "
-            f"a {tables.taxi.name} table taxi-loader can load into; rename it, or choose another --schema"
+            f"table {tables.schema}.{tables.taxi.table} exists, but these of its columns are missing or of another "
+            f"type: {', '.join(wrong)}; it is not a {tables.taxi.name} table taxi-loader can load into: rename it, "
+            "or choose another --schema (its rows were not touched)"
         )
     for column in missing:
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(tables.main, column_defs([column])[0]))
