@@ -112,6 +112,14 @@ def source_options(f):
                 show_default=True,
                 help="First backoff in seconds (doubles each attempt, at most 30).",
             ),
+            option(
+                "--download-timeout",
+                type=click.FloatRange(1),
+                default=1800.0,
+                show_default=True,
+                help="Seconds one download attempt may take in all (a server that sends a byte now and then "
+                "never trips the per-read timeout); the next attempt resumes.",
+            ),
         ]
     ):
         f = opt(f)
@@ -233,7 +241,11 @@ def _job_options(kw: dict) -> dict:
             kw.pop("mirror_url", MIRROR_URL),
             kw.pop("tlc_url", TLC_URL),
         ),
-        "retry": RetryPolicy(attempts=kw.pop("retries", 5), initial_wait=kw.pop("retry_wait", 1.0)),
+        "retry": RetryPolicy(
+            attempts=kw.pop("retries", 5),
+            initial_wait=kw.pop("retry_wait", 1.0),
+            download_deadline=kw.pop("download_timeout", 1800.0),
+        ),
         "max_rejects": kw.pop("max_rejects", DEFAULT_MAX_REJECTS),
         "drop_duplicates": kw.pop("drop_duplicates", False),
     }
@@ -337,7 +349,17 @@ def _on_sigterm(signum, frame):
 
 # The sections of a command's --help, in order: which options belong to what.
 _MONTH_OPTIONS = ("taxi", "month", "year", "trigger_date")
-_SOURCE_OPTIONS = ("source", "source_url", "mirror_url", "tlc_url", "zones_url", "data_dir", "retries", "retry_wait")
+_SOURCE_OPTIONS = (
+    "source",
+    "source_url",
+    "mirror_url",
+    "tlc_url",
+    "zones_url",
+    "data_dir",
+    "retries",
+    "retry_wait",
+    "download_timeout",
+)
 _RULE_OPTIONS = ("max_rejects", "drop_duplicates")
 
 

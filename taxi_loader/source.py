@@ -8,6 +8,7 @@ import gzip
 import http.client
 import os
 import string
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -113,6 +114,8 @@ class RetryPolicy:
     initial_wait: float = 1.0
     max_wait: float = 30.0
     timeout: float = 60.0  # per network operation, seconds
+    # A whole download attempt, seconds: a server that sends a byte now and then never trips `timeout`.
+    download_deadline: float = 1800.0
 
     def retrying(self, retry_on: tuple[type[BaseException], ...]) -> tenacity.Retrying:
         return tenacity.Retrying(
@@ -249,7 +252,7 @@ def fetch_file(
         try:
             for attempt in retry.retrying((_Retryable,)):
                 with attempt:
-                    _download(location, out, retry.timeout, progress)
+                    _download(location, out, retry, progress)
         except _Retryable as exc:
             raise TransientError(
                 f"{what}: download of {redact(location)} failed after {retry.attempts} attempts ({exc}); "
@@ -314,8 +317,10 @@ def _not_yet(message: str, month: Month, location: str) -> str:
     return message
 
 
-def _download(url: str, out: BinaryIO, timeout: float, progress: Callable[[int, int | None], None] | None) -> None:
-    """One attempt: fetch `url` into the open partial file `out`, resuming after what it holds."""
+def _download(url: str, out: BinaryIO, retry: RetryPolicy, progress: Callable[[int, int | None], None] | None) -> None:
+    """One attempt: fetch `url` into the open partial file `out`, resuming after what it holds; an attempt that
+    outlives `retry.download_deadline` ends (what it got is kept: the next attempt resumes)."""
+    timeout, deadline = retry.timeout, time.monotonic() + retry.download_deadline
     have = out.seek(0, os.SEEK_END)
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if have:
@@ -346,11 +351,16 @@ def _download(url: str, out: BinaryIO, timeout: float, progress: Callable[[int, 
         done = have if resumed else 0
         while True:
             try:
-                block = response.read(1 << 20)
+                block = response.read1(1 << 20)  # what has arrived: the deadline is checked as it comes
             except (OSError, http.client.HTTPException) as exc:  # resets, timeouts, IncompleteRead
                 raise _Retryable(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
             if not block:
                 break
+            if time.monotonic() > deadline:
+                out.write(block)
+                raise _Retryable(
+                    f"too slow: {done + len(block)} bytes in {retry.download_deadline:.0f} s (--download-timeout)"
+                )
             try:
                 out.write(block)
             except OSError as exc:  # the disk, not the network: full, read-only, gone

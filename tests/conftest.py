@@ -147,6 +147,8 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
                 return self._send(int(action.split(":")[1]))
             if action.startswith("unannounced-drop:"):  # no Content-Length, then the connection closes early
                 return self._send(int(action.split(":")[1]), announce=False)
+            if action.startswith("drip:"):  # 64 bytes every so many seconds: never a read timeout, never done
+                return self._send(None, drip=float(action.split(":")[1]))
             if action == "redirect-loop":  # to itself, again and again
                 self.send_response(302)
                 self.send_header("Location", self.path)
@@ -159,7 +161,7 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
                 return self._send(None, honour_range=False)
         return self._send(None)
 
-    def _send(self, cut: int | None, honour_range: bool = True, announce: bool = True, short: int = 0):
+    def _send(self, cut: int | None, honour_range: bool = True, announce: bool = True, short: int = 0, drip: float = 0):
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
@@ -188,6 +190,15 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
             self.wfile.write(body[:cut])
             self.wfile.flush()
             self.connection.shutdown(2)  # a dropped connection, mid-body
+            return
+        if drip:
+            for i in range(0, len(body), 64):
+                try:
+                    self.wfile.write(body[i : i + 64])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(drip)
             return
         self.wfile.write(body)
 

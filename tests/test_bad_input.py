@@ -432,3 +432,12 @@ def test_an_existing_table_of_other_types_is_exit_3_and_untouched(cli, db, mirro
     assert result.exit_code == 3, result.output
     assert "passenger_count (timestamp without time zone, not integer)" in result.stderr
     assert db.all("SELECT unique_row_id FROM yellow_tripdata") == [("mine",)]
+
+
+def test_a_server_that_drips_bytes_ends_at_the_download_timeout(cli, db, mirror):
+    """A byte now and then never trips the per-read timeout; the attempt's deadline does (it ran forever)."""
+    mirror.put_sample("yellow", JULY, SAMPLE)
+    mirror.fail("yellow", JULY, *["drip:0.2"] * 5)
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--retries", "2", "--download-timeout", "1")
+    assert result.exit_code == 6 and "too slow" in result.stderr and "--download-timeout" in result.stderr
+    assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
