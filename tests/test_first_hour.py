@@ -332,3 +332,13 @@ def test_an_unexpected_failure_logs_its_traceback_for_a_bug_report(fmt, monkeypa
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "Traceback (most recent call last)" in result.output and "RuntimeError: a bug" in result.output
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("GCP_DATASET", "zoomcamp`; DROP TABLE x; --"), ("GCP_PROJECT_ID", "My Project"), ("GCP_BUCKET_NAME", "B")],
+)
+def test_gcp_names_are_checked_against_googles_rules_where_they_are_read(setting, value, tmp_path):
+    env = {"GCP_PROJECT_ID": "my-project", "GCP_DATASET": "zoomcamp", "GCP_BUCKET_NAME": "my-bucket", setting: value}
+    result = CliRunner(env=env).invoke(main, ["status", "--sink", "bigquery"])
+    assert result.exit_code == 3 and f"{setting} {value!r} is not a valid name" in result.stderr

@@ -93,7 +93,8 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
         staged = client.get_table(staging).num_rows or 0
         cols = [f"`{c.name}`" for c in main_columns(taxi)]
         merge = client.query(
-            f"MERGE `{main}` T USING `{staging}` S ON T.unique_row_id = S.unique_row_id "
+            f"MERGE {settings.quoted(taxi.table)} T USING {settings.quoted(taxi.staging_table(month))} S "
+            "ON T.unique_row_id = S.unique_row_id "
             f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('S.' + c for c in cols)})"
         )
         merge.result()
@@ -164,7 +165,7 @@ def _load_rejects(client: bigquery.Client, settings: BigQuerySettings, taxi: Tax
     client.create_table(table, exists_ok=True)
     param = bigquery.ScalarQueryParameter("filename", "STRING", taxi.filename(str(month)))
     client.query(
-        f"DELETE FROM `{table}` WHERE filename = @filename",
+        f"DELETE FROM {settings.quoted(taxi.rejects_table)} WHERE filename = @filename",
         job_config=bigquery.QueryJobConfig(query_parameters=[param]),
     ).result()
     blob = storage_client(settings).bucket(settings.bucket).blob(settings.rejects_object_name(taxi, month))
@@ -233,18 +234,20 @@ def _ensure_ledger(client: bigquery.Client, settings: BigQuerySettings) -> None:
         if {c.name for c in LEDGER_COLUMNS} - {f.name for f in client.get_table(ledger).schema}:
             raise
     if "rows_staged" in have:
-        client.query(f"UPDATE `{ledger}` SET rows_after = rows_staged WHERE rows_after IS NULL").result()
+        client.query(
+            f"UPDATE {settings.quoted(LEDGER_TABLE)} SET rows_after = rows_staged WHERE rows_after IS NULL"
+        ).result()
 
 
 def _record(client: bigquery.Client, settings: BigQuerySettings, values: dict[str, Any]) -> None:
     """Append one row to the dataset's ledger (created with the contract's columns when missing)."""
     from google.cloud import bigquery
 
-    ledger = f"{settings.dataset_id}.{LEDGER_TABLE}"
     _ensure_ledger(client, settings)
     params = [bigquery.ScalarQueryParameter(k, BQ_TYPE[_LEDGER_KIND[k]], v) for k, v in values.items()]
     client.query(
-        f"INSERT INTO `{ledger}` ({', '.join(values)}) VALUES ({', '.join('@' + k for k in values)})",
+        f"INSERT INTO {settings.quoted(LEDGER_TABLE)} ({', '.join(values)}) "
+        f"VALUES ({', '.join('@' + k for k in values)})",
         job_config=bigquery.QueryJobConfig(query_parameters=params),
     ).result()
 
@@ -285,7 +288,7 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
         f"SELECT taxi, month, status, {rows_after} AS rows_after, source_size, source_sha256, finished_at, {source} "
         "FROM ("
         "  SELECT *, ROW_NUMBER() OVER (PARTITION BY taxi, month ORDER BY finished_at DESC) AS rn"
-        f"  FROM `{settings.dataset_id}.{LEDGER_TABLE}` WHERE {where}) WHERE rn = 1"
+        f"  FROM {settings.quoted(LEDGER_TABLE)} WHERE {where}) WHERE rn = 1"
     )
     rows = client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
     return [

@@ -7,6 +7,7 @@ time or memory.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,11 @@ def _setting(help: str, *env: str, **more: Any) -> Any:
     """A setting's command-line description (metadata the CLI turns into an option); its env vars are the
     names Kestra users keep in the KV store."""
     return field(default=more.pop("default", None), metadata={"help": help, "envvar": list(env), **more})
+
+
+_PROJECT = re.compile(r"([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")  # domain-scoped ids too
+_DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,21 @@ class BigQuerySettings:
                 f"missing setting(s) {', '.join(missing)}: set them in the environment (or Kestra's KV "
                 "store) or pass --project / --location / --bucket / --dataset"
             )
+
+    def __post_init__(self) -> None:
+        # Google's naming rules, checked where the settings are read: the names are pasted into SQL as
+        # backquoted identifiers (`quoted`), which nothing but a valid name may reach.
+        for setting, value, rule, what in (
+            ("GCP_PROJECT_ID", self.project, _PROJECT, "6-30 lower-case letters, digits and hyphens"),
+            ("GCP_DATASET", self.dataset, _DATASET, "letters, digits and underscores, at most 1,024"),
+            ("GCP_BUCKET_NAME", self.bucket, _BUCKET, "3-63 lower-case letters, digits, '-', '_' and '.'"),
+        ):
+            if value is not None and not rule.fullmatch(value):
+                raise ConfigError(f"{setting} {value!r} is not a valid name: {what}")
+
+    def quoted(self, table: str) -> str:
+        """`project.dataset.table` as BigQuery SQL names a table (the names were checked when read)."""
+        return f"`{self.project}.{self.dataset}.{table}`"
 
     @property
     def dataset_id(self) -> str:
