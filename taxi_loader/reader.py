@@ -292,6 +292,9 @@ def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]
     positions = [header.position(c) for c in taxi.columns]
     lines = (line for chunk in month_file.chunks() for line in chunk.decode("utf-8").split("\n")[:-1])
     for lineno, (raw, fields) in enumerate(_with_fields(lines), start=2):
+        if isinstance(fields, csv.Error):
+            yield Reject(lineno, None, f"not a CSV line: {fields}", raw)
+            continue
         if len(fields) != width:
             yield Reject(lineno, None, f"{len(fields)} fields, the header has {width}", raw)
             continue
@@ -306,9 +309,12 @@ def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]
             yield row
 
 
-def _with_fields(lines: Iterator[str]) -> Iterator[tuple[str, list[str]]]:
+def _with_fields(lines: Iterator[str]) -> Iterator[tuple[str, list[str] | csv.Error]]:
     for line in lines:
-        yield line, next(csv.reader([line]), [])
+        try:
+            yield line, next(csv.reader([line]), [])
+        except csv.Error as exc:  # a field beyond the csv module's limit, say: the line is the file's fault
+            yield line, exc
 
 
 def allowed_rejects(max_rejects: str, rows: int) -> int:

@@ -441,3 +441,23 @@ def test_a_server_that_drips_bytes_ends_at_the_download_timeout(cli, db, mirror)
     result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--retries", "2", "--download-timeout", "1")
     assert result.exit_code == 6 and "too slow" in result.stderr and "--download-timeout" in result.stderr
     assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
+
+
+@pytest.mark.parametrize("case", ["a 10 MB field", "a 10 MB last line without a line ending", "a 10 MB header"])
+def test_huge_fields_lines_and_headers_are_bad_data(case, cli, db, mirror):
+    """They ended as exit 1 ("field larger than field limit") or exit 6: a file's fault is exit 5."""
+    text = (DATA / SAMPLE).read_bytes()
+    lines = text.split(b"\n")
+    if case == "a 10 MB field":
+        fields = lines[3].split(b",")
+        fields[10] = b"9" * (10 << 20)
+        lines[3] = b",".join(fields)
+        data = b"\n".join(lines)
+    elif case == "a 10 MB header":
+        data = b"a" * (10 << 20) + b"\n" + text
+    else:
+        data = text + b"x" * (10 << 20)
+    mirror.put_csv("yellow", JULY, data)
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5, result.output
+    assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
