@@ -176,6 +176,11 @@ def redact(location: str) -> str:
     return urlunparse(parsed._replace(netloc=netloc, query="***" if parsed.query else ""))
 
 
+def _path_of(location: str) -> str:
+    """A location's path, without a query (a signed URL's `?X-Amz-...` hides its file's suffix)."""
+    return urlparse(location).path if urlparse(location).scheme in ("http", "https", "file") else location
+
+
 def local_path(location: str) -> Path | None:
     """The local path a location names (a plain path or a file:// URL), or None for a remote URL."""
     parsed = urlparse(location)
@@ -252,7 +257,7 @@ def fetch_file(
         try:
             for attempt in retry.retrying((_Retryable,)):
                 with attempt:
-                    _download(location, out, retry, progress)
+                    _download(location, out, part, retry, progress)
         except _Retryable as exc:
             raise TransientError(
                 f"{what}: download of {redact(location)} failed after {retry.attempts} attempts ({exc}); "
@@ -310,14 +315,16 @@ def _not_yet(message: str, month: Month, location: str) -> str:
     months after it ends (a scheduled run for last month often finds nothing yet)."""
     today = date.today()
     recent = Month(today.year, today.month).previous().previous().previous()
-    if location.endswith(".parquet") and month >= recent:
+    if _path_of(location).endswith(".parquet") and month >= recent:
         return message.replace(
             "not published:", "not published yet (the TLC publishes a month about two months after it ends):", 1
         )
     return message
 
 
-def _download(url: str, out: BinaryIO, retry: RetryPolicy, progress: Callable[[int, int | None], None] | None) -> None:
+def _download(
+    url: str, out: BinaryIO, part: Path, retry: RetryPolicy, progress: Callable[[int, int | None], None] | None
+) -> None:
     """One attempt: fetch `url` into the open partial file `out`, resuming after what it holds; an attempt that
     outlives `retry.download_deadline` ends (what it got is kept: the next attempt resumes)."""
     timeout, deadline = retry.timeout, time.monotonic() + retry.download_deadline
@@ -328,7 +335,9 @@ def _download(url: str, out: BinaryIO, retry: RetryPolicy, progress: Callable[[i
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and have:  # we already hold every byte
+        if exc.code == 416 and have:  # we already hold every byte, if what we hold ends where a file ends
+            if not _ends_cleanly(out):
+                raise _Retryable(f"the file does not end with a line ending after {have} bytes") from None
             return
         if exc.code in (429,) or exc.code >= 500:
             raise _Retryable(f"HTTP {exc.code} from {redact(url)}") from None
@@ -356,25 +365,31 @@ def _download(url: str, out: BinaryIO, retry: RetryPolicy, progress: Callable[[i
                 raise _Retryable(f"connection dropped after {done} bytes ({exc.__class__.__name__})") from None
             if not block:
                 break
-            if time.monotonic() > deadline:
-                out.write(block)
-                raise _Retryable(
-                    f"too slow: {done + len(block)} bytes in {retry.download_deadline:.0f} s (--download-timeout)"
-                )
-            try:
-                out.write(block)
-            except OSError as exc:  # the disk, not the network: full, read-only, gone
-                raise ConfigError(
-                    f"cannot write the download into {Path(out.name).parent}: {exc.strerror or exc}"
-                ) from None
+            _write(out, block, part)
             done += len(block)
+            if time.monotonic() > deadline:  # what arrived is kept: the next attempt resumes after it
+                raise _Retryable(f"too slow: {done} bytes in {retry.download_deadline:.0f} s (--download-timeout)")
             if progress:
                 progress(done, expected)
-        out.flush()
+        _write(out, b"", part)
     if expected is not None and done < expected:
         raise _Retryable(f"connection dropped after {done} of {expected} bytes")
     if not _ends_cleanly(out):  # no length announced, or a length shorter than the file: it was cut short
-        raise _Retryable(f"the file ends mid-line after {done} bytes: the transfer was cut short")
+        raise _Retryable(
+            f"the file ends mid-line after {done} bytes: the transfer was cut short (a plain CSV must end with a "
+            "line ending; gzip it if it has none)"
+        )
+
+
+def _write(out: BinaryIO, block: bytes, part: Path) -> None:
+    """Write (and, for an empty block, flush) the download: a failure is the disk's, not the network's."""
+    try:
+        if block:
+            out.write(block)
+        else:
+            out.flush()
+    except OSError as exc:  # full, read-only, gone
+        raise ConfigError(f"cannot write the download into {part.parent}: {exc.strerror or exc}") from None
 
 
 def _ends_cleanly(out: BinaryIO) -> bool:
@@ -394,11 +409,11 @@ def verify(path: Path, location: str) -> None:
     gzip stream, a plain file must not be empty; raises BadData if not."""
     with open(path, "rb") as f:
         head = f.read(4)
-    if location.endswith(".parquet") or head == PARQUET_MAGIC:
+    if _path_of(location).endswith(".parquet") or head == PARQUET_MAGIC:
         verify_parquet(path, location)
         return
     if head[:2] != b"\x1f\x8b":
-        if location.endswith(".gz"):
+        if _path_of(location).endswith(".gz"):
             with open(path, "rb") as f:
                 start = f.read(200).lstrip().lower()
             kind = "an HTML page" if start.startswith((b"<!doctype", b"<html")) else "not gzip data"

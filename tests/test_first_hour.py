@@ -284,14 +284,17 @@ def test_digits_python_reads_but_the_month_parser_does_not_are_usage_errors(mont
 
 def test_the_courses_sqlalchemy_url_works_and_bad_urls_are_configuration(cli, db, mirror):
     """Module 1 writes postgresql+psycopg2://...; a port or sslmode libpq cannot use is exit 3 at once (it was
-    retried as a server to wait for); another database's URL says what taxi-loader loads into."""
+    retried as a server to wait for); another database's URL says what taxi-loader loads into; libpq's own
+    forms (options with spaces) pass untouched."""
     mirror.put_sample("green", Month(2019, 1), "green_tripdata_2019-01.head99.csv")
     course = db.url.replace("postgresql://", "postgresql+psycopg2://")
     result = cli("load", "--taxi", "green", "--month", "2019-01", db_url=course)
     assert result.exit_code == 0, result.output
     assert db.count("green_tripdata") == 99
+    options = f"{db.url}?options=-c%20statement_timeout%3D600000"
+    assert cli("load", "--taxi", "green", "--month", "2019-01", db_url=options).exit_code == 0
     for url, message in (
-        ("postgresql://u:s3cret@127.0.0.1:notaport/x", "port"),
+        ("postgresql://u:s3cret@127.0.0.1:notaport/x", "invalid port number"),
         ("postgresql://u:s3cret@127.0.0.1:5432/x?sslmode=sometimes", "invalid sslmode value"),
         ("mysql://u:s3cret@127.0.0.1/x", "is a mysql URL"),
     ):
