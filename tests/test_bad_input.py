@@ -371,8 +371,8 @@ def test_a_bad_value_then_a_truncated_gzip_is_bad_data_not_transient(cli, db, mi
 
 
 def test_least_privilege_loads_and_a_missing_grant_is_exit_3_naming_it(cli, db, mirror):
-    """A role with USAGE and CREATE on its schema only (no CREATE on the database) loads; without CREATE on the
-    schema it gets exit 3 with the GRANT to run (both were exit 1)."""
+    """A role with USAGE and CREATE on its schema only (no CREATE on the database: a new role has none) loads
+    months and the zones; without CREATE on the schema it gets exit 3 with the GRANT to run (both were exit 1)."""
     mirror.put_sample("yellow", JULY, SAMPLE)
     role = f"tl_limited_{uuid.uuid4().hex[:8]}"
     admin = psycopg2.connect(db.url)
@@ -384,11 +384,12 @@ def test_least_privilege_loads_and_a_missing_grant_is_exit_3_naming_it(cli, db, 
             cur.execute(f'GRANT USAGE, CREATE ON SCHEMA "{role}_s" TO "{role}"')
             cur.execute(f'CREATE SCHEMA "{role}_ro"')
             cur.execute(f'GRANT USAGE ON SCHEMA "{role}_ro" TO "{role}"')
-            cur.execute(f'REVOKE CREATE ON DATABASE "{db.url.rsplit("/", 1)[1]}" FROM PUBLIC')
         url = db.url.replace("postgres@", f"{role}@")
         args = ("load", "--taxi", "yellow", "--month", "2020-07", "--db-url", url, "--schema")
         ok = cli(*args, f"{role}_s", pg=False)
         assert ok.exit_code == 0, ok.output
+        zones = ("zones", "--db-url", url, "--schema", f"{role}_s", "--zones-url", str(DATA / "taxi_zone_lookup.csv"))
+        assert cli(*zones, pg=False).exit_code == 0
         denied = cli(*args, f"{role}_ro", pg=False)
         assert denied.exit_code == 3, denied.output
         assert (

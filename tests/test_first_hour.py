@@ -294,7 +294,7 @@ def test_the_courses_sqlalchemy_url_works_and_bad_urls_are_configuration(cli, db
     options = f"{db.url}?options=-c%20statement_timeout%3D600000"
     assert cli("load", "--taxi", "green", "--month", "2019-01", db_url=options).exit_code == 0
     for url, message in (
-        ("postgresql://u:s3cret@127.0.0.1:notaport/x", "for connection option \"port\""),
+        ("postgresql://u:s3cret@127.0.0.1:notaport/x", 'for connection option "port"'),
         ("postgresql://u:s3cret@127.0.0.1:5432/x?sslmode=sometimes", "invalid sslmode value"),
         ("mysql://u:s3cret@127.0.0.1/x", "is a mysql URL"),
     ):

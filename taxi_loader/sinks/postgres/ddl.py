@@ -143,16 +143,22 @@ def month_lock(conn: Connection, tables: Tables, month: Month) -> Iterator[None]
 # ---------------------------------------------------------------- tables
 
 
+def ensure_schema(cur: psycopg2.extensions.cursor, schema: str) -> None:
+    """Create the schema when it is missing, under the schema's DDL lock (two first loads at once take turns).
+
+    Only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even for a schema that
+    exists, and USAGE and CREATE on its schema are all a DBA need grant a loading role."""
+    xact_lock(cur, "ddl", schema)
+    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+
+
 def ensure_support_tables(conn: Connection, tables: Tables) -> None:
     """Create the schema, the ledger and the rejects table when missing (contract.py's columns; PostgreSQL
     adds a load_id to the ledger and a recorded_at to the rejects)."""
     with conn.cursor() as cur:
-        xact_lock(cur, "ddl", tables.schema)
-        # Only when it is missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even for a schema
-        # that exists, and a role with USAGE and CREATE on its schema alone is all a DBA need grant.
-        cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (tables.schema,))
-        if cur.fetchone() is None:
-            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(tables.schema)))
+        ensure_schema(cur, tables.schema)
         cur.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (load_id bigserial PRIMARY KEY, {})").format(
                 tables.ledger, sql.SQL(", ").join(column_defs(LEDGER_COLUMNS))

@@ -10,7 +10,7 @@ from psycopg2.extras import execute_values
 from taxi_loader.zones import ZONE_COLUMNS, ZONES_TABLE, Zone
 
 from .connect import Connection, one
-from .ddl import column_defs, relation_exists, xact_lock
+from .ddl import column_defs, ensure_schema, relation_exists, xact_lock
 
 
 def replace_zones(conn: Connection, schema: str, zones: Sequence[Zone]) -> None:
@@ -18,8 +18,8 @@ def replace_zones(conn: Connection, schema: str, zones: Sequence[Zone]) -> None:
     transaction, so a reader sees the old rows or the new ones."""
     table = sql.Identifier(schema, ZONES_TABLE)
     with conn.cursor() as cur:
+        ensure_schema(cur, schema)
         xact_lock(cur, "zones", schema)  # two replacements at once (two flows' first tasks) take turns
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         cur.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
                 table, sql.SQL(", ").join(column_defs(ZONE_COLUMNS)), sql.Identifier(ZONE_COLUMNS[0].db_name)
