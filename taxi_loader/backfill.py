@@ -82,9 +82,9 @@ def plan(taxis: list[TaxiType], first: Month, last: Month) -> list[tuple[TaxiTyp
 
 
 def check_sources(pairs: Sequence[tuple[TaxiType, Month]], source: Source) -> None:
-    """Refuse, before any work, a plan its source cannot serve at all (UsageError): a taxi type none of whose
-    months the source publishes (fhvhv from the mirror), or months in a layout taxi-loader does not load
-    (yellow before 2011). A few months outside a source's range at the start are fine: "not published"."""
+    """Refuse, before any work, a plan its source cannot serve at all (UsageError): no month of any of its taxi
+    types is published by the source (fhvhv alone from the mirror), or months in a layout taxi-loader does not
+    load (yellow before 2011). Months outside a source's range are otherwise fine: "not published"."""
     available: dict[str, bool] = {}
     why: dict[str, str] = {}
     for taxi, month in pairs:
@@ -96,9 +96,9 @@ def check_sources(pairs: Sequence[tuple[TaxiType, Month]], source: Source) -> No
             why[taxi.name] = str(exc)
         except BadData as exc:
             raise UsageError(f"{exc}: start the range later") from None
-    for name, some in available.items():
-        if not some:
-            raise UsageError(f"nothing of this range can be loaded for {name}: {why[name]}")
+    if available and not any(available.values()):
+        name = next(iter(available))
+        raise UsageError(f"nothing of this range can be loaded: {why[name]}")
 
 
 def source_fingerprint(job: Job) -> tuple[int | None, str | None]:

@@ -141,8 +141,10 @@ class MonthFile:
             self._stream = buffered
         try:
             first = self._stream.readline(1 << 16)
+            self.first_data_line = 2  # the line number of the first data row, as an editor counts
             while first and not first.strip():  # blank lines before the header carry nothing
                 first = self._stream.readline(1 << 16)
+                self.first_data_line += 1
         except (OSError, EOFError, zlib.error) as exc:
             self.close()
             raise BadData(f"{path.name}: corrupt or truncated file ({exc})") from None
@@ -291,7 +293,7 @@ def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]
     width = len(header.names)
     positions = [header.position(c) for c in taxi.columns]
     lines = (line for chunk in month_file.chunks() for line in chunk.decode("utf-8").split("\n")[:-1])
-    for lineno, (raw, fields) in enumerate(_with_fields(lines), start=2):
+    for lineno, (raw, fields) in enumerate(_with_fields(lines), start=month_file.first_data_line):
         if isinstance(fields, csv.Error):
             yield Reject(lineno, None, f"not a CSV line: {fields}", raw)
             continue

@@ -336,7 +336,7 @@ def _download(
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # we already hold every byte, if what we hold ends where a file ends
-            if not _ends_cleanly(out):
+            if not _ends_cleanly(out, url):
                 raise _Retryable(f"the file does not end with a line ending after {have} bytes") from None
             return
         if exc.code in (429,) or exc.code >= 500:
@@ -374,7 +374,7 @@ def _download(
         _write(out, b"", part)
     if expected is not None and done < expected:
         raise _Retryable(f"connection dropped after {done} of {expected} bytes")
-    if not _ends_cleanly(out):  # no length announced, or a length shorter than the file: it was cut short
+    if not _ends_cleanly(out, url):  # no length announced, or a length shorter than the file: it was cut short
         raise _Retryable(
             f"the file ends mid-line after {done} bytes: the transfer was cut short (a plain CSV must end with a "
             "line ending; gzip it if it has none)"
@@ -392,10 +392,12 @@ def _write(out: BinaryIO, block: bytes, part: Path) -> None:
         raise ConfigError(f"cannot write the download into {part.parent}: {exc.strerror or exc}") from None
 
 
-def _ends_cleanly(out: BinaryIO) -> bool:
-    """Whether a download ended where its file ends. A gzip or Parquet file is checked whole by `verify`; a plain
-    CSV must end with its last line's line ending (every published file does): a server that announces no
-    length, or a length shorter than what it sends, is otherwise believed at its word."""
+def _ends_cleanly(out: BinaryIO, url: str) -> bool:
+    """Whether a download ended where its file ends. A gzip or Parquet file (by its name or its first bytes) is
+    checked whole by `verify`; a plain CSV must end with its last line's line ending (every published file
+    does): a server that announces no length, or a length shorter than what it sends, is otherwise believed."""
+    if _path_of(url).endswith((".gz", ".parquet")):
+        return True
     out.seek(0)
     head = out.read(4)
     if head[:2] == b"\x1f\x8b" or head == PARQUET_MAGIC or not head:

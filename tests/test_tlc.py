@@ -465,7 +465,7 @@ def test_zones_from_each_source_are_fetched_afresh_and_two_replacements_take_tur
 def test_a_backfill_its_source_cannot_serve_at_all_is_refused_before_any_work(cli, mirror):
     mirror.both_sources()
     result = cli("backfill", "--taxi", "fhvhv", "--from", "2020-01", "--to", "2020-03", "--source", "mirror")
-    assert result.exit_code == 2 and "nothing of this range can be loaded for fhvhv" in result.stderr
+    assert result.exit_code == 2 and "nothing of this range can be loaded" in result.stderr
     assert "no fhvhv files" in result.stderr
     result = cli("backfill", "--taxi", "yellow", "--from", "2010-11", "--to", "2011-02")
     assert result.exit_code == 2 and "2009-2010" in result.stderr and "start the range later" in result.stderr

@@ -65,10 +65,14 @@ def write_month_parquet(
     part = target.with_name(target.name + ".part")
     with Digests() as digests:
         try:
-            result = _write(source, taxi, month, part, digests, max_rejects, fast=True)
-        except pa.ArrowInvalid:
-            digests.clear()
-            result = _write(source, taxi, month, part, digests, max_rejects, fast=False)
+            try:
+                result = _write(source, taxi, month, part, digests, max_rejects, fast=True)
+            except pa.ArrowInvalid:
+                digests.clear()
+                result = _write(source, taxi, month, part, digests, max_rejects, fast=False)
+        except BaseException:  # a Parquet month over --max-rejects stops mid-write: no half file stays
+            part.unlink(missing_ok=True)
+            raise
         try:
             check_rejects(result.rejects, result.rows_read, max_rejects, taxi.filename(month))
         except BadData:

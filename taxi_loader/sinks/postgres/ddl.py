@@ -33,11 +33,23 @@ PG_TYPE = {
 }
 
 
-# PG_TYPE's names as format_type() spells them, to compare an existing table's columns with the contract.
-_TYPE_NAME = {
-    kind: {"timestamp": "timestamp without time zone", "timestamptz": "timestamp with time zone"}.get(name, name)
-    for kind, name in PG_TYPE.items()
+# The types of an existing table's column that take the kind's values (format_type()'s spelling): the course's
+# own, and the near ones a table made by hand may have (varchar, bigint, numeric, timestamp(0)).
+_TAKES = {
+    Kind.CODE: ("text", "character varying", "character"),
+    Kind.TEXT: ("text", "character varying", "character"),
+    Kind.INT: ("integer", "bigint", "numeric"),
+    Kind.COUNT: ("bigint", "numeric"),
+    Kind.FLOAT: ("double precision", "numeric", "real"),
+    Kind.TIMESTAMP: ("timestamp without time zone", "timestamp("),
+    Kind.INSTANT: ("timestamp with time zone", "timestamp("),
 }
+
+
+def _takes(kind: Kind, type_name: str) -> bool:
+    return any(type_name == t or type_name.startswith(t.rstrip("(") + "(") for t in _TAKES[kind]) and (
+        kind is not Kind.TIMESTAMP or "with time zone" not in type_name
+    )
 
 
 @dataclass(frozen=True)
@@ -256,9 +268,9 @@ def _add_later_columns(cur: psycopg2.extensions.cursor, tables: Tables) -> None:
     missing = [c for c in main_columns(tables.taxi) if c.db_name not in have]
     wrong = [c.db_name for c in missing if not c.optional]
     wrong += [
-        f"{c.db_name} ({have[c.db_name]}, not {_TYPE_NAME[c.kind]})"
+        f"{c.db_name} ({have[c.db_name]}, not {PG_TYPE[c.kind]})"
         for c in main_columns(tables.taxi)
-        if c.db_name in have and have[c.db_name] != _TYPE_NAME[c.kind]
+        if c.db_name in have and not _takes(c.kind, have[c.db_name])
     ]
     if wrong:
         raise ConfigError(
