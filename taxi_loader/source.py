@@ -253,6 +253,8 @@ def fetch_file(
     part = target.with_name(target.name + ".part")
     with _partial(part, what) as out:
         if target.is_file():  # another run of this month finished it while this one waited
+            if out.seek(0, os.SEEK_END) == 0 and part.exists() and part.stat().st_size == 0:
+                part.unlink(missing_ok=True)  # opened (created) by this run after the other's rename
             return target
         try:
             for attempt in retry.retrying((_Retryable,)):
@@ -293,7 +295,13 @@ def _partial(part: Path, what: str) -> Iterator[BinaryIO]:
                 ) from None
             raise ConfigError(f"{what}: cannot write {part}: {exc.strerror or exc}") from None
         handle = os.fdopen(fd, "r+b")
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                handle.close()
+                raise ConfigError(f"{what}: cannot lock {part}: {exc.strerror or exc}") from None
+            # a filesystem without locks (some network mounts): one run at a time is then up to the user
         try:
             same = os.stat(part, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:  # the run it waited for finished (renamed it) or gave up (removed it)

@@ -329,8 +329,9 @@ def test_a_partial_file_planted_as_a_link_is_refused_and_its_target_untouched(mi
 
 
 def test_two_downloads_of_one_month_into_one_data_dir_both_end_well(mirror, tmp_path):
-    """The second waits for the first (a lock on the partial file) and finds the file whole."""
-    path = mirror.put_generated("yellow", JULY, 60_000)
+    """The second waits for the first (a lock on the partial file) and finds the file whole: one request."""
+    path = mirror.put_sample("yellow", JULY, SAMPLE)
+    mirror.fail("yellow", JULY, "drip:0.02")  # the first request takes about two seconds: the runs overlap
     data = tmp_path / "data"
     command = [sys.executable, "-m", "taxi_loader", "download", "--taxi", "yellow", "--month", "2020-07"]
     command += ["--source-url", mirror.template, "--data-dir", str(data)]
@@ -338,6 +339,7 @@ def test_two_downloads_of_one_month_into_one_data_dir_both_end_well(mirror, tmp_
     assert [run.wait(timeout=120) for run in runs] == [0, 0], [run.stderr.read() for run in runs]
     assert (data / "yellow_tripdata_2020-07.csv.gz").read_bytes() == path.read_bytes()
     assert not list(data.glob("*.part"))
+    assert len([r for r in mirror.requests if r[0] == mirror.url_path("yellow", JULY)]) == 1
 
 
 def test_a_nul_byte_in_a_number_is_one_reject_stored_losslessly(cli, db, mirror):
@@ -462,3 +464,7 @@ def test_huge_fields_lines_and_headers_are_bad_data(case, cli, db, mirror):
     result = cli("load", "--taxi", "yellow", "--month", "2020-07")
     assert result.exit_code == 5, result.output
     assert not db.exists("yellow_tripdata") or db.count("yellow_tripdata") == 0
+    if case != "a 10 MB header":  # within --max-rejects, the line is one reject with its reason
+        allowed = cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "1")
+        assert allowed.exit_code == 0, allowed.output
+        assert db.one("SELECT reason FROM yellow_tripdata_rejects")[0].startswith("not a CSV line")

@@ -453,8 +453,14 @@ def test_zones_from_each_source_are_fetched_afresh_and_two_replacements_take_tur
         with holder.cursor() as cur:
             xact_lock(cur, "zones", cli.db.schema)
         run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(2)
-        assert run.poll() is None  # waiting for its turn
+        waiting, end = 0, time.monotonic() + 60
+        with psycopg2.connect(cli.db.url) as watch, watch.cursor() as cur:
+            while not waiting and time.monotonic() < end and run.poll() is None:
+                watch.rollback()  # a fresh look each time
+                cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                waiting = cur.fetchone()[0]
+                time.sleep(0.05)
+        assert waiting and run.poll() is None  # it waits for its turn on the lock
     finally:
         holder.rollback()
         holder.close()
