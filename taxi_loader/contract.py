@@ -13,11 +13,12 @@ See docs/architecture.md for the whole contract.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taxi_loader import __version__
+from taxi_loader.errors import ConfigError
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 if TYPE_CHECKING:
@@ -67,6 +68,28 @@ STAGED, SUCCEEDED, FAILED, INTERRUPTED = "staged", "succeeded", "failed", "inter
 def main_columns(taxi: TaxiType) -> tuple[Column, ...]:
     """The columns of `taxi`'s main table, in order: the system columns, then the source columns."""
     return SYSTEM_COLUMNS + taxi.columns
+
+
+def columns_to_add(
+    taxi: TaxiType, existing: Iterable[str], table: str, elsewhere: str, wrong_types: Sequence[str] = ()
+) -> list[Column]:
+    """The contract's columns an existing main table lacks, which a load adds at its end: the TLC's later ones
+    (`Column.optional`), NULL for the rows the table holds. Every sink's one rule.
+
+    Raises ConfigError, rows untouched, when it lacks a column every file has or a column is of a type the sink
+    found wrong (`wrong_types`, already described): it is then no table of this taxi type. `elsewhere` is the
+    sink's other place to load into ("choose another --schema").
+    """
+    have = {name.lower() for name in existing}
+    missing = [c for c in main_columns(taxi) if c.db_name not in have]
+    wrong = [c.db_name for c in missing if not c.optional] + list(wrong_types)
+    if wrong:
+        raise ConfigError(
+            f"table {table} exists, but these of its columns are missing or of another type: {', '.join(wrong)}; "
+            f"it is not a {taxi.name} table taxi-loader can load into: rename it, or {elsewhere} (its rows were "
+            "not touched)"
+        )
+    return missing
 
 
 def reject_rows(filename: str, rejects: Sequence[Reject]) -> list[tuple[Any, ...]]:

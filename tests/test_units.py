@@ -352,3 +352,17 @@ def test_summarize_gives_gaps_between_loaded_months_and_totals_per_year():
         ("2021-01", "yellow"),
         ("2021-02", "yellow"),
     ]
+
+
+def test_columns_to_add_are_the_later_ones_and_a_missing_required_one_is_configuration():
+    from taxi_loader.contract import SYSTEM_COLUMNS, columns_to_add
+    from taxi_loader.errors import ConfigError
+
+    course = [c.name for c in (*SYSTEM_COLUMNS, *YELLOW.csv_columns)]
+    assert [c.name for c in columns_to_add(YELLOW, course, "t", "elsewhere")] == [
+        "airport_fee",
+        "cbd_congestion_fee",
+        "request_source",
+    ]
+    with pytest.raises(ConfigError, match="missing or of another type: vendorid, x .int.; .*rename it, or elsewhere"):
+        columns_to_add(YELLOW, [n for n in course if n != "VendorID"], "t", "elsewhere", ["x (int)"])

@@ -19,6 +19,7 @@ from taxi_loader.contract import (
     REJECTS_COLUMNS,
     SUCCEEDED,
     LoadRecord,
+    columns_to_add,
     ledger_row,
     main_columns,
 )
@@ -139,14 +140,7 @@ def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: Ret
 def _add_later_columns(client: bigquery.Client, table: bigquery.Table, taxi: TaxiType) -> None:
     """Give a main table created before the TLC added a column (`Column.optional`) that column, at its end
     (NULL for the rows it holds): a schema update, which BigQuery allows for a new NULLABLE field."""
-    have = {f.name.lower() for f in table.schema}
-    missing = [c for c in main_columns(taxi) if c.name.lower() not in have]
-    wrong = [c.name for c in missing if not c.optional]
-    if wrong:
-        raise ConfigError(
-            f"table {table.full_table_id} exists without the column(s) {', '.join(wrong)}: it is not a {taxi.name} "
-            "table taxi-loader can load into; rename it, or choose another GCP_DATASET"
-        )
+    missing = columns_to_add(taxi, (f.name for f in table.schema), table.full_table_id, "choose another GCP_DATASET")
     added = schema(missing)
     if added:
         table.schema = [*table.schema, *added]

@@ -16,12 +16,12 @@ from taxi_loader.contract import (
     REJECTS_COLUMNS,
     STAGED,
     LoadRecord,
+    columns_to_add,
     file_figures,
     ledger_row,
     main_columns,
     reject_rows,
 )
-from taxi_loader.errors import ConfigError
 from taxi_loader.months import Month
 from taxi_loader.reader import FileStats, Reject
 from taxi_loader.taxis import Column, Kind, TaxiType
@@ -71,14 +71,7 @@ def ensure_tables(conn: Connection, taxi: TaxiType) -> None:
             "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [taxi.table]
         ).fetchall()
     }
-    missing = [c for c in main_columns(taxi) if c.db_name not in have]
-    wrong = [c.db_name for c in missing if not c.optional]
-    if wrong:
-        raise ConfigError(
-            f"table {taxi.table} exists without the column(s) {', '.join(wrong)}: it is not a {taxi.name} table "
-            "taxi-loader can load into; rename it, or choose another --duckdb-path"
-        )
-    for c in missing:
+    for c in columns_to_add(taxi, have, taxi.table, "choose another --duckdb-path"):
         conn.execute(f"ALTER TABLE {ident(taxi.table)} ADD COLUMN {column_defs([c])}")
     conn.execute(f"CREATE TABLE IF NOT EXISTS {ident(taxi.rejects_table)} ({column_defs(REJECTS_COLUMNS)})")
     conn.execute(f"CREATE SEQUENCE IF NOT EXISTS {ident(LEDGER_TABLE + '_seq')}")

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import psycopg2
 from psycopg2 import sql
 
-from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, main_columns
-from taxi_loader.errors import ConfigError
+from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, columns_to_add, main_columns
 from taxi_loader.months import Month
 from taxi_loader.taxis import Column, Kind, TaxiType
 
@@ -265,20 +264,13 @@ def _add_later_columns(cur: psycopg2.extensions.cursor, tables: Tables) -> None:
         (tables.main.as_string(cur),),
     )
     have = dict(cur.fetchall())
-    missing = [c for c in main_columns(tables.taxi) if c.db_name not in have]
-    wrong = [c.db_name for c in missing if not c.optional]
-    wrong += [
+    wrong_types = [
         f"{c.db_name} ({have[c.db_name]}, not {PG_TYPE[c.kind]})"
         for c in main_columns(tables.taxi)
         if c.db_name in have and not _takes(c.kind, have[c.db_name])
     ]
-    if wrong:
-        raise ConfigError(
-            f"table {tables.schema}.{tables.taxi.table} exists, but these of its columns are missing or of another "
-            f"type: {', '.join(wrong)}; it is not a {tables.taxi.name} table taxi-loader can load into: rename it, "
-            "or choose another --schema (its rows were not touched)"
-        )
-    for column in missing:
+    table = f"{tables.schema}.{tables.taxi.table}"
+    for column in columns_to_add(tables.taxi, have, table, "choose another --schema", wrong_types):
         cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(tables.main, column_defs([column])[0]))
 
 
