@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
 from taxi_loader.contract import main_columns
 from taxi_loader.parquet_reader import TYPED, ParquetMonthFile
-from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, validated_rows
+from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, Rejects, validated_rows
 from taxi_loader.source import is_parquet
 from taxi_loader.taxis import Column, Kind, TaxiType
 
@@ -78,7 +78,7 @@ class MonthTables:
         self.schema = arrow_schema(main_columns(taxi))
         self.rows = 0
         self.extra: list[str] = []  # the file's columns the taxi type does not know (not read)
-        self.rejects: list[Reject] = []
+        self.rejects = Rejects(max_rejects, path.name)
         self.stats = FileStats()
 
     def __iter__(self) -> Iterator[pa.Table]:
@@ -137,7 +137,7 @@ def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:
             )
 
 
-def _validated_batches(mf: MonthFile, taxi: TaxiType, rejects: list[Reject]) -> Iterator[pa.RecordBatch]:
+def _validated_batches(mf: MonthFile, taxi: TaxiType, rejects: Rejects) -> Iterator[pa.RecordBatch]:
     """The same batches from the shared Python validation; rejected rows go to `rejects`."""
     kinds = [c.kind for c in taxi.columns]
     types = [_CSV_IN[k] if k is Kind.CODE else ARROW_TYPE[k] for k in kinds]

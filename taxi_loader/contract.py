@@ -13,7 +13,7 @@ See docs/architecture.md for the whole contract.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from taxi_loader.errors import ConfigError
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 if TYPE_CHECKING:
-    from taxi_loader.reader import FileStats, Reject
+    from taxi_loader.reader import FileStats, Reject, Rejects
 
 ROW_ID = Column("unique_row_id", Kind.TEXT, required=True)
 FILENAME = Column("filename", Kind.TEXT)
@@ -92,13 +92,13 @@ def columns_to_add(
     return missing
 
 
-def reject_rows(filename: str, rejects: Sequence[Reject]) -> list[tuple[Any, ...]]:
+def reject_rows(filename: str, rejects: Iterable[Reject]) -> Iterator[tuple[Any, ...]]:
     """The rejects table's rows for a file's rejected rows, in `REJECTS_COLUMNS` order.
 
     A raw line with NUL bytes, which no sink's text type can hold, is stored escaped, losslessly (Python's
     unicode_escape: `\\x00`, and `\\\\` for a backslash), and its reason says so.
     """
-    return [(filename, r.line, r.column, *_storable(r.reason, r.raw)) for r in rejects]
+    return ((filename, r.line, r.column, *_storable(r.reason, r.raw)) for r in rejects)
 
 
 def _storable(reason: str, raw: str | None) -> tuple[str, str | None]:
@@ -116,7 +116,7 @@ def ledger_row(sink: str, taxi: TaxiType, month: str, status: str, **values: Any
     return {**who, **values, "status": status, "loader_version": __version__}
 
 
-def file_figures(stats: FileStats, rejects: Sequence[Reject], repeated: int) -> dict[str, Any]:
+def file_figures(stats: FileStats, rejects: Rejects, repeated: int) -> dict[str, Any]:
     """What stage learnt of the file, as ledger values."""
     return {
         "source_size": stats.size,

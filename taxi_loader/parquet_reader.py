@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxi_loader.errors import BadData
-from taxi_loader.reader import FileStats, Header, Reject, check_rejects, match_names, parse_value
+from taxi_loader.reader import FileStats, Header, Reject, Rejects, check_rejects, match_names, parse_value
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 # Rows per batch. Measured on a 2M-row High-Volume FHV month loaded into PostgreSQL: 8k rows with 64 KiB read
@@ -63,7 +63,7 @@ class ParquetMonthFile:
 
     def __init__(self, path: Path, taxi: TaxiType, max_rejects: str | None = None):
         self.path, self.taxi, self.max_rejects = path, taxi, max_rejects
-        self.rejects: list[Reject] = []
+        self.rejects = Rejects(max_rejects, path.name)
         try:
             # No pre-buffering: a column chunk is read page by page, so a month in a single row group (the
             # 2022-era files) is not held whole in memory either.

@@ -13,12 +13,15 @@ import csv
 import gzip
 import hashlib
 import io
+import pickle
 import re
+import tempfile
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from taxi_loader.errors import BadData, UsageError
 from taxi_loader.taxis import Column, Kind, TaxiType
@@ -284,6 +287,64 @@ class Reject:
     raw: str
 
 
+# Rejects kept in memory before the rest go to a temporary file: a month whose every row is rejected (a
+# changed timestamp format, say) reads in flat memory; a month within --max-rejects still stores every one.
+REJECTS_IN_MEMORY = 10_000
+
+
+class Rejects:
+    """A month's rejected rows in the order found, held in flat memory (see REJECTS_IN_MEMORY).
+
+    With a --max-rejects that is a count, `append` raises BadData as soon as it is passed: the rest of the file
+    could only add rejects. A fraction needs the file's row count, so `check_rejects` decides at the end.
+    """
+
+    def __init__(self, max_rejects: str | None = None, filename: str = ""):
+        self._head: list[Reject] = []
+        self._spill: IO[bytes] | None = None
+        self._count = 0
+        self._limit = fixed_limit(max_rejects) if max_rejects is not None else None
+        self._max_rejects, self._filename = max_rejects, filename
+
+    def append(self, reject: Reject) -> None:
+        self._count += 1
+        if self._limit is not None and self._count > self._limit:
+            raise BadData(
+                f"{self._filename}: more than {self._limit} rows rejected (--max-rejects {self._max_rejects}), "
+                f"the last at line {reject.line}; nothing was loaded. First: {_first(self._head)}"
+            )
+        if len(self._head) < REJECTS_IN_MEMORY:
+            self._head.append(reject)
+            return
+        if self._spill is None:
+            self._spill = tempfile.TemporaryFile()  # noqa: SIM115 (removed when garbage-collected)
+        pickle.dump(astuple(reject), self._spill)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Reject]:
+        yield from self._head
+        if self._spill is not None:
+            self._spill.seek(0)
+            try:
+                while True:
+                    yield Reject(*pickle.load(self._spill))
+            except EOFError:
+                pass
+
+    def extend(self, rejects: Iterable[Reject]) -> None:
+        for reject in rejects:
+            self.append(reject)
+
+    def first(self, n: int = 3) -> list[Reject]:
+        return self._head[:n]
+
+
+def _first(rejects: list[Reject]) -> str:
+    return "; ".join(f"line {r.line}" + (f" {r.column}" if r.column else "") + f": {r.reason}" for r in rejects[:3])
+
+
 def validated_rows(month_file: MonthFile) -> Iterator[list[str | None] | Reject]:
     """Every data row of the file, checked: a list of canonical values in spec order, or a Reject.
 
@@ -345,7 +406,15 @@ def _non_negative(n: int) -> int:
     return n
 
 
-def check_rejects(rejects: list[Reject], rows: int, max_rejects: str, filename: str) -> None:
+def fixed_limit(max_rejects: str) -> int | None:
+    """The rejects --max-rejects allows whatever the file's size: a count; None for a fraction."""
+    text = str(max_rejects).strip()
+    if text.endswith("%") or "." in text:
+        return None
+    return allowed_rejects(text, 0)
+
+
+def check_rejects(rejects: Rejects, rows: int, max_rejects: str, filename: str) -> None:
     """Raise BadData when `rejects` exceed `--max-rejects` for a file of `rows` data rows.
 
     '100' is a count, '0.5%' or '0.005' a fraction of the data rows. Every sink applies this one rule, and
@@ -355,10 +424,7 @@ def check_rejects(rejects: list[Reject], rows: int, max_rejects: str, filename: 
         raise BadData(f"{filename}: the file has no rows after its header; nothing was loaded")
     allowed = allowed_rejects(max_rejects, rows)
     if len(rejects) > allowed:
-        first = "; ".join(
-            f"line {r.line}" + (f" {r.column}" if r.column else "") + f": {r.reason}" for r in rejects[:3]
-        )
         raise BadData(
             f"{filename}: {len(rejects)} of {rows} rows rejected, more than --max-rejects {max_rejects} allows; "
-            f"nothing was loaded. First: {first}"
+            f"nothing was loaded. First: {_first(rejects.first())}"
         )

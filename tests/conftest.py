@@ -423,7 +423,12 @@ def cloud(emulators, mirror, tmp_path):
             return [r[0] for r in bq.query(query).result()]
 
         def tables(self) -> set[str]:
-            return {t.table_id for t in bq.list_tables(f"{PROJECT}.{name}")}
+            from google.api_core.exceptions import NotFound
+
+            try:
+                return {t.table_id for t in bq.list_tables(f"{PROJECT}.{name}")}
+            except NotFound:  # no dataset: no table
+                return set()
 
     return Cloud()
 

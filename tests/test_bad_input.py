@@ -468,3 +468,56 @@ def test_huge_fields_lines_and_headers_are_bad_data(case, cli, db, mirror):
         allowed = cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "1")
         assert allowed.exit_code == 0, allowed.output
         assert db.one("SELECT reason FROM yellow_tripdata_rejects")[0].startswith("not a CSV line")
+
+
+def _bad_fares(rows: int) -> str:
+    """A July file of `rows` rows whose every fare is not a number."""
+    header, *lines = (DATA / SAMPLE).read_text().splitlines()
+    out = [header]
+    for i in range(rows):
+        fields = lines[i % len(lines)].split(",")
+        fields[10] = f"fare{i}"
+        out.append(",".join(fields))
+    return "\n".join(out) + "\n"
+
+
+def test_a_month_whose_every_row_is_rejected_is_read_in_flat_memory(loaded, cli, mirror):
+    import tracemalloc
+
+    mirror.put_csv("yellow", JULY, _bad_fares(60_000))
+    tracemalloc.start()
+    try:
+        result = cli("load", "--taxi", "yellow", "--month", "2020-07")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 5, result.output
+    assert "60000 of 60000 rows rejected, more than --max-rejects 0.1% allows" in result.stderr
+    assert "line 2 fare_amount: not a number: 'fare0'" in result.stderr
+    # Kept whole, 60,000 rejects are ~27 MB in Python objects; only the first 10,000 are kept in memory.
+    assert peak < 15 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert_untouched(loaded)
+
+
+def test_rejects_beyond_those_kept_in_memory_are_all_stored(cli, db, mirror, monkeypatch):
+    monkeypatch.setattr(reader, "REJECTS_IN_MEMORY", 3)
+    text = (DATA / SAMPLE).read_text().splitlines()
+    for i in range(1, 11):
+        fields = text[i].split(",")
+        fields[10] = f"fare{i}"
+        text[i] = ",".join(fields)
+    mirror.put_csv("yellow", JULY, "\n".join(text) + "\n")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "10")
+    assert result.exit_code == 0, result.output
+    stored = db.all("SELECT line, raw_line FROM yellow_tripdata_rejects ORDER BY line")
+    assert [line for line, _ in stored] == list(range(2, 12))
+    assert [raw for _, raw in stored] == text[1:11]
+    assert db.count("yellow_tripdata") == 266 - 10
+
+
+def test_a_count_of_rejects_stops_reading_when_passed(loaded, cli, mirror):
+    mirror.put_csv("yellow", JULY, _bad_fares(50_000))
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "5")
+    assert result.exit_code == 5
+    assert "more than 5 rows rejected (--max-rejects 5), the last at line 7; nothing was loaded" in result.stderr
+    assert_untouched(loaded)

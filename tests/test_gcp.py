@@ -5,15 +5,20 @@ scripts/setup-emulators.sh) as a subprocess for BigQuery. Counts and ids are ass
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import http.server
 import json
+import socket
+import threading
+import time
 
 import pytest
 
 from taxi_loader.months import Month
 
-from conftest import DATA, PROJECT, data_rows
+from conftest import DATA, PROJECT, data_rows, free_port
 
 
 def out(result) -> dict:
@@ -65,6 +70,7 @@ def test_a_retried_bq_load_adopts_its_load_job(cloud, emulators, mirror):
     from google.cloud import storage
 
     from taxi_loader.sinks.bigquery import bq
+    from taxi_loader.sinks.bigquery.calls import request
     from taxi_loader.sinks.bigquery.settings import BigQuerySettings, storage_client
     from taxi_loader.taxis import YELLOW
 
@@ -84,7 +90,7 @@ def test_a_retried_bq_load_adopts_its_load_job(cloud, emulators, mirror):
     blob = storage.Blob.from_uri(uri, client=storage_client(settings))
     blob.reload()
     staging = f"{PROJECT}.{cloud.dataset}.yellow_tripdata_staging_2020_07"
-    first_job = bq._load_job(cloud.client, uri, staging, blob.md5_hash, YELLOW, month)
+    first_job = bq._load_job(cloud.client, uri, staging, blob.md5_hash, YELLOW, month, request(settings))
     # Its retry adopts that job (same id, no second load) and finishes the month.
     result = cloud("bq-load", "--taxi", "yellow", "--month", "2020-07")
     assert result.exit_code == 0, result.output
@@ -96,7 +102,7 @@ def test_a_missing_bucket_says_which_and_what_to_do(cloud, mirror):
     mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
     result = cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07", env_overrides={"GCP_BUCKET_NAME": "nope-x"})
     assert result.exit_code == 3
-    assert "bucket gs://nope-x not found" in result.stderr and "04_gcp_setup" in result.stderr
+    assert "is there a bucket gs://nope-x?" in result.stderr and "04_gcp_setup" in result.stderr
 
 
 def test_a_missing_setting_is_named(cloud, mirror):
@@ -156,8 +162,8 @@ def test_parquet_rejects_bad_rows_like_the_postgresql_path(tmp_path):
     (tmp_path / "y.csv").write_text("\n".join(lines) + "\n")
     result = write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "y.parquet", max_rejects="1")
     assert (result.rows_written, len(result.rejects)) == (265, 1)
-    assert result.rejects[0].line == 6 and result.rejects[0].column == "trip_distance"
-    with pytest.raises(BadData, match="1 of 266 rows rejected"):
+    assert result.rejects.first()[0].line == 6 and result.rejects.first()[0].column == "trip_distance"
+    with pytest.raises(BadData, match="more than 0 rows rejected .--max-rejects 0., the last at line 6"):
         write_month_parquet(tmp_path / "y.csv", YELLOW, "2020-07", tmp_path / "z.parquet", max_rejects="0")
     assert not (tmp_path / "z.parquet").exists()
 
@@ -225,3 +231,167 @@ def test_a_ledger_of_an_earlier_version_is_brought_up_to_the_contract(cloud, mir
         f"SELECT rows_read, rows_after, source_size FROM `{table}` WHERE month = '2020-07'"
     ).result()
     assert [tuple(r.values()) for r in row] == [(266, 266, source.stat().st_size)]
+
+
+# ---------------------------------------------------------------- endpoints that fail or never answer
+
+
+class GoogleFault(http.server.BaseHTTPRequestHandler):
+    """Answers every request with one status and a Google-style error body (a real HTTP server standing in
+    for a failing Google endpoint: neither emulator can be told to fail)."""
+
+    status = 500
+    reason = "backendError"
+    requests: list[str] = []
+
+    def _answer(self):
+        type(self).requests.append(f"{self.command} {self.path}")
+        body = json.dumps(
+            {"error": {"code": self.status, "message": f"fault {self.status}", "errors": [{"reason": self.reason}]}}
+        ).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def google_fault(status: int, reason: str = ""):
+    handler = type("Fault", (GoogleFault,), {"status": status, "reason": reason, "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+
+
+@contextlib.contextmanager
+def silent_endpoint():
+    """A port that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+def closed_endpoint() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there
+
+
+def test_an_unreachable_gcs_fails_fast_as_transient_and_says_where(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    endpoint = closed_endpoint()
+    started = time.monotonic()
+    result = cloud(
+        "load",
+        "--sink",
+        "bigquery",
+        "--taxi",
+        "yellow",
+        "--month",
+        "2020-07",
+        "--retries",
+        "2",
+        env_overrides={"STORAGE_EMULATOR_HOST": endpoint},
+    )
+    assert time.monotonic() - started < 60  # the clients' own retries took >10 minutes
+    assert result.exit_code == 6, result.output
+    assert f"GCS at {endpoint} did not answer (connection refused) after 2 attempt(s)" in result.stderr
+    assert "upload to GCS failed, retrying" in result.stderr and "2 of 2" in result.stderr
+    assert "yellow_tripdata" not in cloud.tables()
+
+
+def test_a_silent_bigquery_is_given_up_after_the_request_timeout(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    with silent_endpoint() as endpoint:
+        started = time.monotonic()
+        result = cloud(
+            "bq-load",
+            "--taxi",
+            "yellow",
+            "--month",
+            "2020-07",
+            "--request-timeout",
+            "1",
+            env_overrides={"BIGQUERY_EMULATOR_HOST": endpoint},
+        )
+        took = time.monotonic() - started
+    assert result.exit_code == 6, result.output
+    assert f"BigQuery at {endpoint} did not answer (no answer within the request timeout)" in result.stderr
+    assert took < 30  # 5 attempts of 1 s, and the backoff between them
+    assert "preparing the dataset" in result.stderr  # what it was waiting for
+
+
+def test_status_with_a_silent_bigquery_ends_as_transient(cloud):
+    with silent_endpoint() as endpoint:
+        result = cloud(
+            "status", "--sink", "bigquery", "--request-timeout", "1", env_overrides={"BIGQUERY_EMULATOR_HOST": endpoint}
+        )
+    assert result.exit_code == 6 and "did not answer" in result.stderr, result.output
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "code", "retried", "says"),
+    [
+        (503, "backendError", 6, True, "run the command again"),
+        (429, "rateLimitExceeded", 6, True, "run the command again"),
+        (403, "rateLimitExceeded", 6, True, "run the command again"),  # BigQuery's rate limit comes as a 403
+        (403, "accessDenied", 3, False, "Storage Object Admin"),
+        (401, "authError", 3, False, "check GCP_CREDS"),  # the client asks for a new token, which fails
+        (409, "conflict", 3, False, "fault 409"),
+        (400, "invalid", 3, False, "fault 400"),
+    ],
+)
+def test_google_answers_are_classified(cloud, mirror, status, reason, code, retried, says):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    with google_fault(status, reason) as (endpoint, fault):
+        result = cloud(
+            "upload-gcs",
+            "--taxi",
+            "yellow",
+            "--month",
+            "2020-07",
+            "--retries",
+            "2",
+            env_overrides={"STORAGE_EMULATOR_HOST": endpoint},
+        )
+    assert result.exit_code == code, result.output
+    assert ("retrying" in result.stderr) is retried
+    # (the client also fetches the bucket's metadata in the background, for tracing: not counted)
+    object_requests = [r for r in fault.requests if "/o" in r.split("?")[0]]
+    assert len(object_requests) == (2 if retried else 1), fault.requests
+    assert says in result.stderr
+
+
+def test_a_bigquery_error_in_the_merge_step_is_classified(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    with google_fault(403, "accessDenied") as (endpoint, _):
+        result = cloud(
+            "bq-load", "--taxi", "yellow", "--month", "2020-07", env_overrides={"BIGQUERY_EMULATOR_HOST": endpoint}
+        )
+    assert result.exit_code == 3
+    assert "BigQuery Data Editor and BigQuery Job User" in result.stderr
+
+
+def test_a_failed_cloud_load_is_in_the_bigquery_ledger(cloud, mirror):
+    mirror.put_csv("yellow", Month(2020, 7), "not,a,taxi,header\n1,2,3,4\n")
+    result = cloud("load", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 5, result.output
+    query = f"SELECT status, error FROM `{PROJECT}.{cloud.dataset}.taxi_loader_ledger` WHERE month = '2020-07'"
+    ((status, error),) = [tuple(r.values()) for r in cloud.client.query(query).result()]
+    assert status == "failed" and "lacks yellow column(s) VendorID" in error
+    shown = cloud("status", "--sink", "bigquery", "--taxi", "yellow", "--format", "json")
+    assert '"failed"' in shown.stdout
+    assert "yellow_tripdata" not in cloud.tables()  # nothing half-written

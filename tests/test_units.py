@@ -25,7 +25,7 @@ from taxi_loader.errors import BadData, UsageError
 from taxi_loader.identity import key_text, pg_float_text, pg_timestamp_text, row_id
 from taxi_loader.job import Job
 from taxi_loader.months import Month, month_range, parse_trigger_date, select_month
-from taxi_loader.reader import DEFAULT_MAX_REJECTS, Reject, check_rejects, match_header, parse_value
+from taxi_loader.reader import DEFAULT_MAX_REJECTS, Reject, Rejects, check_rejects, match_header, parse_value
 from taxi_loader.taxis import FHV, GREEN, YELLOW, Kind, get_taxi
 
 
@@ -220,8 +220,10 @@ def test_timestamp_text_matches_postgresql(test_database):
 # ---------------------------------------------------------------- the pure helpers of the rules
 
 
-def _rejects(n: int) -> list[Reject]:
-    return [Reject(line=i + 2, column="fare_amount", reason="not a number: 'x'", raw="...") for i in range(n)]
+def _rejects(n: int) -> Rejects:
+    rejects = Rejects()  # no limit while collecting: check_rejects is the rule under test
+    rejects.extend(Reject(line=i + 2, column="fare_amount", reason="not a number: 'x'", raw="...") for i in range(n))
+    return rejects
 
 
 @pytest.mark.parametrize(

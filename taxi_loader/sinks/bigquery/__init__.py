@@ -38,6 +38,12 @@ class BigQueryMonth:
         from . import gcs
 
         job = self.job
+        log.info(
+            "writing typed Parquet, then uploading it",
+            bucket=f"gs://{self.settings.bucket}",
+            at=self.settings.endpoint("storage"),
+            **job.tags,
+        )
         result = gcs.upload_gcs(
             path,
             job.taxi,
@@ -68,7 +74,10 @@ class BigQueryMonth:
         }
 
     def record_failure(self, status: str, message: str) -> None:
-        """Nothing: the BigQuery ledger records finished loads only (a failed one left the tables as they were)."""
+        from . import bq
+
+        job = self.job
+        bq.record_failure(self.settings, job.taxi, job.month, job.source_label, status, message)
 
 
 class BigQuerySink:
@@ -94,7 +103,7 @@ class BigQuerySink:
     ) -> list[LoadRecord]:
         from . import bq
 
-        return bq.last_loads(self.settings, taxis, month)
+        return bq.last_loads(self.settings, taxis, month, retry)
 
     def target_options(self) -> list[str]:
         return []
@@ -102,9 +111,9 @@ class BigQuerySink:
     def replace_zones(self, zones: Sequence[Zone], retry: RetryPolicy = RetryPolicy()) -> str:
         from . import bq
 
-        return bq.replace_zones(self.settings, zones)
+        return bq.replace_zones(self.settings, zones, retry)
 
     def zone_count(self, retry: RetryPolicy = RetryPolicy()) -> int | None:
         from . import bq
 
-        return bq.zone_count(self.settings)
+        return bq.zone_count(self.settings, retry)

@@ -8,12 +8,14 @@ which the partitioning already serves. Every schema derives from `contract.py` t
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from taxi_loader.contract import (
+    ERROR_CHARS,
     LEDGER_COLUMNS,
     LEDGER_TABLE,
     REJECTS_COLUMNS,
@@ -23,13 +25,15 @@ from taxi_loader.contract import (
     ledger_row,
     main_columns,
 )
-from taxi_loader.errors import BadData, ConfigError, TransientError
+from taxi_loader.errors import ConfigError
+from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import Column, Kind, TaxiType
 from taxi_loader.zones import ZONE_COLUMNS, ZONES_TABLE, Zone
 
 from . import SINK
+from .calls import google_errors, request, retrying
 from .settings import BigQuerySettings, bigquery_client, storage_client
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ BQ_TYPE = {
     Kind.INSTANT: "TIMESTAMP",
 }
 _LEDGER_KIND = {c.name: c.kind for c in LEDGER_COLUMNS}
+log = get_logger("taxi_loader")
 
 
 def schema(columns: Sequence[Column]) -> list[bigquery.SchemaField]:
@@ -71,110 +76,159 @@ class BqResult:
 
 
 def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: RetryPolicy = RetryPolicy()) -> BqResult:
-    """Load the month's object into its staging table (deterministic job id), MERGE new rows, drop staging."""
-    from google.api_core import exceptions as gexc
+    """Load the month's object into its staging table (deterministic job id), MERGE new rows, drop staging.
+
+    The whole step is retried on a transient failure: the load job's id and the insert-only MERGE make a
+    second run of it add nothing twice.
+    """
+    settings.need("project", "bucket", "dataset")
+    with _bigquery_errors(settings, f"bq-load of {taxi.name} {month}", retry, bad_request_is_data=True):
+        for attempt in retrying(retry, f"bq-load of {taxi.name} {month}"):
+            with attempt:
+                return _bq_load(taxi, month, settings)
+    raise AssertionError("unreachable: retrying either returns or raises")
+
+
+def _bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings) -> BqResult:
     from google.cloud import bigquery, storage  # type: ignore[attr-defined]
 
-    settings.need("project", "bucket", "dataset")
-    client = bigquery_client(settings)
+    client, call = bigquery_client(settings), request(settings)
     ds = settings.dataset_id
     main, staging = f"{ds}.{taxi.table}", f"{ds}.{taxi.staging_table(month)}"
     uri = f"gs://{settings.bucket}/{settings.object_name(taxi, month)}"
+    tags = {"taxi": taxi.name, "month": str(month)}
     started = datetime.now(UTC)
-    try:
-        dataset = bigquery.Dataset(ds)
-        dataset.location = settings.location
-        client.create_dataset(dataset, exists_ok=True)
-        table = bigquery.Table(main, schema=schema(main_columns(taxi)))
-        table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=taxi.pickup)
-        _add_later_columns(client, client.create_table(table, exists_ok=True), taxi)
-        blob = storage.Blob.from_uri(uri, client=storage_client(settings))
-        blob.reload()
-        job = _load_job(client, uri, staging, blob.md5_hash, taxi, month)
-        staged = client.get_table(staging).num_rows or 0
-        cols = [f"`{c.name}`" for c in main_columns(taxi)]
-        merge = client.query(
+    log.info("preparing the dataset", dataset=ds, at=settings.endpoint("bigquery"), **tags)
+    _ensure_dataset(client, settings, call)
+    table = bigquery.Table(main, schema=schema(main_columns(taxi)))
+    table.time_partitioning = bigquery.TimePartitioning(type_=bigquery.TimePartitioningType.DAY, field=taxi.pickup)
+    _add_later_columns(client, client.create_table(table, exists_ok=True, **call), taxi, call)
+    blob = storage.Blob.from_uri(uri, client=storage_client(settings))
+    blob.reload(**call)
+    log.info("loading the object into staging", object=uri, table=staging, **tags)
+    job = _load_job(client, uri, staging, blob.md5_hash, taxi, month, call)
+    staged = client.get_table(staging, **call).num_rows or 0
+    cols = [f"`{c.name}`" for c in main_columns(taxi)]
+    log.info("merging new rows", table=main, rows_staged=staged, **tags)
+    merge = _finished(
+        client.query(
             f"MERGE {settings.quoted(taxi.table)} T USING {settings.quoted(taxi.staging_table(month))} S "
             "ON T.unique_row_id = S.unique_row_id "
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('S.' + c for c in cols)})"
-        )
-        merge.result()
-        inserted = merge.num_dml_affected_rows or 0
-        rejected = _load_rejects(client, settings, taxi, month)
-        meta = blob.metadata or {}
-        row = ledger_row(
-            SINK,
-            taxi,
-            str(month),
-            SUCCEEDED,
-            source=meta.get("source") or uri,
-            source_size=_int(meta.get("source_size")),
-            source_sha256=meta.get("source_sha256"),
-            rows_read=_int(meta.get("rows_read")),
-            rows_rejected=_int(meta.get("rows_rejected")),
-            rows_repeated=_int(meta.get("rows_repeated")),
-            rows_inserted=inserted,
-            rows_present=staged - inserted,
-            rows_after=staged,
-            started_at=started,
-            finished_at=datetime.now(UTC),
-        )
-        _record(client, settings, row)
-        client.delete_table(staging, not_found_ok=True)
-    except gexc.NotFound as exc:
-        raise ConfigError(
-            f"{taxi.name} {month}: {exc.message}; run upload-gcs first, or check GCP_BUCKET_NAME / GCP_DATASET"
-        ) from None
-    except gexc.Forbidden as exc:
-        raise ConfigError(
-            f"no permission in BigQuery dataset {ds}: give the service account BigQuery Data Editor "
-            f"and Job User ({exc.message})"
-        ) from None
-    except gexc.BadRequest as exc:  # the load job refused the object's data: running it again cannot help
-        raise BadData(f"BigQuery refused the data of {taxi.name} {month}: {exc.message}") from None
-    except gexc.GoogleAPICallError as exc:  # unavailable, overloaded, a failed commit: a re-run finishes the month
-        raise TransientError(f"BigQuery failed for {taxi.name} {month}: {exc}; run the command again") from None
+            f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('S.' + c for c in cols)})",
+            **call,
+        ),
+        call,
+    )
+    inserted = merge.num_dml_affected_rows or 0
+    rejected = _load_rejects(client, settings, taxi, month, call)
+    meta = blob.metadata or {}
+    row = ledger_row(
+        SINK,
+        taxi,
+        str(month),
+        SUCCEEDED,
+        source=meta.get("source") or uri,
+        source_size=_int(meta.get("source_size")),
+        source_sha256=meta.get("source_sha256"),
+        rows_read=_int(meta.get("rows_read")),
+        rows_rejected=_int(meta.get("rows_rejected")),
+        rows_repeated=_int(meta.get("rows_repeated")),
+        rows_inserted=inserted,
+        rows_present=staged - inserted,
+        rows_after=staged,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+    )
+    _record(client, settings, row, call)
+    client.delete_table(staging, not_found_ok=True, **call)
     return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)
 
 
-def _add_later_columns(client: bigquery.Client, table: bigquery.Table, taxi: TaxiType) -> None:
+def _ensure_dataset(client: bigquery.Client, settings: BigQuerySettings, call: dict[str, Any]) -> None:
+    from google.cloud import bigquery
+
+    dataset = bigquery.Dataset(settings.dataset_id)
+    dataset.location = settings.location
+    client.create_dataset(dataset, exists_ok=True, **call)
+
+
+def _bigquery_errors(
+    settings: BigQuerySettings, what: str, retry: RetryPolicy = RetryPolicy(attempts=1), bad_request_is_data=False
+) -> Any:
+    """`google_errors` with what to do about a missing object, dataset or permission on the BigQuery side."""
+    return google_errors(
+        what,
+        settings.endpoint("bigquery"),
+        not_found="run upload-gcs first, or check GCP_BUCKET_NAME / GCP_DATASET",
+        forbidden=f"give the service account BigQuery Data Editor and BigQuery Job User on {settings.dataset_id}",
+        bad_request_is_data=bad_request_is_data,
+        attempts=retry.attempts,
+    )
+
+
+def _finished(job: Any, call: dict[str, Any]) -> Any:
+    """Wait for a BigQuery job, however long it runs, with each poll bounded by the request timeout (the
+    client's own wait makes one unbounded request); raise the job's error if it failed."""
+    from google.cloud.bigquery import QueryJob
+
+    pause = 0.1
+    while not job.done(**call):
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
+    # a query job would otherwise re-run itself on some errors (job_retry): retries are the step's to make
+    job.result(**call, **({"job_retry": None} if isinstance(job, QueryJob) else {}))
+    return job
+
+
+def _add_later_columns(client: bigquery.Client, table: bigquery.Table, taxi: TaxiType, call: dict[str, Any]) -> None:
     """Give a main table created before the TLC added a column (`Column.optional`) that column, at its end
     (NULL for the rows it holds): a schema update, which BigQuery allows for a new NULLABLE field."""
     missing = columns_to_add(taxi, (f.name for f in table.schema), table.full_table_id, "choose another GCP_DATASET")
     added = schema(missing)
     if added:
         table.schema = [*table.schema, *added]
-        client.update_table(table, ["schema"])
+        client.update_table(table, ["schema"], **call)
 
 
 def _int(text: str | None) -> int | None:
     return int(text) if text else None
 
 
-def _load_rejects(client: bigquery.Client, settings: BigQuerySettings, taxi: TaxiType, month: Month) -> int:
+def _load_rejects(
+    client: bigquery.Client, settings: BigQuerySettings, taxi: TaxiType, month: Month, call: dict[str, Any]
+) -> int:
     """Replace the month's rows in <taxi>_tripdata_rejects with those of its rejects object, if any."""
     from google.cloud import bigquery
 
     table = bigquery.Table(f"{settings.dataset_id}.{taxi.rejects_table}", schema=schema(REJECTS_COLUMNS))
-    client.create_table(table, exists_ok=True)
+    client.create_table(table, exists_ok=True, **call)
     param = bigquery.ScalarQueryParameter("filename", "STRING", taxi.filename(str(month)))
-    client.query(
+    delete = client.query(
         f"DELETE FROM {settings.quoted(taxi.rejects_table)} WHERE filename = @filename",
         job_config=bigquery.QueryJobConfig(query_parameters=[param]),
-    ).result()
+        **call,
+    )
+    _finished(delete, call)
     blob = storage_client(settings).bucket(settings.bucket).blob(settings.rejects_object_name(taxi, month))
-    if not blob.exists():
+    if not blob.exists(**call):
         return 0
     config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
     )
     uri = f"gs://{settings.bucket}/{settings.rejects_object_name(taxi, month)}"
-    job = client.load_table_from_uri(uri, str(table), job_config=config)
-    job.result()
+    job = _finished(client.load_table_from_uri(uri, str(table), job_config=config, **call), call)
     return job.output_rows or 0
 
 
-def _load_job(client: bigquery.Client, uri: str, staging: str, md5: str | None, taxi: TaxiType, month: Month) -> str:
+def _load_job(
+    client: bigquery.Client,
+    uri: str,
+    staging: str,
+    md5: str | None,
+    taxi: TaxiType,
+    month: Month,
+    call: dict[str, Any],
+) -> str:
     """Run (or adopt) the load job of this object into the staging table; return its id.
 
     The id is a function of the object's content, so a retried step finds the job already running or done
@@ -195,79 +249,120 @@ def _load_job(client: bigquery.Client, uri: str, staging: str, md5: str | None, 
         job_id = base if n == 0 else f"{base}_{n}"
         job: Any
         try:
-            job = client.load_table_from_uri(uri, staging, job_id=job_id, job_config=config)
+            job = client.load_table_from_uri(uri, staging, job_id=job_id, job_config=config, **call)
         except gexc.Conflict:
-            job = client.get_job(job_id)
+            job = client.get_job(job_id, **call)
             if job.state == "DONE":
                 try:
-                    client.get_table(staging)
+                    client.get_table(staging, **call)
                 except gexc.NotFound:
                     continue
-        job.result()
+        _finished(job, call)
         return job_id
-    raise TransientError(f"{taxi.name} {month}: could not find a free load job id after 100 tries")
+    raise ConfigError(
+        f"{taxi.name} {month}: 100 load jobs of this object already ran and none left a staging table; "
+        "look at the dataset's jobs"
+    )
 
 
-def _ensure_ledger(client: bigquery.Client, settings: BigQuerySettings) -> None:
+def _ensure_ledger(client: bigquery.Client, settings: BigQuerySettings, call: dict[str, Any]) -> None:
     """Create the dataset's ledger with the contract's columns, or add the columns a ledger of an earlier
     taxi-loader lacks (it kept the rows of the file as `rows_staged`: they are copied to `rows_after`)."""
     from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
     ledger = f"{settings.dataset_id}.{LEDGER_TABLE}"
-    table = client.create_table(bigquery.Table(ledger, schema=schema(LEDGER_COLUMNS)), exists_ok=True)
+    table = client.create_table(bigquery.Table(ledger, schema=schema(LEDGER_COLUMNS)), exists_ok=True, **call)
     have = {f.name for f in table.schema}
     missing = [c for c in LEDGER_COLUMNS if c.name not in have]
     if not missing:
         return
     table.schema = [*table.schema, *(bigquery.SchemaField(c.name, BQ_TYPE[c.kind]) for c in missing)]  # NULLABLE
     try:
-        client.update_table(table, ["schema"])
+        client.update_table(table, ["schema"], **call)
     except (gexc.PreconditionFailed, gexc.Conflict, gexc.BadRequest):
         # Another month of the same backfill added them first; anything else shows below.
-        if {c.name for c in LEDGER_COLUMNS} - {f.name for f in client.get_table(ledger).schema}:
+        if {c.name for c in LEDGER_COLUMNS} - {f.name for f in client.get_table(ledger, **call).schema}:
             raise
     if "rows_staged" in have:
-        client.query(
-            f"UPDATE {settings.quoted(LEDGER_TABLE)} SET rows_after = rows_staged WHERE rows_after IS NULL"
-        ).result()
+        update = f"UPDATE {settings.quoted(LEDGER_TABLE)} SET rows_after = rows_staged WHERE rows_after IS NULL"
+        _finished(client.query(update, **call), call)
 
 
-def _record(client: bigquery.Client, settings: BigQuerySettings, values: dict[str, Any]) -> None:
+def _record(client: bigquery.Client, settings: BigQuerySettings, values: dict[str, Any], call: dict[str, Any]) -> None:
     """Append one row to the dataset's ledger (created with the contract's columns when missing)."""
     from google.cloud import bigquery
 
-    _ensure_ledger(client, settings)
+    _ensure_ledger(client, settings, call)
     params = [bigquery.ScalarQueryParameter(k, BQ_TYPE[_LEDGER_KIND[k]], v) for k, v in values.items()]
-    client.query(
+    insert = client.query(
         f"INSERT INTO {settings.quoted(LEDGER_TABLE)} ({', '.join(values)}) "
         f"VALUES ({', '.join('@' + k for k in values)})",
         job_config=bigquery.QueryJobConfig(query_parameters=params),
-    ).result()
+        **call,
+    )
+    _finished(insert, call)
+
+
+def record_failure(
+    settings: BigQuerySettings, taxi: TaxiType, month: Month, source: str | None, status: str, error: str
+) -> None:
+    """Note a failed or interrupted load in the dataset's ledger, as the PostgreSQL sink does: one attempt,
+    bounded (the failure being recorded may be the very network that is gone)."""
+    if not (settings.project and settings.dataset):
+        return
+    now = datetime.now(UTC)
+    row = ledger_row(SINK, taxi, str(month), status, source=source, error=error[:ERROR_CHARS], started_at=now)
+    call = {"retry": None, "timeout": min(settings.request_timeout, 15.0)}
+    try:
+        client = bigquery_client(settings)
+        _ensure_dataset(client, settings, call)  # a month can fail before its first bq-load made the dataset
+        _record(client, settings, {**row, "finished_at": now}, call)
+    except Exception as exc:  # noqa: BLE001 (bookkeeping must not mask the failure it records)
+        log.debug("could not record the failure in the BigQuery ledger", error=str(exc))
 
 
 def drop_staging(settings: BigQuerySettings, taxi: TaxiType, month: Month) -> bool:
     """Drop the month's staging table when the dataset is configured; return whether that was tried."""
     if not (settings.project and settings.dataset):
         return False
-    bigquery_client(settings).delete_table(f"{settings.dataset_id}.{taxi.staging_table(month)}", not_found_ok=True)
+    staging = f"{settings.dataset_id}.{taxi.staging_table(month)}"
+    with _bigquery_errors(settings, f"dropping {staging}"):
+        bigquery_client(settings).delete_table(staging, not_found_ok=True, **request(settings))
     return True
 
 
-def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Month | None = None) -> list[LoadRecord]:
+def last_loads(
+    settings: BigQuerySettings,
+    taxis: Sequence[TaxiType],
+    month: Month | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+) -> list[LoadRecord]:
     """The last load of every (taxi, month) of `taxis` (of just `month` when given) from the dataset's ledger."""
-    from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
     settings.need("project", "dataset")
-    client = bigquery_client(settings)
+    client, call = bigquery_client(settings), request(settings)
     params: list[Any] = [bigquery.ArrayQueryParameter("taxis", "STRING", [t.name for t in taxis])]
     where = "taxi IN UNNEST(@taxis)"
     if month:
         params.append(bigquery.ScalarQueryParameter("month", "STRING", str(month)))
         where += " AND month = @month"
+    with _bigquery_errors(settings, f"reading the ledger of {settings.dataset_id}", retry):
+        for attempt in retrying(retry, "reading the BigQuery ledger"):
+            with attempt:
+                return _last_loads(client, call, settings, params, where)
+    raise AssertionError("unreachable: retrying either returns or raises")
+
+
+def _last_loads(
+    client: bigquery.Client, call: dict[str, Any], settings: BigQuerySettings, params: list[Any], where: str
+) -> list[LoadRecord]:
+    from google.api_core import exceptions as gexc
+    from google.cloud import bigquery
+
     try:
-        have = {f.name for f in client.get_table(f"{settings.dataset_id}.{LEDGER_TABLE}").schema}
+        have = {f.name for f in client.get_table(f"{settings.dataset_id}.{LEDGER_TABLE}", **call).schema}
     except gexc.NotFound:  # no dataset or no ledger yet: nothing loaded
         return []
     # A ledger of an earlier taxi-loader kept the rows as rows_staged: read it as it is (a load updates it).
@@ -284,7 +379,8 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
         "  SELECT *, ROW_NUMBER() OVER (PARTITION BY taxi, month ORDER BY finished_at DESC) AS rn"
         f"  FROM {settings.quoted(LEDGER_TABLE)} WHERE {where}) WHERE rn = 1"
     )
-    rows = client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params)).result()
+    job = client.query(query, job_config=bigquery.QueryJobConfig(query_parameters=params), **call)
+    rows = _finished(job, call).result(**call, job_retry=None)
     return [
         LoadRecord(
             r["taxi"],
@@ -300,14 +396,13 @@ def last_loads(settings: BigQuerySettings, taxis: Sequence[TaxiType], month: Mon
     ]
 
 
-def replace_zones(settings: BigQuerySettings, zones: Sequence[Zone]) -> str:
+def replace_zones(settings: BigQuerySettings, zones: Sequence[Zone], retry: RetryPolicy = RetryPolicy()) -> str:
     """Make `zones` the whole of <dataset>.taxi_zone_lookup: a Parquet object in the bucket, loaded with
     WRITE_TRUNCATE (one job: a reader sees the old table or the new one). Returns the table's name."""
     import io
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from google.api_core import exceptions as gexc
     from google.cloud import bigquery
 
     from taxi_loader.batches import arrow_schema
@@ -319,32 +414,33 @@ def replace_zones(settings: BigQuerySettings, zones: Sequence[Zone]) -> str:
     buf = io.BytesIO()
     columns = list(zip(*zones, strict=True))
     pq.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], schema=arrow_schema(ZONE_COLUMNS)), buf)
-    try:
-        dataset = bigquery.Dataset(settings.dataset_id)
-        dataset.location = settings.location
-        client.create_dataset(dataset, exists_ok=True)
-        storage_client(settings).bucket(settings.bucket).blob(name).upload_from_string(buf.getvalue())
-        config = bigquery.LoadJobConfig(
-            source_format=bigquery.SourceFormat.PARQUET,
-            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-            schema=schema(ZONE_COLUMNS),
-        )
-        client.load_table_from_uri(f"gs://{settings.bucket}/{name}", table, job_config=config).result()
-    except gexc.NotFound as exc:
-        raise ConfigError(f"zones: {exc.message}; check GCP_BUCKET_NAME / GCP_DATASET") from None
-    except gexc.Forbidden as exc:
-        raise ConfigError(f"no permission for {table}: {exc.message}") from None
-    except gexc.GoogleAPICallError as exc:
-        raise TransientError(f"BigQuery failed loading the zones: {exc}; run the command again") from None
+    call = request(settings)
+    with _bigquery_errors(settings, f"loading the zones into {table}", retry):
+        for attempt in retrying(retry, "loading the zones"):
+            with attempt:
+                _ensure_dataset(client, settings, call)
+                storage_client(settings).bucket(settings.bucket).blob(name).upload_from_string(buf.getvalue(), **call)
+                config = bigquery.LoadJobConfig(
+                    source_format=bigquery.SourceFormat.PARQUET,
+                    write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+                    schema=schema(ZONE_COLUMNS),
+                )
+                uri = f"gs://{settings.bucket}/{name}"
+                _finished(client.load_table_from_uri(uri, table, job_config=config, **call), call)
     return table
 
 
-def zone_count(settings: BigQuerySettings) -> int | None:
+def zone_count(settings: BigQuerySettings, retry: RetryPolicy = RetryPolicy()) -> int | None:
     """The rows of <dataset>.taxi_zone_lookup; None when there is no such table."""
     from google.api_core import exceptions as gexc
 
     settings.need("project", "dataset")
-    try:
-        return bigquery_client(settings).get_table(f"{settings.dataset_id}.{ZONES_TABLE}").num_rows or 0
-    except gexc.NotFound:
-        return None
+    table = f"{settings.dataset_id}.{ZONES_TABLE}"
+    with _bigquery_errors(settings, f"looking for {table}", retry):
+        for attempt in retrying(retry, "looking for the zone lookup"):
+            with attempt:
+                try:
+                    return bigquery_client(settings).get_table(table, **request(settings)).num_rows or 0
+                except gexc.NotFound:
+                    return None
+    raise AssertionError("unreachable: retrying either returns or raises")

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taxi_loader.errors import ConfigError, TransientError
 from taxi_loader.months import Month
-from taxi_loader.reader import Reject
+from taxi_loader.reader import Rejects
 from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
 
+from .calls import google_errors, request, retrying
 from .parquet import ParquetResult, rejects_table, write_month_parquet
-from .settings import BigQuerySettings, cloud_retrying, storage_client
+from .settings import BigQuerySettings, storage_client
 
 
 @dataclass
@@ -69,8 +69,6 @@ def upload_gcs(
     The object's metadata carries where the file came from (`origin`), its size and checksum and the file's
     counts, which bq-load records in the ledger.
     """
-    from google.api_core import exceptions as gexc
-
     settings.need("bucket")
     data_dir.mkdir(parents=True, exist_ok=True)
     local = _local_parquet(data_dir, taxi, month)
@@ -78,12 +76,13 @@ def upload_gcs(
     name = settings.object_name(taxi, month)
     md5 = _md5_b64(local)
     client = storage_client(settings)
+    call = request(settings)
     uploaded = False
-    try:
-        for attempt in cloud_retrying(retry):
+    with _storage_errors(settings, f"upload of gs://{settings.bucket}/{name}", retry):
+        for attempt in retrying(retry, "upload to GCS"):
             with attempt:
                 bucket = client.bucket(settings.bucket)
-                blob = bucket.get_blob(name)
+                blob = bucket.get_blob(name, **call)
                 if blob is None or blob.md5_hash != md5:
                     blob = bucket.blob(name, chunk_size=8 << 20)  # resumable, in 8 MiB chunks
                     blob.metadata = {
@@ -95,21 +94,9 @@ def upload_gcs(
                         "rows_rejected": str(len(result.rejects)),
                         "rows_repeated": str(result.rows_repeated),
                     }
-                    blob.upload_from_filename(str(local), checksum="md5")
+                    blob.upload_from_filename(str(local), checksum="md5", **call)
                     uploaded = True
-                _upload_rejects(bucket, settings.rejects_object_name(taxi, month), result.rejects, taxi, month)
-    except gexc.NotFound:
-        raise ConfigError(
-            f"bucket gs://{settings.bucket} not found: create it (flow 04_gcp_setup, or "
-            f"`gcloud storage buckets create gs://{settings.bucket}`) or fix GCP_BUCKET_NAME"
-        ) from None
-    except gexc.Forbidden as exc:
-        raise ConfigError(
-            f"no permission to write gs://{settings.bucket}/{name}: give the service account "
-            f"Storage Object Admin on the bucket ({exc.message})"
-        ) from None
-    except gexc.GoogleAPICallError as exc:
-        raise TransientError(f"upload of gs://{settings.bucket}/{name} failed: {exc}; run the command again") from None
+                _upload_rejects(bucket, settings.rejects_object_name(taxi, month), result.rejects, taxi, month, call)
     return UploadResult(
         taxi.name,
         str(month),
@@ -124,27 +111,44 @@ def upload_gcs(
     )
 
 
-def _upload_rejects(bucket: Any, name: str, rejects: list[Reject], taxi: TaxiType, month: Month) -> None:
+def _storage_errors(settings: BigQuerySettings, what: str, retry: RetryPolicy = RetryPolicy(attempts=1)) -> Any:
+    """`google_errors` with what to do about a missing bucket or a missing permission on it."""
+    return google_errors(
+        what,
+        settings.endpoint("storage"),
+        not_found=f"is there a bucket gs://{settings.bucket}? create it (flow 04_gcp_setup, or `gcloud storage "
+        f"buckets create gs://{settings.bucket}`) or fix GCP_BUCKET_NAME",
+        forbidden=f"give the service account Storage Object Admin on gs://{settings.bucket}",
+        attempts=retry.attempts,
+    )
+
+
+def _upload_rejects(
+    bucket: Any, name: str, rejects: Rejects, taxi: TaxiType, month: Month, call: dict[str, Any]
+) -> None:
     """The month's rejected rows as a small Parquet object beside the data (removed when there are none)."""
     import pyarrow.parquet as pq
 
     blob = bucket.blob(name)
     if not rejects:
-        if blob.exists():
-            blob.delete()
+        if blob.exists(**call):
+            blob.delete(**call)
         return
     buf = io.BytesIO()
     pq.write_table(rejects_table(taxi.filename(str(month)), rejects), buf)
-    blob.upload_from_string(buf.getvalue(), content_type="application/octet-stream")
+    blob.upload_from_string(buf.getvalue(), content_type="application/octet-stream", **call)
 
 
 def remove_object(settings: BigQuerySettings, taxi: TaxiType, month: Month) -> bool:
     """Delete the month's Parquet object; return whether there was one."""
     settings.need("bucket")
-    blob = storage_client(settings).bucket(settings.bucket).blob(settings.object_name(taxi, month))
-    if not blob.exists():
-        return False
-    blob.delete()
+    name = settings.object_name(taxi, month)
+    call = request(settings)
+    with _storage_errors(settings, f"removing gs://{settings.bucket}/{name}"):
+        blob = storage_client(settings).bucket(settings.bucket).blob(name)
+        if not blob.exists(**call):
+            return False
+        blob.delete(**call)
     return True
 
 

@@ -26,11 +26,11 @@ from taxi_loader.batches import BATCH, MonthTables, arrow_schema
 from taxi_loader.contract import REJECTS_COLUMNS, reject_rows
 from taxi_loader.errors import BadData
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text
-from taxi_loader.reader import DEFAULT_MAX_REJECTS, Reject, check_rejects
+from taxi_loader.reader import DEFAULT_MAX_REJECTS, Rejects, check_rejects
 from taxi_loader.taxis import TaxiType
 
 
-def rejects_table(filename: str, rejects: list[Reject]) -> pa.Table:
+def rejects_table(filename: str, rejects: Rejects) -> pa.Table:
     """A month's rejected rows as a table of the rejects contract."""
     columns = list(zip(*reject_rows(filename, rejects), strict=True)) or [() for _ in REJECTS_COLUMNS]
     values = {c.name: list(v) for c, v in zip(REJECTS_COLUMNS, columns, strict=True)}
@@ -43,7 +43,7 @@ class ParquetResult:
     rows_written: int
     rows_repeated: int
     rows_dropped: int
-    rejects: list[Reject]
+    rejects: Rejects
     source_size: int
     source_sha256: str
 

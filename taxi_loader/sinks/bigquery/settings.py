@@ -11,13 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from taxi_loader.errors import ConfigError
+from taxi_loader.errors import ConfigError, UsageError
 from taxi_loader.months import Month
-from taxi_loader.source import RetryPolicy
 from taxi_loader.taxis import TaxiType
 
 if TYPE_CHECKING:
-    import tenacity
     from google.cloud import bigquery
 
 
@@ -56,6 +54,13 @@ class BigQuerySettings:
         "TAXI_LOADER_BIGQUERY_ENDPOINT",
         "BIGQUERY_EMULATOR_HOST",
     )
+    request_timeout: float = _setting(
+        "Seconds one GCS or BigQuery request may wait for its answer (a load job may run longer: it is polled).",
+        "TAXI_LOADER_REQUEST_TIMEOUT",
+        default=60.0,
+        type=float,
+        show_default=True,
+    )
 
     def need(self, *names: str) -> None:
         """Raise ConfigError naming every missing setting among `names`."""
@@ -82,6 +87,14 @@ class BigQuerySettings:
         ):
             if value is not None and not rule.fullmatch(value):
                 raise ConfigError(f"{setting} {value!r} is not a valid name: {what}")
+        if not 1 <= self.request_timeout <= 3600:  # NaN too
+            raise UsageError(f"--request-timeout {self.request_timeout}: give seconds from 1 to 3600")
+
+    def endpoint(self, service: str) -> str:
+        """Where requests to `service` (storage or bigquery) go, as messages name it."""
+        if service == "storage":
+            return f"GCS at {self.storage_endpoint or 'storage.googleapis.com'}"
+        return f"BigQuery at {self.bigquery_endpoint or 'bigquery.googleapis.com'}"
 
     def quoted(self, table: str) -> str:
         """`project.dataset.table` as BigQuery SQL names a table (the names were checked when read)."""
@@ -145,20 +158,4 @@ def bigquery_client(settings: BigQuerySettings) -> bigquery.Client:
         location=settings.location,
         credentials=_credentials(settings, settings.bigquery_endpoint),
         client_options=options,
-    )
-
-
-def cloud_retrying(retry: RetryPolicy) -> tenacity.Retrying:
-    """tenacity retrying for transient Google API errors; others pass through."""
-    from google.api_core import exceptions as gexc
-
-    return retry.retrying(
-        (
-            gexc.ServiceUnavailable,
-            gexc.InternalServerError,
-            gexc.TooManyRequests,
-            gexc.GatewayTimeout,
-            ConnectionError,
-            TimeoutError,
-        )
     )

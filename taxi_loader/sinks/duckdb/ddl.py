@@ -23,7 +23,7 @@ from taxi_loader.contract import (
     reject_rows,
 )
 from taxi_loader.months import Month
-from taxi_loader.reader import FileStats, Reject
+from taxi_loader.reader import FileStats, Rejects
 from taxi_loader.taxis import Column, Kind, TaxiType
 from taxi_loader.zones import ZONE_COLUMNS, ZONES_TABLE, Zone
 
@@ -108,7 +108,7 @@ def record_staged(
     month: Month,
     source: str,
     stats: FileStats,
-    rejects: list[Reject],
+    rejects: Rejects,
     repeated: int,
     started: datetime,
 ) -> None:

@@ -27,7 +27,7 @@ from taxi_loader.contract import ROW_ID, main_columns
 from taxi_loader.errors import BadData
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
-from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, check_rejects, validated_rows
+from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, Rejects, check_rejects, validated_rows
 from taxi_loader.source import is_parquet
 
 from . import ledger
@@ -82,7 +82,7 @@ def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: st
                     columns = _create_staging(conn, tables, month, mf, logged=attachable)
                     try:
                         staged = _copy_fast(conn, tables, month, columns, mf, digests)
-                        rejects, stats, validated = [], mf.stats, False
+                        rejects, stats, validated = Rejects(), mf.stats, False
                     except _BadValue:
                         validated = True
                 if validated:  # the validating pass copies the file again, into a new staging table
@@ -90,7 +90,7 @@ def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: st
                     digests.clear()
                     with MonthFile(path, taxi) as mf:
                         _create_staging(conn, tables, month, mf, logged=attachable)
-                        staged, rejects = _copy_validated(conn, tables, month, mf, digests)
+                        staged, rejects = _copy_validated(conn, tables, month, mf, digests, max_rejects)
                         stats = mf.stats
             check_rejects(rejects, stats.data_lines, max_rejects, filename)
             with conn.cursor() as cur:
@@ -258,7 +258,7 @@ def _put(work: _Work, item: bytes | BaseException | None, stop: threading.Event)
 
 def _copy_parquet(
     conn: Connection, tables: Tables, month: Month, path: Path, digests: Digests, max_rejects: str
-) -> tuple[int, list[Reject], FileStats, list[str]]:
+) -> tuple[int, Rejects, FileStats, list[str]]:
     """COPY a Parquet month: its typed, coerced rows with their plain ids (`batches.MonthTables`, which sets
     aside the rows that do not fit), written as CSV a batch at a time. Returns the rows copied, the rejects,
     the file's figures and its unknown columns (not read at all)."""
@@ -291,11 +291,11 @@ def _copy_parquet(
 
 
 def _copy_validated(
-    conn: Connection, tables: Tables, month: Month, mf: MonthFile, digests: Digests
-) -> tuple[int, list[Reject]]:
+    conn: Connection, tables: Tables, month: Month, mf: MonthFile, digests: Digests, max_rejects: str
+) -> tuple[int, Rejects]:
     """COPY the rows the Python validator accepts, with their plain ids (digests to `digests`); return the rows
     copied and the rejects."""
-    taxi, rejects = tables.taxi, list[Reject]()
+    taxi, rejects = tables.taxi, Rejects(max_rejects, mf.path.name)
     key = [(i, c.kind) for i, c in enumerate(taxi.columns) if c.name in taxi.key_fields]
     key.sort(key=lambda item: taxi.key_fields.index(taxi.columns[item[0]].name))
 
