@@ -52,11 +52,20 @@ class TransientError(TaxiLoaderError):
 
 
 class MonthsFailed(TaxiLoaderError):
-    """Some months of a backfill were not loaded; the exit code is theirs when they agree, else 1."""
+    """Some months of a backfill were not loaded. The exit code is theirs when they agree; when they differ,
+    1 if one of them met a bug, else 6 if one failed transiently (running the backfill again loads at least
+    that month), else the lowest (the most basic cause: usage before configuration before data)."""
 
     def __init__(self, message: str, codes: set[int]):
         super().__init__(message)
-        self.exit_code = codes.pop() if len(codes) == 1 else 1
+        if len(codes) == 1:
+            self.exit_code = next(iter(codes))
+        elif 1 in codes:
+            self.exit_code = 1
+        elif TransientError.exit_code in codes:
+            self.exit_code = TransientError.exit_code
+        else:
+            self.exit_code = min(codes)
 
 
 class Interrupted(TaxiLoaderError):

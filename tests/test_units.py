@@ -368,3 +368,13 @@ def test_columns_to_add_are_the_later_ones_and_a_missing_required_one_is_configu
     ]
     with pytest.raises(ConfigError, match="missing or of another type: vendorid, x .int.; .*rename it, or elsewhere"):
         columns_to_add(YELLOW, [n for n in course if n != "VendorID"], "t", "elsewhere", ["x (int)"])
+
+
+@pytest.mark.parametrize(
+    ("codes", "code"),
+    [({5}, 5), ({3, 5}, 3), ({5, 6}, 6), ({2, 6, 5}, 6), ({1, 6}, 1), ({4, 5}, 4)],
+)
+def test_a_backfill_with_months_failed_differently_exits_by_one_rule(codes, code):
+    from taxi_loader.errors import MonthsFailed
+
+    assert MonthsFailed("x", set(codes)).exit_code == code  # never 1 unless a month met a bug
