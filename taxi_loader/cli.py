@@ -221,6 +221,12 @@ max_rejects_option = option(
     show_default=True,
     help="Rejected rows allowed before the load fails: a count (100) or a fraction (0.1%).",
 )
+force_option = option(
+    "--force",
+    is_flag=True,
+    help="Load the file even when it is the one the month's last load was of and the table holds it whole "
+    "(else that is recognised from its size and checksum, and nothing is staged).",
+)
 drop_duplicates_option = option(
     "--drop-duplicates", is_flag=True, help="Keep only the first of exact repeats inside a file."
 )
@@ -248,6 +254,7 @@ def _job_options(kw: dict) -> dict:
         ),
         "max_rejects": kw.pop("max_rejects", DEFAULT_MAX_REJECTS),
         "drop_duplicates": kw.pop("drop_duplicates", False),
+        "force": kw.pop("force", False),
     }
 
 
@@ -360,7 +367,7 @@ _SOURCE_OPTIONS = (
     "retry_wait",
     "download_timeout",
 )
-_RULE_OPTIONS = ("max_rejects", "drop_duplicates")
+_RULE_OPTIONS = ("max_rejects", "drop_duplicates", "force")
 
 
 def _section(name: str) -> str:
@@ -473,6 +480,7 @@ def download(**kw) -> None:
 @source_options
 @sink_options("postgres")
 @max_rejects_option
+@force_option
 @handled
 def stage(**kw) -> None:
     """PostgreSQL: validate the month's file and COPY it into its own staging table (fetches it when needed).
@@ -526,6 +534,7 @@ def cleanup(**kw) -> None:
 @source_options
 @sink_options()
 @merge_options
+@force_option
 @handled
 def load(**kw) -> None:
     """All steps of one sink for one month, in one process (cleanup also runs when a step fails).
@@ -588,7 +597,12 @@ def bq_load(**kw) -> None:
     show_default=True,
     help="Months loaded at once (duckdb: downloaded at once, written one after another).",
 )
-@option("--force", is_flag=True, help="Load months the ledger says are loaded from the same file too.")
+@option(
+    "--force",
+    is_flag=True,
+    help="Load months the ledger says are loaded from the same file too (and stage them even when the table "
+    "holds them whole).",
+)
 @option("--continue-on-error", is_flag=True, help="Go on after a month fails (default: start no new month).")
 @source_options
 @sink_options()
@@ -624,7 +638,9 @@ def backfill(**kw) -> None:
             click.echo(line)
 
     def work(cancel: Cancellation) -> dict:
-        outcomes = bf.backfill(pairs, template, sink, kw["jobs"], kw["force"], kw["continue_on_error"], on_done, cancel)
+        outcomes = bf.backfill(
+            pairs, template, sink, kw["jobs"], template.force, kw["continue_on_error"], on_done, cancel
+        )
         return {"outcomes": outcomes}
 
     try:

@@ -13,8 +13,11 @@ See docs/architecture.md for the whole contract.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taxi_loader import __version__
@@ -63,6 +66,24 @@ ERROR_CHARS = 2000  # of a failure's message kept in the ledger's `error`
 
 # Ledger statuses. 'staged' is a load between its two steps; the others are how a load ended.
 STAGED, SUCCEEDED, FAILED, INTERRUPTED = "staged", "succeeded", "failed", "interrupted"
+
+
+def fingerprint(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file: what says a month's file is the one loaded before."""
+    with open(path, "rb") as f:
+        return os.fstat(f.fileno()).st_size, hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def held_whole(previous: dict[str, Any] | None, size: int, sha256: str, rows_of_file: int) -> bool:
+    """Whether the month's last successful load (`previous`, its ledger row) was of this very file and the
+    table still holds every row it left there: then loading the file again could add nothing (ids are a
+    function of the file's content) and is skipped. Rows deleted since, or another file, and it loads."""
+    return bool(
+        previous
+        and previous.get("source_size") == size
+        and previous.get("source_sha256") == sha256
+        and previous.get("rows_after") == rows_of_file
+    )
 
 
 def main_columns(taxi: TaxiType) -> tuple[Column, ...]:

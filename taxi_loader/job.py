@@ -34,6 +34,7 @@ class Job:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_rejects: str = DEFAULT_MAX_REJECTS  # rejected rows allowed before the month fails (reader.check_rejects)
     drop_duplicates: bool = False  # keep only the first of exact repeats inside the file
+    force: bool = False  # stage even a file identical to the month's last load, held whole (see contract.held_whole)
 
     @property
     def template(self) -> str:

@@ -99,7 +99,13 @@ def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any
         result = {**target.stage(path), "target": target.target}
     if result.get("extra_columns"):
         log.warning("unknown columns ignored", columns=result["extra_columns"], **job.tags)
-    if result.get("rows_rejected"):
+    if result.get("unchanged"):
+        log.info(
+            "the file is the one the month's last load was of, and the table holds it whole: nothing to stage "
+            "(--force loads it again)",
+            **job.tags,
+        )
+    elif result.get("rows_rejected"):
         log.warning("rows rejected", rows=result["rows_rejected"], table=job.taxi.rejects_table, **job.tags)
     log.info("staged", **_details(job, result))
     return result

@@ -128,12 +128,19 @@ def record_staged(
 def last_load(conn: Connection, taxi: TaxiType, month: Month, status: str) -> dict[str, Any] | None:
     """The month's last ledger row with this status."""
     cursor = conn.execute(
-        f"SELECT load_id, rows_read, rows_rejected, rows_repeated FROM {ident(LEDGER_TABLE)} "
+        "SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, "
+        f"rows_after FROM {ident(LEDGER_TABLE)} "
         "WHERE sink = ? AND taxi = ? AND month = ? AND status = ? ORDER BY load_id DESC LIMIT 1",
         [SINK, taxi.name, str(month), status],
     )
     row = cursor.fetchone()
     return dict(zip([d[0] for d in cursor.description or ()], row, strict=True)) if row else None
+
+
+def rows_of_file(conn: Connection, taxi: TaxiType, filename: str) -> int:
+    """How many rows of the file `filename` the main table holds."""
+    row = conn.execute(f"SELECT count(*) FROM {ident(taxi.table)} WHERE filename = ?", [filename]).fetchone()
+    return int(row[0]) if row else 0
 
 
 def update_ledger(conn: Connection, load_id: int, values: dict[str, Any]) -> None:

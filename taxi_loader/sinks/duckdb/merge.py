@@ -8,7 +8,7 @@ from typing import Any
 
 import duckdb
 
-from taxi_loader.contract import STAGED, SUCCEEDED
+from taxi_loader.contract import STAGED, SUCCEEDED, held_whole
 from taxi_loader.errors import NotStaged
 from taxi_loader.job import Job
 
@@ -24,6 +24,11 @@ def merge(conn: Connection, job: Job, db_path: Path) -> dict[str, Any]:
     try:
         ddl.ensure_tables(conn, taxi)
         staged_load = ddl.last_load(conn, taxi, month, STAGED)
+        if staged_load and not ddl.exists(conn, taxi.staging_table(month)):
+            unchanged = _unchanged(conn, job, staged_load)
+            if unchanged:
+                conn.commit()
+                return unchanged
         if not staged_load or not ddl.exists(conn, taxi.staging_table(month)):
             raise NotStaged(
                 f"nothing staged for {taxi.name} {month} in {db_path}: "
@@ -60,6 +65,33 @@ def merge(conn: Connection, job: Job, db_path: Path) -> dict[str, Any]:
         with suppress(duckdb.Error):  # a connection DuckDB gave up on refuses even this
             conn.rollback()
         raise
+    return {"taxi": taxi.name, "month": str(month), "filename": job.filename, **counts}
+
+
+def _unchanged(conn: Connection, job: Job, staged_load: dict[str, Any]) -> dict[str, Any] | None:
+    """stage found the file identical to the last load and staged nothing: if the table still holds that load
+    whole, record this load as succeeded with nothing inserted and return its counts."""
+    taxi, month = job.taxi, job.month
+    previous = ddl.last_load(conn, taxi, month, SUCCEEDED)
+    rows = ddl.rows_of_file(conn, taxi, job.filename)
+    if not previous or not held_whole(previous, staged_load["source_size"], staged_load["source_sha256"], rows):
+        return None
+    kept = (staged_load["rows_read"] or 0) - (staged_load["rows_rejected"] or 0)
+    counts = {
+        "rows_staged": kept,
+        "rows_inserted": 0,
+        "rows_present": kept,
+        "rows_repeated": staged_load["rows_repeated"] or 0,
+        "rows_dropped": 0,
+        "rows_rejected": staged_load["rows_rejected"] or 0,
+        "rows_suspicious": previous["rows_suspicious"] or 0,
+    }
+    ledger = {k: counts[k] for k in ("rows_inserted", "rows_present", "rows_suspicious")}
+    ddl.update_ledger(
+        conn,
+        staged_load["load_id"],
+        {**ledger, "rows_after": rows, "finished_at": ddl.now(), "status": SUCCEEDED},
+    )
     return {"taxi": taxi.name, "month": str(month), "filename": job.filename, **counts}
 
 

@@ -16,11 +16,12 @@ import pyarrow as pa
 
 from taxi_loader.arrowids import Digests
 from taxi_loader.batches import MonthTables
+from taxi_loader.contract import STAGED, SUCCEEDED, fingerprint, held_whole, ledger_row
 from taxi_loader.identity import key_text, row_id
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.reader import check_rejects
 
-from . import ddl
+from . import SINK, ddl
 from .connect import Connection
 
 
@@ -29,6 +30,10 @@ def stage(conn: Connection, job: Job, path: Path, cancel: Cancellation = NEVER) 
     taxi, month = job.taxi, job.month
     started = ddl.now()
     ddl.ensure_tables(conn, taxi)
+    if not (job.force or job.drop_duplicates):
+        unchanged = _unchanged(conn, job, path, started)
+        if unchanged:
+            return unchanged
     with Digests() as digests:
         conn.begin()
         try:
@@ -58,6 +63,39 @@ def stage(conn: Connection, job: Job, path: Path, cancel: Cancellation = NEVER) 
         "rows_repeated": repeated,
         "source_size": tables.stats.size,
         "source_sha256": tables.stats.sha256,
+    }
+
+
+def _unchanged(conn: Connection, job: Job, path: Path, started: Any) -> dict[str, Any] | None:
+    """The result of staging a file the table already holds whole (`contract.held_whole`), else None: its
+    'staged' ledger row carries the last load's figures, and no staging table is made."""
+    taxi, month = job.taxi, job.month
+    previous = ddl.last_load(conn, taxi, month, SUCCEEDED)
+    if not previous:
+        return None
+    size, sha256 = fingerprint(path)
+    if (size, sha256) != (previous["source_size"], previous["source_sha256"]):
+        return None
+    if not held_whole(previous, size, sha256, ddl.rows_of_file(conn, taxi, job.filename)):
+        return None
+    figures = {k: previous[k] for k in ("source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated")}
+    conn.begin()
+    conn.execute(f"DROP TABLE IF EXISTS {ddl.ident(taxi.staging_table(month))}")
+    ddl.insert_ledger(
+        conn, ledger_row(SINK, taxi, str(month), STAGED, source=job.source_label, started_at=started, **figures)
+    )
+    conn.commit()
+    return {
+        "taxi": taxi.name,
+        "month": str(month),
+        "filename": job.filename,
+        "rows_read": previous["rows_read"],
+        "rows_staged": 0,
+        "rows_rejected": previous["rows_rejected"],
+        "rows_repeated": previous["rows_repeated"],
+        "source_size": size,
+        "source_sha256": sha256,
+        "unchanged": True,
     }
 
 

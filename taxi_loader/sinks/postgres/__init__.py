@@ -61,7 +61,8 @@ class PostgresMonth:
 
     def stage(self, path: Path) -> dict[str, Any]:
         job = self.job
-        return asdict(stage.stage(self.conn, self.tables, job.month, path, job.source_label, job.max_rejects))
+        force = job.force or job.drop_duplicates  # repeats a whole earlier load kept are to be dropped now
+        return asdict(stage.stage(self.conn, self.tables, job.month, path, job.source_label, job.max_rejects, force))
 
     def merge(self) -> dict[str, Any]:
         return asdict(merge.dedup_merge(self.conn, self.tables, self.job.month, self.job.drop_duplicates))

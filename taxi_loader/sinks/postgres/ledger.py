@@ -78,17 +78,37 @@ def record_staged(
     )
 
 
+def rows_of_file(cur: Cursor, tables: Tables, filename: str) -> int:
+    """How many rows of the file `filename` the main table holds (in any partition)."""
+    cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def last_load(cur: Cursor, tables: Tables, month: Month, status: str) -> dict[str, Any] | None:
     """The month's last ledger row with this status, as a dict of the columns the merge reads."""
     cur.execute(
         sql.SQL("""
-        SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM {}
+        SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious,
+               rows_after
+        FROM {}
         WHERE sink = %s AND taxi = %s AND month = %s AND status = %s
         ORDER BY load_id DESC LIMIT 1""").format(tables.ledger),
         (SINK, tables.taxi.name, str(month), status),
     )
     row = cur.fetchone()
     return dict(zip([d[0] for d in cur.description or ()], row, strict=True)) if row else None
+
+
+def record_unchanged(
+    cur: Cursor, tables: Tables, month: Month, source: str, previous: dict[str, Any], started: datetime
+) -> None:
+    """The 'staged' row of a file identical to the month's last load (`previous`), which the table still holds
+    whole: its figures are that load's, its rejects are still in the rejects table, nothing is in staging."""
+    figures = {k: previous[k] for k in ("source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated")}
+    _insert(
+        cur, tables, ledger_row(SINK, tables.taxi, str(month), STAGED, source=source, started_at=started, **figures)
+    )
 
 
 def record_success(cur: Cursor, tables: Tables, load_id: int, counts: dict[str, int]) -> None:

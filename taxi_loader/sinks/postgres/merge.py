@@ -23,6 +23,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
+from taxi_loader.contract import held_whole
 from taxi_loader.errors import NotStaged, TransientError, UsageError
 from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
@@ -78,17 +79,20 @@ class MergePlan:
     previous: dict[str, Any] | None  # the month's last successful load, if any
     rows_of_file: int  # rows of this month's file in the main table now
     kept: int  # rows stage kept: read less rejected
+    unstaged: bool = False  # stage found the file identical to the last load, held whole, and staged nothing
 
     def already_whole(self, drop_duplicates: bool) -> bool:
         """Whether this very file (same checksum) was loaded before and every row of it is still in the table.
 
         Then there is nothing to insert: ids are a function of the file's content.
         """
+        if self.unstaged:  # stage saw that already: there is nothing staged to merge
+            return True
         return bool(
             self.staged_load
-            and self.previous
-            and self.previous["source_sha256"] == self.staged_load["source_sha256"]
-            and self.previous["rows_after"] == self.rows_of_file
+            and held_whole(
+                self.previous, self.staged_load["source_size"], self.staged_load["source_sha256"], self.rows_of_file
+            )
             and not drop_duplicates
         )
 
@@ -151,16 +155,20 @@ def _plan(conn: Connection, tables: Tables, month: Month) -> MergePlan:
     """Check that the month is staged and read its plan; commits (its locks must not outlive it)."""
     taxi = tables.taxi
     with conn.cursor() as cur:
+        staged_load = ledger.last_load(cur, tables, month, ledger.STAGED)
+        previous = ledger.last_load(cur, tables, month, ledger.SUCCEEDED)
+        rows_of_file = ledger.rows_of_file(cur, tables, taxi.filename(str(month)))
         if not relation_exists(cur, tables.staging(month)):
+            # stage found the file identical to the last load, held whole: nothing to merge (checked again)
+            if staged_load and held_whole(
+                previous, staged_load["source_size"], staged_load["source_sha256"], rows_of_file
+            ):
+                conn.commit()
+                kept = staged_load["rows_read"] - staged_load["rows_rejected"]
+                return MergePlan(staged_load, previous, rows_of_file, kept, unstaged=True)
             raise NotStaged(f"nothing staged for {taxi.name} {month}: run `taxi-loader stage` first")
         if not _has_ids(cur, tables, month):
             raise UsageError(f"{taxi.name} {month} was staged by an older taxi-loader: run `taxi-loader stage` again")
-        staged_load = ledger.last_load(cur, tables, month, ledger.STAGED)
-        previous = ledger.last_load(cur, tables, month, ledger.SUCCEEDED)
-        cur.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (taxi.filename(str(month)),)
-        )
-        rows_of_file = one(cur)[0]
         if staged_load:
             kept = staged_load["rows_read"] - staged_load["rows_rejected"]
             cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(tables.staging(month)))

@@ -23,7 +23,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader.contract import ROW_ID, main_columns
+from taxi_loader.contract import ROW_ID, fingerprint, held_whole, main_columns
 from taxi_loader.errors import BadData
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
@@ -52,9 +52,12 @@ class StageResult:
     source_sha256: str
     extra_columns: list[str]
     validated: bool  # True when COPY found a bad value and the Python validating pass ran
+    unchanged: bool = False  # the month's last load was of this file and the table holds it whole: not staged
 
 
-def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: str, max_rejects: str) -> StageResult:
+def stage(
+    conn: Connection, tables: Tables, month: Month, path: Path, source: str, max_rejects: str, force: bool = False
+) -> StageResult:
     """Read the month's file in one streaming pass and COPY it, with each row's id, into its staging table.
 
     The staging table has the main table's columns. When the month has no partition yet, it is a logged
@@ -63,6 +66,9 @@ def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: st
 
     Too many rejects raise BadData. One transaction: on any failure the staging table is gone and the main
     table was never touched. The ledger gets a 'staged' row with the stats.
+
+    A file identical to the month's last load, which the table still holds whole, is not read at all (unless
+    `force`): the 'staged' row says so and dedup-merge records the load without a staging table.
     """
     from taxi_loader.arrowids import Digests  # Arrow is for stage only: merge starts faster
 
@@ -71,6 +77,10 @@ def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: st
     ensure_support_tables(conn, tables)
     started = datetime.now(UTC)
     with month_lock(conn, tables, month), Digests() as digests:
+        if not force:
+            unchanged = _unchanged(conn, tables, month, path, source, started)
+            if unchanged:
+                return unchanged
         try:
             if is_parquet(path):
                 staged, rejects, stats, extra = _copy_parquet(conn, tables, month, path, digests, max_rejects)
@@ -115,6 +125,28 @@ def stage(conn: Connection, tables: Tables, month: Month, path: Path, source: st
         extra,
         validated,
     )
+
+
+def _unchanged(
+    conn: Connection, tables: Tables, month: Month, path: Path, source: str, started: datetime
+) -> StageResult | None:
+    """The result of staging a file the table already holds whole (`contract.held_whole`), else None."""
+    taxi = tables.taxi
+    filename = taxi.filename(str(month))
+    with conn.cursor() as cur:
+        previous = ledger.last_load(cur, tables, month, ledger.SUCCEEDED)
+        if not previous:
+            return None
+        size, sha256 = fingerprint(path)
+        if (size, sha256) != (previous["source_size"], previous["source_sha256"]):
+            return None
+        if not held_whole(previous, size, sha256, ledger.rows_of_file(cur, tables, filename)):
+            return None
+        drop_staging(conn, tables, month)  # a staging table an interrupted stage left must not be merged
+        ledger.record_unchanged(cur, tables, month, source, previous, started)
+    conn.commit()
+    read, rejected = previous["rows_read"] or 0, previous["rows_rejected"] or 0
+    return StageResult(taxi.name, str(month), filename, read, 0, rejected, size, sha256, [], False, unchanged=True)
 
 
 class _BadValue(Exception):

@@ -1,0 +1,123 @@
+"""An identical file costs nothing: a month whose file is the one its last load was of, held whole by the
+table, is recognised from its size and checksum and neither staged nor merged. Rows deleted since, another
+file, or --force, and it loads; PostgreSQL (also as Kestra runs it: stage, then dedup-merge) and DuckDB."""
+
+from __future__ import annotations
+
+import json
+
+from taxi_loader.months import Month
+
+from conftest import DATA, data_rows
+
+DECEMBER = Month(2020, 12)
+SAMPLE = "yellow_tripdata_2020-12.head1295.csv"
+ROWS = data_rows(DATA / SAMPLE)
+
+
+def out(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def ledger(db) -> list[tuple]:
+    return db.all(
+        "SELECT status, rows_inserted, rows_present, rows_after FROM taxi_loader_ledger "
+        "WHERE month = '2020-12' ORDER BY load_id"
+    )
+
+
+def test_the_same_file_again_is_neither_staged_nor_merged(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    db.run("CREATE TABLE marker AS SELECT tableoid::regclass || ctid::text AS c FROM yellow_tripdata")  # where each row is
+
+    again = cli("load", "--taxi", "yellow", "--month", "2020-12")
+    assert again.exit_code == 0, again.output
+    assert (out(again)["rows_inserted"], out(again)["rows_present"], out(again)["rows_read"]) == (0, ROWS, ROWS)
+    assert "the table holds it whole: nothing to stage" in again.stderr
+    assert ledger(db)[-1] == ("succeeded", 0, ROWS, ROWS)
+    assert db.count("yellow_tripdata") == ROWS and not any("staging" in t for t in db.tables())
+    # nothing was rewritten: every row is where it was
+    assert db.one("SELECT count(*) FROM yellow_tripdata y JOIN marker m ON m.c = y.tableoid::regclass || y.ctid::text")[0] == ROWS
+
+
+def test_rows_deleted_since_are_restored_exactly(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    ids = {r[0] for r in db.all("SELECT unique_row_id FROM yellow_tripdata")}
+    db.run("DELETE FROM yellow_tripdata WHERE unique_row_id IN (SELECT unique_row_id FROM yellow_tripdata LIMIT 7)")
+
+    again = cli("load", "--taxi", "yellow", "--month", "2020-12")
+    assert again.exit_code == 0, again.output
+    assert (out(again)["rows_inserted"], out(again)["rows_present"]) == (7, ROWS - 7)
+    assert {r[0] for r in db.all("SELECT unique_row_id FROM yellow_tripdata")} == ids
+    assert ledger(db)[-1] == ("succeeded", 7, ROWS - 7, ROWS)
+
+
+def test_another_file_for_the_month_loads(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    lines = (DATA / SAMPLE).read_text().splitlines()
+    mirror.put_csv("yellow", DECEMBER, "\n".join(lines[:-5]) + "\n")  # the same month, republished shorter
+
+    again = cli("load", "--taxi", "yellow", "--month", "2020-12")
+    assert again.exit_code == 0, again.output
+    assert "nothing to stage" not in again.stderr
+    assert (out(again)["rows_read"], out(again)["rows_inserted"]) == (ROWS - 5, 0)
+
+
+def test_force_loads_the_same_file(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    forced = cli("load", "--taxi", "yellow", "--month", "2020-12", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "nothing to stage" not in forced.stderr
+    assert (out(forced)["rows_staged"], out(forced)["rows_inserted"]) == (ROWS, 0)
+    assert db.count("yellow_tripdata") == ROWS
+
+
+def test_stage_then_dedup_merge_as_kestra_runs_them(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    for step in ("stage", "dedup-merge", "cleanup"):
+        assert cli(step, "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+
+    stage = cli("stage", "--taxi", "yellow", "--month", "2020-12")
+    assert stage.exit_code == 0, stage.output
+    assert out(stage)["unchanged"] is True and out(stage)["rows_staged"] == 0
+    assert "yellow_tripdata_staging_2020_12" not in db.tables()
+    merge = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12")
+    assert merge.exit_code == 0, merge.output
+    assert (out(merge)["rows_inserted"], out(merge)["rows_present"]) == (0, ROWS)
+    assert ledger(db)[-1] == ("succeeded", 0, ROWS, ROWS)
+
+
+def test_rows_deleted_between_an_unchanged_stage_and_its_merge_ask_for_stage_again(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    assert out(cli("stage", "--taxi", "yellow", "--month", "2020-12"))["unchanged"] is True
+    db.run("DELETE FROM yellow_tripdata WHERE unique_row_id IN (SELECT unique_row_id FROM yellow_tripdata LIMIT 3)")
+    merge = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12")
+    assert merge.exit_code == 2
+    assert "run `taxi-loader stage` first" in merge.stderr
+    assert db.count("yellow_tripdata") == ROWS - 3
+
+
+def test_duckdb_skips_the_same_file_and_restores_deleted_rows(duck, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert duck("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    again = duck("load", "--taxi", "yellow", "--month", "2020-12")
+    assert again.exit_code == 0, again.output
+    assert "nothing to stage" in again.stderr
+    assert (out(again)["rows_inserted"], out(again)["rows_present"]) == (0, ROWS)
+
+    import duckdb
+
+    conn = duckdb.connect(str(duck.path))
+    conn.execute(
+        "DELETE FROM yellow_tripdata WHERE unique_row_id IN (SELECT unique_row_id FROM yellow_tripdata LIMIT 4)"
+    )
+    conn.close()
+    restored = duck("load", "--taxi", "yellow", "--month", "2020-12")
+    assert restored.exit_code == 0, restored.output
+    assert out(restored)["rows_inserted"] == 4
+    assert duck.query("SELECT count(*) FROM yellow_tripdata") == [(ROWS,)]
