@@ -4,7 +4,11 @@ Not a test: it prints figures, it asserts nothing. For one generated month with 
 2021-01 (or --rows), it times
   (a) the anchor: psql's \\copy of the file (through zcat) into an unindexed, typed, logged table;
   (b) `taxi-loader stage` + `taxi-loader dedup-merge` into a main table already holding --preload months;
-  (c) the same two commands again (a re-run, which inserts nothing);
+  (c) the same two commands again: the identical file, recognised, stages nothing;
+  (c2) the same after 1,000 of the month's rows were deleted from the table (a re-run that restores them);
+  (e) the course's Kestra SQL on the same file: COPY into staging, UPDATE md5 + filename, MERGE insert-only;
+  (f) a first load while the default partition holds the month's rows already (a file saved under a wrong
+      month name was loaded before);
   then the same rows as the TLC's Parquet file of that month against (a), the same month into DuckDB
 against DuckDB's own read_csv, the cloud path's local pass, a generated High-Volume FHV month of
 --fhvhv-rows (rows/s and peak memory against the CSV month's), and backfill months per minute;
@@ -104,7 +108,18 @@ def main() -> None:
     for m in preload:
         run([*loader, "load", *common, *src, "--month", str(m)])
 
-    anchors, firsts, reruns, peaks = [], [], [], []
+    course_sql = course_sequence(conn, files[target], preload)
+
+    def two_steps() -> tuple[float, float]:
+        total, peak = 0.0, 0.0
+        for step in ("stage", "dedup-merge"):
+            wall, used = run([*loader, step, *common, *(src if step == "stage" else []), "--month", str(target)])
+            total, peak = total + wall, max(peak, used)
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+        return total, peak
+
+    anchors, firsts, reruns, restores, courses, peaks = [], [], [], [], [], []
     for _ in range(args.runs):
         anchors.append(anchor())
         with conn.cursor() as cur:
@@ -114,15 +129,21 @@ def main() -> None:
             cur.execute("VACUUM yellow_tripdata")
             cur.execute("CHECKPOINT")
         for bucket in (firsts, reruns):
-            total = 0.0
-            for step in ("stage", "dedup-merge"):
-                wall, peak = run([*loader, step, *common, *(src if step == "stage" else []), "--month", str(target)])
-                total += wall
-                peaks.append(peak)
-            bucket.append(total)
-            with conn.cursor() as cur:
-                cur.execute("CHECKPOINT")
+            wall, peak = two_steps()
+            bucket.append(wall)
+            peaks.append(peak)
+        with conn.cursor() as cur:
+            cur.execute(
+                "DELETE FROM yellow_tripdata WHERE unique_row_id IN (SELECT unique_row_id FROM yellow_tripdata "
+                "WHERE filename = %s LIMIT 1000); CHECKPOINT",
+                (YELLOW.filename(str(target)),),
+            )
+        wall, peak = two_steps()
+        restores.append(wall)
+        peaks.append(peak)
         run([*loader, "cleanup", *common, *src, "--month", str(target)])
+        courses.append(course_sql())
+    default_case = default_partition_figure(args, loader, url, conn, files[target], target, two_steps)
 
     with conn.cursor() as cur:
         cur.execute("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata")
@@ -132,6 +153,7 @@ def main() -> None:
         )
         size = cur.fetchone()[0]
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
+    d, c = statistics.median(restores), statistics.median(courses)
     print(
         f"\nyellow month of {args.rows:,} rows; main table before the load: {len(preload)} months "
         f"({len(preload) * args.rows:,} rows); median of {args.runs} runs; {os.cpu_count()} cores"
@@ -140,7 +162,11 @@ def main() -> None:
     anchor_label = "(a) psql \\copy into a typed, unindexed, logged table"
     print(f"{anchor_label:<58}{a:8.2f}{1:8.2f}")
     print(f"{'(b) taxi-loader stage + dedup-merge, first load':<58}{f:8.2f}{f / a:8.2f}")
-    print(f"{'(c) taxi-loader stage + dedup-merge, re-run (inserts 0)':<58}{r:8.2f}{r / a:8.2f}")
+    print(f"{'(c) the same, identical file again (nothing staged)':<58}{r:8.2f}{r / a:8.2f}")
+    print(f"{'(c2) the same after 1,000 of its rows were deleted':<58}{d:8.2f}{d / a:8.2f}")
+    print(f"{'(e) the course Kestra SQL (COPY, UPDATE md5, MERGE)':<58}{c:8.2f}{c / a:8.2f}")
+    f_label, x = "(f) first load, the month already in the default partition", default_case
+    print(f"{f_label:<58}{x:8.2f}{x / a:8.2f}")
     print(f"peak memory of a loader process: {max(peaks):.0f} MB")
     print(f"main table after: {rows:,} rows, {distinct:,} distinct ids, {size}")
     if not args.no_parquet:
@@ -153,6 +179,69 @@ def main() -> None:
         cloud_figure(files[target], args.rows, args.out)
     if args.backfill_months:
         backfill_figure(args, loader, url, conn)
+
+
+def course_sequence(conn, path: Path, preload: list[Month]):
+    """The course's Kestra flow on PostgreSQL, as SQL: a main table without a unique key holding the preloaded
+    months, and per load a COPY into a shared staging table, an UPDATE setting md5 and filename, a MERGE that
+    inserts what is not there. Returns a function timing one load (whole, in one psql process)."""
+    cols = [c.db_name for c in YELLOW.csv_columns]
+    typed = ", ".join(f"{c.db_name} {PG_TYPE[c.kind]}" for c in YELLOW.csv_columns)
+    key = " || ".join(f"COALESCE(CAST({YELLOW.column(k).db_name} AS text), '')" for k in YELLOW.key_fields)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"DROP TABLE IF EXISTS course_main, course_staging; "
+            f"CREATE TABLE course_main (unique_row_id text, filename text, {typed}); "
+            f"INSERT INTO course_main SELECT unique_row_id, filename, {', '.join(cols)} FROM yellow_tripdata "
+            "WHERE filename = ANY(%s)",
+            ([YELLOW.filename(str(m)) for m in preload],),
+        )
+    name = path.name.removesuffix(".gz")
+    listed, values = ", ".join(cols), ", ".join("S." + c for c in cols)
+    script = [  # psql runs one meta-command or one SQL string per -c, in order
+        f"CREATE TABLE IF NOT EXISTS course_staging (unique_row_id text, filename text, {typed})",
+        "TRUNCATE course_staging",
+        f"\\copy course_staging ({listed}) from program 'zcat {path}' with (format csv, header true)",
+        f"UPDATE course_staging SET unique_row_id = md5({key}), filename = '{name}'",
+        "MERGE INTO course_main AS T USING course_staging AS S ON T.unique_row_id = S.unique_row_id "
+        f"WHEN NOT MATCHED THEN INSERT (unique_row_id, filename, {listed}) "
+        f"VALUES (S.unique_row_id, S.filename, {values})",
+    ]
+    url = conn.dsn
+
+    def once() -> float:
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM course_main WHERE filename = %s", (name,))
+            cur.execute("VACUUM course_main")
+            cur.execute("CHECKPOINT")
+        commands = [a for c in script for a in ("-c", c)]
+        return run([shutil.which("psql"), url, "-q", "-v", "ON_ERROR_STOP=1", *commands])[0]
+
+    return once
+
+
+def default_partition_figure(args, loader, url, conn, path: Path, target: Month, two_steps) -> float:
+    """A first load of `target` while the default partition already holds its rows: the same file loaded
+    before under another month's name (its rows all out of that month, so they went to the default
+    partition). Returns the wall time of stage + dedup-merge."""
+    misnamed = args.out / "misnamed"
+    misnamed.mkdir(parents=True, exist_ok=True)
+    wrong = Month(2022, 6)
+    link = misnamed / f"yellow_tripdata_{wrong}.csv.gz"
+    link.unlink(missing_ok=True)
+    link.symlink_to(path)
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM yellow_tripdata WHERE filename = %s", (YELLOW.filename(str(target)),))
+        cur.execute("DROP TABLE IF EXISTS yellow_tripdata_p2021_01")
+        cur.execute("VACUUM yellow_tripdata")
+        cur.execute("CHECKPOINT")
+    source = str(misnamed / "{taxi}_tripdata_{year}-{month}.csv.gz")
+    run([*loader, "load", "--taxi", "yellow", "--db-url", url, "--month", str(wrong), "--source-url", source])
+    wall, _ = two_steps()
+    with conn.cursor() as cur:  # as it was: the month loaded, nothing of the misnamed file
+        cur.execute("DELETE FROM yellow_tripdata WHERE filename = %s", (YELLOW.filename(str(wrong)),))
+        cur.execute("DROP TABLE IF EXISTS yellow_tripdata_p2022_06")
+    return wall
 
 
 def parquet_figure(path: Path, args, loader: list[str], url: str, conn, anchor) -> None:
@@ -258,13 +347,19 @@ def cloud_figure(path: Path, rows: int, out: Path) -> None:
         "write_month_parquet; from taxi_loader.taxis import YELLOW; "
         f"write_month_parquet(Path({str(path)!r}), YELLOW, '2021-01', Path({str(parquet)!r}))",
     ]
-    arrow = [sys.executable, "-c", f"import pyarrow.csv as c; c.read_csv({str(path)!r})"]
-    (a, a_mb), (b, b_mb) = run(arrow), run(ours)
-    print(f"\nupload-gcs's local pass (CSV.gz -> typed Parquet with ids), {rows:,} rows")
+    plain = out / "plain.parquet"
+    arrow = [
+        sys.executable,
+        "-c",
+        f"import pyarrow.csv as c, pyarrow.parquet as p; p.write_table(c.read_csv({str(path)!r}), {str(plain)!r})",
+    ]
+    runs = [(run(arrow), run(ours)) for _ in range(3)]
+    (a, a_mb), (b, b_mb) = ((statistics.median(r[i][0] for r in runs), max(r[i][1] for r in runs)) for i in (0, 1))
+    print(f"\nupload-gcs's local pass (CSV.gz -> typed Parquet with ids), {rows:,} rows, median of 3")
     print(f"{'what':<52}{'wall s':>8}{'rows/s':>12}{'peak MB':>9}")
-    print(f"{'pyarrow.csv.read_csv of the file alone':<52}{a:8.2f}{rows / a:12,.0f}{a_mb:9.0f}")
+    print(f"{'pyarrow: read_csv, then write_table (untyped, no ids)':<52}{a:8.2f}{rows / a:12,.0f}{a_mb:9.0f}")
     print(f"{'taxi-loader: validate, ids, write Parquet':<52}{b:8.2f}{rows / b:12,.0f}{b_mb:9.0f}")
-    print(f"ratio: {b / a:.1f}x pyarrow's read alone (which holds the whole file in memory)")
+    print(f"ratio: {b / a:.1f}x pyarrow's own read and write (which holds the whole file in memory)")
 
 
 def backfill_figure(args, loader: list[str], url: str, conn) -> None:
