@@ -143,7 +143,6 @@ def main() -> None:
         peaks.append(peak)
         run([*loader, "cleanup", *common, *src, "--month", str(target)])
         courses.append(course_sql())
-    default_case = default_partition_figure(args, loader, url, conn, files[target], target, two_steps)
 
     with conn.cursor() as cur:
         cur.execute("SELECT count(*), count(DISTINCT unique_row_id) FROM yellow_tripdata")
@@ -152,6 +151,7 @@ def main() -> None:
             "SELECT pg_size_pretty(sum(pg_total_relation_size(relid))) FROM pg_partition_tree('yellow_tripdata')"
         )
         size = cur.fetchone()[0]
+    default_case = default_partition_figure(args, loader, url, conn, files[target], target, two_steps)
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
     d, c = statistics.median(restores), statistics.median(courses)
     print(
@@ -328,6 +328,7 @@ def duckdb_figure(path: Path, source: str, args, loader: list[str]) -> None:
             bucket.append(wall)
             peaks.append(peak)
     fresh()
+    default_case = default_partition_figure(args, loader, url, conn, files[target], target, two_steps)
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
     print(f"\nDuckDB: the same month into a new database file, median of {args.runs} runs")
     print(f"{'what':<58}{'wall s':>8}{'x read_csv':>11}")

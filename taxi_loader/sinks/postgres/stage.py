@@ -70,49 +70,64 @@ def stage(
     A file identical to the month's last load, which the table still holds whole, is not read at all (unless
     `force`): the 'staged' row says so and dedup-merge records the load without a staging table.
     """
-    from taxi_loader.arrowids import Digests  # Arrow is for stage only: merge starts faster
-
-    taxi = tables.taxi
-    filename = taxi.filename(str(month))
     ensure_support_tables(conn, tables)
     started = datetime.now(UTC)
-    with month_lock(conn, tables, month), Digests() as digests:
+    with month_lock(conn, tables, month):
         if not force:
             unchanged = _unchanged(conn, tables, month, path, source, started)
             if unchanged:
                 return unchanged
-        try:
-            if is_parquet(path):
-                staged, rejects, stats, extra = _copy_parquet(conn, tables, month, path, digests, max_rejects)
-                validated = False
-            else:
-                with MonthFile(path, taxi) as mf:
-                    extra = mf.header.extra
-                    attachable = not extra and _partition_missing(conn, tables, month)
-                    columns = _create_staging(conn, tables, month, mf, logged=attachable)
-                    try:
-                        staged = _copy_fast(conn, tables, month, columns, mf, digests)
-                        rejects, stats, validated = Rejects(), mf.stats, False
-                    except _BadValue:
-                        validated = True
-                if validated:  # the validating pass copies the file again, into a new staging table
-                    conn.rollback()
-                    digests.clear()
-                    with MonthFile(path, taxi) as mf:
-                        _create_staging(conn, tables, month, mf, logged=attachable)
-                        staged, rejects = _copy_validated(conn, tables, month, mf, digests, max_rejects)
-                        stats = mf.stats
-            check_rejects(rejects, stats.data_lines, max_rejects, filename)
-            with conn.cursor() as cur:
-                repeated = _number_repeats(cur, tables, month, digests)
-                ledger.record_staged(cur, tables, month, source, stats, rejects, repeated, started)
-            conn.commit()
-        except BaseException:
-            with suppress(psycopg2.Error):
+        from taxi_loader.arrowids import Digests  # Arrow only when the file is read: the rest starts faster
+
+        with Digests() as digests:
+            return _stage_file(conn, tables, month, path, source, max_rejects, started, digests)
+
+
+def _stage_file(
+    conn: Connection,
+    tables: Tables,
+    month: Month,
+    path: Path,
+    source: str,
+    max_rejects: str,
+    started: datetime,
+    digests: Digests,
+) -> StageResult:
+    """stage's pass over the file (its docstring tells the rules), under the month's lock."""
+    taxi = tables.taxi
+    filename = taxi.filename(str(month))
+    try:
+        if is_parquet(path):
+            staged, rejects, stats, extra = _copy_parquet(conn, tables, month, path, digests, max_rejects)
+            validated = False
+        else:
+            with MonthFile(path, taxi) as mf:
+                extra = mf.header.extra
+                attachable = not extra and _partition_missing(conn, tables, month)
+                columns = _create_staging(conn, tables, month, mf, logged=attachable)
+                try:
+                    staged = _copy_fast(conn, tables, month, columns, mf, digests)
+                    rejects, stats, validated = Rejects(), mf.stats, False
+                except _BadValue:
+                    validated = True
+            if validated:  # the validating pass copies the file again, into a new staging table
                 conn.rollback()
-            with suppress(psycopg2.Error):
-                drop_staging(conn, tables, month)
-            raise
+                digests.clear()
+                with MonthFile(path, taxi) as mf:
+                    _create_staging(conn, tables, month, mf, logged=attachable)
+                    staged, rejects = _copy_validated(conn, tables, month, mf, digests, max_rejects)
+                    stats = mf.stats
+        check_rejects(rejects, stats.data_lines, max_rejects, filename)
+        with conn.cursor() as cur:
+            repeated = _number_repeats(cur, tables, month, digests)
+            ledger.record_staged(cur, tables, month, source, stats, rejects, repeated, started)
+        conn.commit()
+    except BaseException:
+        with suppress(psycopg2.Error):
+            conn.rollback()
+        with suppress(psycopg2.Error):
+            drop_staging(conn, tables, month)
+        raise
     return StageResult(
         taxi.name,
         str(month),
