@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,11 +32,14 @@ from taxi_loader.errors import (
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month, month_range
+from taxi_loader.progress import Meter, watched_by
 from taxi_loader.sinks import Sink
 from taxi_loader.source import USER_AGENT, Source, local_name, local_path
 from taxi_loader.taxis import TAXI_TYPES, TaxiType, get_taxi
 
 log = get_logger("taxi_loader")
+
+Watch = Callable[[TaxiType, Month], AbstractContextManager[Meter]]
 
 LOADED, SKIPPED, UNPUBLISHED, FAILED, INTERRUPTED, NOT_RUN = (
     "loaded",
@@ -57,6 +61,10 @@ class Outcome:
     status: str = NOT_RUN
     rows: int | None = None  # rows of the month's file in the table
     inserted: int | None = None
+    read: int | None = None  # the file's data rows (a loaded month's)
+    present: int | None = None  # of them, already in the table
+    rejected: int | None = None
+    repeated: int | None = None
     seconds: float = 0.0
     error: str = ""
     exit_code: int = 0
@@ -137,12 +145,14 @@ def backfill(
     continue_on_error: bool = False,
     on_done: Callable[[Outcome], None] = lambda o: None,
     cancel: Cancellation = NEVER,
+    watch: Watch = lambda taxi, month: nullcontext(Meter()),
 ) -> list[Outcome]:
     """Load every pair into `sink` with up to `jobs` loads at once; return one Outcome per pair, in plan order.
 
     `template` gives every job but its taxi and month. Without `continue_on_error`, no new month starts
     after the first failure (running ones finish).
-    `on_done` is called as each month ends (the CLI prints progress from it).
+    `on_done` is called as each month ends (the CLI prints progress from it); `watch` gives the meter each
+    month's load reports to while it runs (the CLI's line for it).
     """
     if jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -155,7 +165,7 @@ def backfill(
             while todo and len(running) < jobs and not stop and not cancel.cancelled:
                 taxi, month = todo.pop(0)
                 job = replace(template, taxi=taxi, month=month)
-                running[pool.submit(_one, job, sink, force, cancel)] = (taxi, month)
+                running[pool.submit(_one, job, sink, force, cancel, watch)] = (taxi, month)
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -171,7 +181,7 @@ def backfill(
     return result
 
 
-def _one(job: Job, sink: Sink, force: bool, cancel: Cancellation) -> Outcome:
+def _one(job: Job, sink: Sink, force: bool, cancel: Cancellation, watch: Watch) -> Outcome:
     outcome = Outcome(job.taxi.name, str(job.month))
     start = time.monotonic()
     try:
@@ -182,9 +192,12 @@ def _one(job: Job, sink: Sink, force: bool, cancel: Cancellation) -> Outcome:
             if last and last.loaded_from(size, sha256):
                 outcome.status, outcome.rows = SKIPPED, last.rows
                 return outcome
-        result = pipeline.load(job, sink, cancel=cancel)
+        with watch(job.taxi, job.month) as watcher, watched_by(watcher):
+            result = pipeline.load(job, sink, cancel=cancel)
         outcome.status, outcome.inserted = LOADED, result["rows_inserted"]
         outcome.rows = result["rows_inserted"] + result["rows_present"]
+        outcome.read, outcome.present = result.get("rows_read"), result["rows_present"]
+        outcome.rejected, outcome.repeated = result.get("rows_rejected"), result.get("rows_repeated")
     except (Interrupted, KeyboardInterrupt) as exc:
         outcome.status, outcome.error, outcome.exit_code = INTERRUPTED, str(exc) or "interrupted", exit_code(exc)
     except SourceNotFound as exc:

@@ -9,10 +9,12 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,14 +28,17 @@ from taxi_loader.logs import (
     configure,
     get_logger,
     result_lines,
-    status_table,
 )
 from taxi_loader.months import Month, select_month
+from taxi_loader.progress import Meter, watched_by
 from taxi_loader.reader import DEFAULT_MAX_REJECTS, allowed_rejects
 from taxi_loader.sinks import SINKS, Sink, make_sink
 from taxi_loader.source import MIRROR_MONTHS, MIRROR_URL, SOURCES, TLC_URL, RetryPolicy, Source
-from taxi_loader.taxis import TAXI_TYPES, get_taxi
+from taxi_loader.taxis import TAXI_TYPES, TaxiType, get_taxi
 from taxi_loader.zones import MIRROR_ZONES_URL, TLC_ZONES_URL
+
+if TYPE_CHECKING:
+    from taxi_loader.console import Screen
 
 ENV_PREFIX = "TAXI_LOADER_"
 
@@ -266,23 +271,38 @@ def _job(kw: dict) -> Job:
     )
 
 
-def progress_bar(label: str) -> Callable[[int, int | None], None] | None:
-    """A click progress bar for downloads when stderr is a terminal, else None."""
-    if not sys.stderr.isatty():
+def screen() -> Screen | None:
+    """The live progress display, when a person watches (console logs on a terminal); else None: nothing is
+    drawn, the line-per-step output is all."""
+    if click.get_current_context().obj["format"] != "console" or not sys.stderr.isatty():
         return None
-    state: dict = {}
+    from taxi_loader.console import Screen
 
-    def update(done: int, total: int | None) -> None:
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total or 0, label=label, file=sys.stderr)
-            state["bar"].__enter__()
-            state["last"] = 0
-        state["bar"].update(done - state["last"])
-        state["last"] = done
-        if total and done >= total:
-            state["bar"].__exit__(None, None, None)
+    return Screen()
 
-    return update
+
+def watched(screen: Screen | None, label: str, work: Callable[[Cancellation], dict]) -> dict:
+    """Run `work` (cancellable), its month drawn on `screen` as `label` when there is one."""
+    if screen is None:
+        return cancellable(work)
+
+    def drawn(cancel: Cancellation) -> dict:
+        with screen.month(label) as line, watched_by(line):  # in the thread that does the work
+            return work(cancel)
+
+    with screen:
+        return cancellable(drawn)
+
+
+def show(build: Callable[[], Any]) -> bool:
+    """Print the rich table `build` makes on stdout when stdout is a terminal and the logs are for a person;
+    return whether it did (else the caller prints its plain lines)."""
+    if click.get_current_context().obj["format"] != "console" or not sys.stdout.isatty():
+        return False
+    from rich.console import Console
+
+    Console().print(build())
+    return True
 
 
 def report(step: str, result: dict, tags: dict) -> None:
@@ -455,7 +475,7 @@ def main(ctx: click.Context, log_format: str, log_level: str) -> None:
 
     MONTH-SELECTION: --month YYYY-MM | --year YYYY --month MM | --trigger-date DATE (loads the month before).
     """
-    ctx.obj = {"format": configure(log_format, log_level)}
+    ctx.obj = {"format": configure(log_format, log_level, color=not os.environ.get("NO_COLOR"))}
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
@@ -470,7 +490,7 @@ def download(**kw) -> None:
     taxi-loader download --taxi green --month 2019-01 --data-dir data
     """
     job = _job(kw)
-    result = pipeline.download(job, progress_bar(f"{job.taxi.name} {job.month}"))
+    result = watched(screen(), f"{job.taxi.name} {job.month}", lambda c: pipeline.download(job, cancel=c))
     report("download", result, job.tags)
 
 
@@ -546,8 +566,10 @@ def load(**kw) -> None:
     sink_name = kw.pop("sink")
     job = _job(kw)
     sink = _sink(sink_name, kw)
-    progress = progress_bar(f"{job.taxi.name} {job.month}")
-    report("load", cancellable(lambda c: pipeline.load(job, sink, progress, cancel=c)), job.tags)
+    started = time.monotonic()
+    result = watched(screen(), f"{job.taxi.name} {job.month}", lambda c: pipeline.load(job, sink, cancel=c))
+    if not show(lambda: _load_table(result, time.monotonic() - started)):
+        report("load", result, job.tags)
 
 
 @main.command("upload-gcs")
@@ -626,28 +648,30 @@ def backfill(**kw) -> None:
     template = Job(taxi=pairs[0][0], month=pairs[0][1], **_job_options(kw))
     bf.check_sources(pairs, template.source)
     fmt = click.get_current_context().obj["format"]
-    bar: Any = None  # a click ProgressBar: its label is the month that just ended
-    if sys.stderr.isatty():
-        bar = click.progressbar(length=len(pairs), label="backfill", item_show_func=lambda m: m, file=sys.stderr)
+    display = screen()
 
     def on_done(o: bf.Outcome) -> None:
-        if bar is not None:
-            bar.update(1, f"{o.taxi} {o.month}")
+        if display is not None:
+            display.month_done()
             return
         for line in backfill_month_lines(fmt, o.__dict__):
             click.echo(line)
 
+    def watch(taxi: TaxiType, month: Month) -> AbstractContextManager[Meter]:
+        return display.month(f"{taxi.name} {month}") if display is not None else nullcontext(Meter())
+
     def work(cancel: Cancellation) -> dict:
         outcomes = bf.backfill(
-            pairs, template, sink, kw["jobs"], template.force, kw["continue_on_error"], on_done, cancel
+            pairs, template, sink, kw["jobs"], template.force, kw["continue_on_error"], on_done, cancel, watch
         )
         return {"outcomes": outcomes}
 
-    try:
+    if display is None:
         outcomes = cancellable(work)["outcomes"]
-    finally:
-        if bar is not None:
-            bar.render_finish()
+    else:
+        with display:
+            display.overall(len(pairs))
+            outcomes = cancellable(work)["outcomes"]
     _backfill_summary(outcomes, fmt, sink)
 
 
@@ -660,10 +684,10 @@ def _backfill_summary(outcomes: list[bf.Outcome], fmt: str, sink: Sink) -> None:
     retry = bf.retry_command(
         outcomes, shlex.join(["taxi-loader", "backfill", "--sink", sink.name, *sink.target_options()])
     )
-    for line in backfill_summary_lines(
-        fmt, [o.__dict__ for o in outcomes], counts, retry, [f"{o.taxi}:{o.month}" for o in bad]
-    ):
-        click.echo(line)
+    months = [o.__dict__ for o in outcomes]
+    if not show(lambda: _backfill_tables(months, counts, retry if bad else None)):
+        for line in backfill_summary_lines(fmt, months, counts, retry, [f"{o.taxi}:{o.month}" for o in bad]):
+            click.echo(line)
     if bad:
         raise MonthsFailed(
             f"{len(bad)} month(s) not loaded: {', '.join(f'{o.taxi} {o.month}' for o in bad)}. "
@@ -707,20 +731,49 @@ def zones(**kw) -> None:
     type=click.Choice(["table", "json"]),
     default="table",
     show_default=True,
-    help="table for people; json (months, gaps, totals, zones) for scripts and Kestra.",
+    help="table for people (a chart of rows per month, gaps and failures marked); json (months, gaps, totals, "
+    "zones) for scripts and Kestra.",
+)
+@option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw rows per month as a PNG at this path (needs matplotlib: pip install 'taxi-loader[plot]').",
 )
 @sink_options()
 @handled
 def status(**kw) -> None:
-    """What is loaded: months x taxis from the ledger (rows, when, status), the gaps, rows per taxi and year.
+    """What is loaded: rows per month of each taxi and year as a chart (gaps and failed months marked), the
+    totals, the zone lookup.
 
     \b
     taxi-loader status --sink postgres --taxi yellow,green
+    taxi-loader status --plot status.png
     taxi-loader status --format json
     """
+    from rich.console import Console
+
+    from taxi_loader.chart import plot_status, status_chart
+
     taxis = [get_taxi(t) for t in kw["taxi"].split(",")] if kw["taxi"] else None
     report_ = bf.status(_sink(kw.pop("sink"), kw), taxis)
-    click.echo(json.dumps(report_, indent=2) if kw["fmt"] == "json" else status_table(report_))
+    if kw["fmt"] == "json":
+        click.echo(json.dumps(report_, indent=2))
+    else:
+        Console(soft_wrap=False).print(status_chart(report_))
+    if kw["plot"]:
+        get_logger("taxi_loader").info("plot written", path=str(plot_status(report_, kw["plot"])))
+
+
+def _load_table(result: dict, seconds: float) -> Any:
+    from taxi_loader.console import load_table
+
+    return load_table(result, seconds)
+
+
+def _backfill_tables(months: list[dict], counts: dict[str, int], retry: str | None) -> Any:
+    from taxi_loader.console import backfill_tables
+
+    return backfill_tables(months, counts, retry)
 
 
 def run() -> None:

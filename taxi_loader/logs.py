@@ -47,8 +47,19 @@ def _kestra_renderer(_logger, method: str, event: dict[str, Any]) -> str:
     return kestra_line({"logs": [{"level": level, "message": f"{message} {details}".strip()}]})
 
 
-def configure(fmt: str = "auto", level: str = "info") -> str:
-    """Configure structlog for the whole process; return the resolved format."""
+class _CurrentStderr:
+    """sys.stderr as it is at each write (structlog would otherwise keep the stream it was given)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure(fmt: str = "auto", level: str = "info", color: bool = True) -> str:
+    """Configure structlog for the whole process; return the resolved format. `color`: console lines may be
+    coloured (on a terminal only; the CLI turns it off under NO_COLOR)."""
     fmt = resolve_format(fmt)
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -63,7 +74,9 @@ def configure(fmt: str = "auto", level: str = "info") -> str:
         renderer, out = structlog.processors.JSONRenderer(), sys.stderr
         processors.append(structlog.processors.format_exc_info)
     else:
-        renderer, out = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()), sys.stderr
+        # The stream is looked up at each write: the live progress display redirects sys.stderr to print log
+        # lines above itself.
+        renderer, out = structlog.dev.ConsoleRenderer(colors=color and sys.stderr.isatty()), _CurrentStderr()
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
@@ -123,40 +136,6 @@ def backfill_summary_lines(
         lines.append(f"{o['month']:<9}{o['taxi']:<8}{rows:>13}  {o['status']:<14}{o['seconds']:>8.1f}")
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v))
     return lines
-
-
-def status_table(report: dict[str, Any]) -> str:
-    """`status` for a terminal: the months x taxis matrix, the gaps and the totals."""
-    months = sorted({r["month"] for r in report["months"]})
-    taxis = sorted({r["taxi"] for r in report["months"]})
-    zones = report.get("zones")
-    zone_line = f"zones: {zones} in taxi_zone_lookup" if zones else "zones: not loaded (taxi-loader zones)"
-    if not months:
-        return "nothing loaded yet\n" + zone_line
-    cell = {(r["taxi"], r["month"]): r for r in report["months"]}
-    lines = ["month    " + "".join(f"{t:>24}" for t in taxis)]
-    for m in months:
-        parts = []
-        for t in taxis:
-            r = cell.get((t, m))
-            if not r:
-                parts.append(f"{'-':>24}")
-            elif r["status"] == "succeeded":
-                parts.append(f"{r['rows']:>14,} {r['finished_at'][:10]:>9}" if r["rows"] is not None else f"{'ok':>24}")
-            else:
-                parts.append(f"{r['status'].upper():>24}")
-        lines.append(f"{m:<9}" + "".join(parts))
-    lines.append("")
-    for t in taxis:
-        gaps = report["gaps"].get(t) or []
-        lines.append(f"{t}: gaps {', '.join(gaps) if gaps else 'none'}")
-        for year, n in sorted(report["totals"].get(t, {}).items()):
-            lines.append(f"{t} {year}: {n:,} rows")
-        formats = [r.get("format") for r in report["months"] if r["taxi"] == t and r["status"] == "succeeded"]
-        if "parquet" in formats:
-            lines.append(f"{t}: {formats.count('csv')} month(s) from CSV, {formats.count('parquet')} from Parquet")
-    lines.append(zone_line)
-    return "\n".join(lines)
 
 
 get_logger = structlog.get_logger

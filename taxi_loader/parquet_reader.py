@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxi_loader.errors import BadData
+from taxi_loader.progress import meter
 from taxi_loader.reader import FileStats, Header, Reject, Rejects, check_rejects, match_names, parse_value
 from taxi_loader.taxis import Column, Kind, TaxiType
 
@@ -64,6 +65,7 @@ class ParquetMonthFile:
     def __init__(self, path: Path, taxi: TaxiType, max_rejects: str | None = None):
         self.path, self.taxi, self.max_rejects = path, taxi, max_rejects
         self.rejects = Rejects(max_rejects, path.name)
+        self._meter = meter()
         try:
             # No pre-buffering: a column chunk is read page by page, so a month in a single row group (the
             # 2022-era files) is not held whole in memory either.
@@ -104,6 +106,7 @@ class ParquetMonthFile:
                         check_rejects(self.rejects, rows, self.max_rejects, self.path.name)
                 first_row += n
                 self.stats.data_lines += n
+                self._meter.update(self.stats.data_lines)
                 if typed.num_rows:
                     yield typed
         except (pa.ArrowException, OSError) as exc:

@@ -18,6 +18,7 @@ from taxi_loader.contract import FAILED, INTERRUPTED
 from taxi_loader.errors import Interrupted, NotStaged, SourceNotFound
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
+from taxi_loader.progress import meter
 from taxi_loader.sinks import MonthTarget, Sink
 from taxi_loader.source import RetryPolicy
 from taxi_loader.zones import read_zones
@@ -33,8 +34,14 @@ _FROM_STAGE = ("rows_read", "rows_repeated", "rows_rejected", "source_sha256")
 def download(job: Job, progress: Progress | None = None, cancel: Cancellation = NEVER) -> dict[str, Any]:
     """Make the month's file available locally (see source.fetch)."""
 
+    watcher, started = meter(), list[bool]()
+
     def report(done: int, total: int | None) -> None:
         cancel.check()
+        if not started:
+            watcher.step("downloading", total, "bytes")
+            started.append(True)
+        watcher.update(done)
         if progress:
             progress(done, total)
 
@@ -96,6 +103,7 @@ def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any
     with _noting_failure(job, target, cancel):
         job.source.check_published(job.taxi, job.month)
         path = source.fetch(job.taxi, job.month, job.data_dir, job.template, job.retry)
+        meter().step("staging", None, "rows")
         result = {**target.stage(path), "target": target.target}
     if result.get("extra_columns"):
         log.warning("unknown columns ignored", columns=result["extra_columns"], **job.tags)
@@ -112,6 +120,7 @@ def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any
 
 
 def _merge(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any]:
+    meter().step("merging")
     with _noting_failure(job, target, cancel):
         result = {**target.merge(), "target": target.target}
     log.info("merged", **{"table": job.taxi.table, **_details(job, result)})

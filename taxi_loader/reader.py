@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from taxi_loader.errors import BadData, UsageError
+from taxi_loader.progress import meter
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 CHUNK = 1 << 20
@@ -128,6 +129,7 @@ class MonthFile:
 
     def __init__(self, path: Path, taxi: TaxiType):
         self.path, self.taxi, self.stats = path, taxi, FileStats()
+        self._meter = meter()  # taken here: the chunks may be read in another thread
         raw = open(path, "rb")  # noqa: SIM115 (closed in close())
         head = raw.peek(64)[:64] if hasattr(raw, "peek") else b""
         self._hashing = _HashingReader(raw)
@@ -191,6 +193,7 @@ class MonthFile:
         if b"\n\n" in block:  # blank lines carry no row
             block = re.sub(rb"\n\n+", b"\n", block)
         self.stats.data_lines += block.count(b"\n") - block.startswith(b"\n")
+        self._meter.update(self.stats.data_lines)
         return block.lstrip(b"\n")
 
     def _finish(self) -> None:
