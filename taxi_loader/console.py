@@ -8,8 +8,9 @@ runs), follows the terminal's width and honours NO_COLOR.
 - `Screen`: the live display; `Screen.month(label)` is a `progress.Meter` drawing one line per running month
   (the step, bytes with speed and ETA, rows with rows/s, the merge while it runs); `Screen.overall(n)` is the
   backfill's bar over its months.
-- `load_table`, `backfill_tables`: the results, per month (rows read, inserted, already present, rejected,
-  repeated, seconds, rows/s), failed months with their reason and the command that retries them, totals.
+- `load_table`, `backfill_tables`: the results, per month (rows read, inserted, present (already in the
+  table), rejected, repeated, seconds, rows/s), failed months with their reason and the command that retries
+  them, totals.
 """
 
 from __future__ import annotations
@@ -68,11 +69,10 @@ class _MonthLine(Meter):
 
     def step(self, name: str, total: int | None = None, unit: str = "") -> None:
         progress = self._screen.progress
-        description = f"[bold]{self._label}[/] {name}"
-        if self._task is None:
-            self._task = progress.add_task(description, total=total, unit=unit)
-        else:
-            progress.reset(self._task, total=total, description=description, unit=unit)
+        # A new task, not a reset one: a reset keeps the last step's size when this one has none, and its speed
+        if self._task is not None:
+            progress.remove_task(self._task)
+        self._task = progress.add_task(f"[bold]{self._label}[/] {name}", total=total, unit=unit)
 
     def update(self, done: int) -> None:
         if self._task is not None:
@@ -133,13 +133,14 @@ class Screen:
 _COLUMNS = ("read", "inserted", "present", "rejected", "repeated")
 
 
-def _counts_table(title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-    table.add_column("month")
-    table.add_column("taxi")
-    table.add_column("status")
+def _counts_table() -> Table:
+    # One space between columns and a status that may fold: a month of millions of rows fits 80 columns.
+    table = Table(box=None, pad_edge=False, collapse_padding=True, padding=(0, 1), header_style="bold")
+    table.add_column("month", no_wrap=True)
+    table.add_column("taxi", no_wrap=True)
+    table.add_column("status", overflow="fold")
     for name in (*_COLUMNS, "seconds", "rows/s"):
-        table.add_column("already there" if name == "present" else name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     return table
 
 

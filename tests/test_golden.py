@@ -8,6 +8,7 @@ change: `UPDATE_GOLDEN=1 make test`, then review the diff of tests/golden/.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 from psycopg2 import sql
+from rich.console import Console
 
 from taxi_loader.months import Month
 
@@ -95,15 +97,14 @@ def test_status_against_postgresql_console_and_json(cli, db, mirror):
     today = date.today().isoformat()
     console = cli("status", log_format="console")
     assert console.exit_code == 0
-    assert console.stdout.replace(today, "YYYY-MM-DD") == (
-        "month                       green                  yellow\n"
-        "2019-01                    FAILED                       -\n"
-        "2020-07                         -           266 YYYY-MM-DD\n"
-        "2020-12                         -         1,295 YYYY-MM-DD\n"
-        "\n"
-        "green: gaps none\n"
-        "yellow: gaps 2020-08, 2020-09, 2020-10, 2020-11\n"
-        "yellow 2020: 1,561 rows\n"
+    assert console.stdout == (
+        "yellow  J F M A M J J A S O N D\n"
+        "2020                ▂ · · · · █  1,561 rows   2 months\n"
+        "        gaps: 2020-08..2020-11\n"
+        "green   J F M A M J J A S O N D\n"
+        "2019    ✗                            0 rows   0 months\n"
+        "        gaps: none\n"
+        "█ most rows  ▁ fewest  · not loaded  ✗ failed\n"
         "zones: not loaded (taxi-loader zones)\n"
     )
     report = json.loads(cli("status", "--format", "json", "--taxi", "yellow").stdout)
@@ -115,6 +116,62 @@ def test_status_against_postgresql_console_and_json(cli, db, mirror):
     assert report["gaps"] == {"yellow": ["2020-08", "2020-09", "2020-10", "2020-11"]}
     assert report["totals"] == {"yellow": {"2020": 1561}}
     assert {m["format"] for m in report["months"]} == {"csv"} and report["zones"] is None
+
+
+# ---------------------------------------------------------------- what a terminal shows
+
+
+def _recorded(renderable, width: int = 100) -> str:
+    """A rich renderable as a terminal of `width` columns shows it, colour off."""
+    console = Console(record=True, width=width, color_system=None, force_terminal=False, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed: UPDATE_GOLDEN=1 to accept it, then review the diff"
+
+
+def test_load_as_a_terminal_shows_it(cli, mirror):
+    from taxi_loader.console import load_table
+
+    mirror.put_sample(*JULY)
+    result = json.loads(cli("load", "--taxi", "yellow", "--month", "2020-07").stdout.splitlines()[-1])
+    again = json.loads(cli("load", "--taxi", "yellow", "--month", "2020-07").stdout.splitlines()[-1])
+    _golden("terminal_load.txt", _recorded(load_table(result, 0.5)) + _recorded(load_table(again, 0.25)))
+
+
+def test_backfill_as_a_terminal_shows_it(cli, db, mirror):
+    """A loaded month, a failed one (bad data) and one not published yet, at 100 and 80 columns."""
+    from taxi_loader import backfill as bf
+    from taxi_loader.console import backfill_tables
+
+    mirror.put_csv("yellow", Month(2020, 11), "not,a,taxi,header\n1,2,3,4\n")
+    mirror.put_sample(*DECEMBER)
+    args = ["--taxi", "yellow", "--from", "2020-11", "--to", "2021-01", "--continue-on-error"]
+    result = cli("backfill", *args)
+    assert result.exit_code == 5
+    months = [json.loads(line) for line in result.stdout.splitlines() if '"backfill-month"' in line]
+    for month in months:
+        month["seconds"] = 1.0  # the one figure that varies
+    counts = {bf.LOADED: 1, bf.UNPUBLISHED: 1, bf.FAILED: 1}
+    retry = f"taxi-loader backfill --sink postgres --schema {db.schema} --only yellow:2020-11"
+    text = _recorded(backfill_tables(months, counts, retry)).replace(db.schema, "{schema}")
+    narrow = _recorded(backfill_tables(months, counts, retry), width=80).replace(db.schema, "{schema}")
+    _golden("terminal_backfill.txt", text + "\n" + narrow)
+
+
+def test_status_as_a_terminal_shows_it(cli, mirror):
+    mirror.put_sample(*JULY)
+    mirror.put_sample(*DECEMBER)
+    for month in ("2020-07", "2020-12"):
+        assert cli("load", "--taxi", "yellow", "--month", month).exit_code == 0
+    mirror.put_csv("yellow", Month(2021, 2), "not,a,taxi,header\n1,2,3,4\n")
+    assert cli("load", "--taxi", "yellow", "--month", "2021-02").exit_code == 5
+    _golden("terminal_status.txt", cli("status", log_format="console").stdout)
 
 
 # ---------------------------------------------------------------- the SQL of a load

@@ -80,7 +80,7 @@ def test_every_era_reads_by_name_into_the_one_type_of_each_column(tmp_path, taxi
     spec = TAXI_TYPES[taxi]
     with ParquetMonthFile(path, spec) as pf:
         batches = list(pf.batches())
-        assert pf.rejects == [] and pf.header.extra == []
+        assert len(pf.rejects) == 0 and pf.header.extra == []
         assert pf.stats.data_lines == 300 and pf.stats.size == path.stat().st_size
     got = pa.Table.from_batches(batches)
     assert got.num_rows == 300

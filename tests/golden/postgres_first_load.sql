@@ -6,6 +6,7 @@ CREATE TABLE IF NOT EXISTS "{schema}"."taxi_loader_ledger" (load_id bigserial PR
 CREATE INDEX IF NOT EXISTS "taxi_loader_ledger_month_idx" ON "{schema}"."taxi_loader_ledger" (sink, taxi, month, load_id)
 CREATE TABLE IF NOT EXISTS "{schema}"."yellow_tripdata_rejects" ("filename" text NOT NULL, "line" bigint NOT NULL, "column_name" text, "reason" text NOT NULL, "raw_line" text, recorded_at timestamptz NOT NULL DEFAULT now())
 SELECT pg_advisory_lock(%s)
+SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
 SELECT to_regclass(%s), to_regclass(%s)
 SELECT pg_advisory_xact_lock(%s)
 DROP TABLE IF EXISTS "{schema}"."yellow_tripdata_staging_2020_07" CASCADE
@@ -28,11 +29,11 @@ CREATE INDEX "yellow_tripdata_filename_idx" ON "{schema}"."yellow_tripdata" (fil
 SELECT c.relkind = 'p', EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisunique AND a.attname = 'unique_row_id' AND i.indpred IS NULL) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
 SELECT pg_advisory_lock(%s)
+SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
+SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
+SELECT count(*) FROM "{schema}"."yellow_tripdata" WHERE filename = %s
 SELECT to_regclass(%s) IS NOT NULL
 SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'unique_row_id' AND NOT attisdropped)
-SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
-SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
-SELECT count(*) FROM "{schema}"."yellow_tripdata" WHERE filename = %s
 SELECT EXISTS (SELECT FROM "{schema}"."yellow_tripdata_staging_2020_07")
 SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
 SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s

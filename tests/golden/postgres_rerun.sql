@@ -5,13 +5,11 @@ CREATE TABLE IF NOT EXISTS "{schema}"."taxi_loader_ledger" (load_id bigserial PR
 CREATE INDEX IF NOT EXISTS "taxi_loader_ledger_month_idx" ON "{schema}"."taxi_loader_ledger" (sink, taxi, month, load_id)
 CREATE TABLE IF NOT EXISTS "{schema}"."yellow_tripdata_rejects" ("filename" text NOT NULL, "line" bigint NOT NULL, "column_name" text, "reason" text NOT NULL, "raw_line" text, recorded_at timestamptz NOT NULL DEFAULT now())
 SELECT pg_advisory_lock(%s)
-SELECT to_regclass(%s), to_regclass(%s)
-SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass
+SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
+SELECT count(*) FROM "{schema}"."yellow_tripdata" WHERE filename = %s
 SELECT pg_advisory_xact_lock(%s)
+SELECT to_regclass(%s) IS NOT NULL
 DROP TABLE IF EXISTS "{schema}"."yellow_tripdata_staging_2020_07" CASCADE
-CREATE UNLOGGED TABLE "{schema}"."yellow_tripdata_staging_2020_07" ("unique_row_id" text NOT NULL, "filename" text DEFAULT 'yellow_tripdata_2020-07.csv', "vendorid" text, "tpep_pickup_datetime" timestamp, "tpep_dropoff_datetime" timestamp, "passenger_count" integer, "trip_distance" double precision, "ratecodeid" text, "store_and_fwd_flag" text, "pulocationid" text, "dolocationid" text, "payment_type" integer, "fare_amount" double precision, "extra" double precision, "mta_tax" double precision, "tip_amount" double precision, "tolls_amount" double precision, "improvement_surcharge" double precision, "total_amount" double precision, "congestion_surcharge" double precision, "airport_fee" double precision, "cbd_congestion_fee" double precision, "request_source" text)
-COPY "{schema}"."yellow_tripdata_staging_2020_07" ("unique_row_id", "vendorid", "tpep_pickup_datetime", "tpep_dropoff_datetime", "passenger_count", "trip_distance", "ratecodeid", "store_and_fwd_flag", "pulocationid", "dolocationid", "payment_type", "fare_amount", "extra", "mta_tax", "tip_amount", "tolls_amount", "improvement_surcharge", "total_amount", "congestion_surcharge") FROM STDIN WITH (FORMAT csv, FREEZE)
-DELETE FROM "{schema}"."yellow_tripdata_rejects" WHERE filename = %s
 INSERT INTO "{schema}"."taxi_loader_ledger" ("sink", "taxi", "month", "filename", "source", "started_at", "source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated", "status", "loader_version") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 SELECT pg_advisory_unlock(%s)
 SELECT pg_advisory_xact_lock(%s)
@@ -23,12 +21,10 @@ SELECT pg_advisory_xact_lock(%s)
 SELECT c.relkind = 'p', EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisunique AND a.attname = 'unique_row_id' AND i.indpred IS NULL) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
 SELECT pg_advisory_lock(%s)
-SELECT to_regclass(%s) IS NOT NULL
-SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'unique_row_id' AND NOT attisdropped)
-SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
-SELECT load_id, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
+SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
+SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
 SELECT count(*) FROM "{schema}"."yellow_tripdata" WHERE filename = %s
-SELECT EXISTS (SELECT FROM "{schema}"."yellow_tripdata_staging_2020_07")
+SELECT to_regclass(%s) IS NOT NULL
 SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
 SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s
 UPDATE "{schema}"."taxi_loader_ledger" SET "rows_repeated" = %s, "rows_inserted" = %s, "rows_present" = %s, "rows_suspicious" = %s, "rows_after" = %s, finished_at = now(), status = %s WHERE load_id = %s
