@@ -328,7 +328,6 @@ def duckdb_figure(path: Path, source: str, args, loader: list[str]) -> None:
             bucket.append(wall)
             peaks.append(peak)
     fresh()
-    default_case = default_partition_figure(args, loader, url, conn, files[target], target, two_steps)
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
     print(f"\nDuckDB: the same month into a new database file, median of {args.runs} runs")
     print(f"{'what':<58}{'wall s':>8}{'x read_csv':>11}")
