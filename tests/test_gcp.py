@@ -395,3 +395,55 @@ def test_a_failed_cloud_load_is_in_the_bigquery_ledger(cloud, mirror):
     shown = cloud("status", "--sink", "bigquery", "--taxi", "yellow", "--format", "json")
     assert '"failed"' in shown.stdout
     assert "yellow_tripdata" not in cloud.tables()  # nothing half-written
+
+
+def test_the_merge_reads_only_the_partitions_the_month_can_touch(cloud, emulators, mirror):
+    """The MERGE's ON clause names the month's days and each out-of-month pickup, so BigQuery prunes the
+    main table to those partitions (what it bills); rows out of the month and without a pickup still merge
+    exactly once."""
+    from taxi_loader.sinks.bigquery import bq
+    from taxi_loader.sinks.bigquery.calls import request
+    from taxi_loader.sinks.bigquery.settings import BigQuerySettings
+    from taxi_loader.taxis import YELLOW
+
+    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
+    for i, pickup in ((1, "2009-01-01 00:10:00"), (2, "2020-06-30 23:59:59"), (3, "")):
+        fields = lines[i].split(",")
+        fields[1] = pickup
+        lines[i] = ",".join(fields)
+    mirror.put_csv("yellow", Month(2020, 7), "\n".join(lines) + "\n")
+    assert cloud("load", "--sink", "bigquery", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert len(cloud.rows("yellow")) == 266
+
+    assert cloud("upload-gcs", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    settings = BigQuerySettings(
+        project=PROJECT,
+        bucket=cloud.bucket,
+        dataset=cloud.dataset,
+        storage_endpoint=emulators["STORAGE_EMULATOR_HOST"],
+        bigquery_endpoint=emulators["BIGQUERY_EMULATOR_HOST"],
+    )
+    month = Month(2020, 7)
+    uri = f"gs://{cloud.bucket}/{settings.object_name(YELLOW, month)}"
+    staging = f"{PROJECT}.{cloud.dataset}.{YELLOW.staging_table(month)}"
+    bq._load_job(cloud.client, uri, staging, None, YELLOW, month, request(settings))
+    statement, config = bq._merge_statement(cloud.client, settings, YELLOW, month, request(settings))
+    on = statement.split(" ON ", 1)[1].split(" WHEN ", 1)[0]
+    outside = {f.split(",")[1] for f in lines[1:]} - {""}
+    outside = sorted(p for p in outside if not p.startswith("2020-07"))  # the sample's own and the two above
+    named = ", ".join(f"@o{i}" for i in range(len(outside)))
+    assert on == (
+        "T.unique_row_id = S.unique_row_id AND (T.`tpep_pickup_datetime` >= @first AND "
+        f"T.`tpep_pickup_datetime` < @after OR T.`tpep_pickup_datetime` IN ({named}) "
+        "OR T.`tpep_pickup_datetime` IS NULL)"
+    )
+    values = {p.name: str(p.value) for p in config.query_parameters}
+    assert (values["first"], values["after"]) == ("2020-07-01 00:00:00+00:00", "2020-08-01 00:00:00+00:00")
+    assert {"2009-01-01 00:10:00+00:00", "2020-06-30 23:59:59+00:00"} <= set(values.values())
+    assert len(values) == 2 + len(outside)
+    cloud.client.delete_table(staging)
+
+    again = cloud("bq-load", "--taxi", "yellow", "--month", "2020-07")
+    assert again.exit_code == 0, again.output
+    assert (out(again)["rows_inserted"], out(again)["rows_present"]) == (0, 266)
+    assert len(cloud.rows("yellow")) == 266

@@ -1,8 +1,9 @@
 """The BigQuery side of the sink: bq-load (load job, staging table, MERGE), the ledger, the rejects table.
 
-Main table <dataset>.<taxi>_tripdata, partitioned by the pickup day; no clustering: the loader's own MERGE
-joins on unique_row_id over the whole table, which clustering does not prune, and queries filter by date,
-which the partitioning already serves. Every schema derives from `contract.py` through `BQ_TYPE`.
+Main table <dataset>.<taxi>_tripdata, partitioned by the pickup day; the MERGE reads only the partitions of
+the staged pickups (`_merge_statement`). No clustering: the MERGE reads every id of those partitions anyway,
+and queries filter by date, which the partitioning serves. Every schema derives from `contract.py` through
+`BQ_TYPE`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from datetime import time as time_of_day
 from typing import TYPE_CHECKING, Any
 
 from taxi_loader.contract import (
@@ -108,17 +110,9 @@ def _bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings) -> BqResu
     log.info("loading the object into staging", object=uri, table=staging, **tags)
     job = _load_job(client, uri, staging, blob.md5_hash, taxi, month, call)
     staged = client.get_table(staging, **call).num_rows or 0
-    cols = [f"`{c.name}`" for c in main_columns(taxi)]
     log.info("merging new rows", table=main, rows_staged=staged, **tags)
-    merge = _finished(
-        client.query(
-            f"MERGE {settings.quoted(taxi.table)} T USING {settings.quoted(taxi.staging_table(month))} S "
-            "ON T.unique_row_id = S.unique_row_id "
-            f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('S.' + c for c in cols)})",
-            **call,
-        ),
-        call,
-    )
+    statement, config = _merge_statement(client, settings, taxi, month, call)
+    merge = _finished(client.query(statement, job_config=config, **call), call)
     inserted = merge.num_dml_affected_rows or 0
     rejected = _load_rejects(client, settings, taxi, month, call)
     meta = blob.metadata or {}
@@ -142,6 +136,61 @@ def _bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings) -> BqResu
     _record(client, settings, row, call)
     client.delete_table(staging, not_found_ok=True, **call)
     return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)
+
+
+# Out-of-month pickups named one by one in the MERGE's filter; a file with more scans the whole table.
+MAX_OUTSIDE_PICKUPS = 1000
+
+
+def _merge_statement(
+    client: bigquery.Client, settings: BigQuerySettings, taxi: TaxiType, month: Month, call: dict[str, Any]
+) -> tuple[str, bigquery.QueryJobConfig]:
+    """The MERGE of the staged month, and its parameters.
+
+    Its ON clause limits the main table to the pickups the staged rows have: the month's days, and each
+    out-of-month pickup by name. A row's id is a function of its pickup among other fields, so a row already
+    loaded has the staged row's pickup: the filter loses no match, and as constants (parameters) on the
+    partitioning column it lets BigQuery read the month's partitions only, not the whole table, which it bills.
+    """
+    from google.cloud import bigquery
+
+    pickup = f"`{taxi.pickup}`"
+    bounds = [
+        bigquery.ScalarQueryParameter("first", "TIMESTAMP", datetime.combine(month.first_day, time_of_day.min, UTC)),
+        bigquery.ScalarQueryParameter(
+            "after", "TIMESTAMP", datetime.combine(month.next().first_day, time_of_day.min, UTC)
+        ),
+    ]
+    outside_query = (
+        f"SELECT DISTINCT {pickup} AS p FROM {settings.quoted(taxi.staging_table(month))} "
+        f"WHERE {pickup} IS NULL OR NOT ({pickup} >= @first AND {pickup} < @after) LIMIT {MAX_OUTSIDE_PICKUPS + 1}"
+    )
+    job = client.query(outside_query, job_config=bigquery.QueryJobConfig(query_parameters=bounds), **call)
+    outside = [row["p"] for row in _finished(job, call).result(**call, job_retry=None)]
+    params = list(bounds)
+    within = f"(T.{pickup} >= @first AND T.{pickup} < @after"
+    if len(outside) > MAX_OUTSIDE_PICKUPS:
+        log.warning(
+            "the MERGE reads the whole table: too many pickups outside the month",
+            taxi=taxi.name,
+            month=str(month),
+            outside=f">{MAX_OUTSIDE_PICKUPS}",
+        )
+        within = "(TRUE"
+    else:
+        named = [p for p in outside if p is not None]
+        params += [bigquery.ScalarQueryParameter(f"o{i}", "TIMESTAMP", p) for i, p in enumerate(named)]
+        if named:
+            within += f" OR T.{pickup} IN ({', '.join(f'@o{i}' for i in range(len(named)))})"
+        if None in outside:
+            within += f" OR T.{pickup} IS NULL"
+    cols = [f"`{c.name}`" for c in main_columns(taxi)]
+    statement = (
+        f"MERGE {settings.quoted(taxi.table)} T USING {settings.quoted(taxi.staging_table(month))} S "
+        f"ON T.unique_row_id = S.unique_row_id AND {within}) "
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join('S.' + c for c in cols)})"
+    )
+    return statement, bigquery.QueryJobConfig(query_parameters=params)
 
 
 def _ensure_dataset(client: bigquery.Client, settings: BigQuerySettings, call: dict[str, Any]) -> None:
