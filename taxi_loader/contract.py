@@ -75,14 +75,19 @@ def fingerprint(path: Path) -> tuple[int, str]:
 
 
 def held_whole(previous: dict[str, Any] | None, size: int, sha256: str, rows_of_file: int) -> bool:
-    """Whether the month's last successful load (`previous`, its ledger row) was of this very file and the
-    table still holds every row it left there: then loading the file again could add nothing (ids are a
-    function of the file's content) and is skipped. Rows deleted since, or another file, and it loads."""
-    return bool(
-        previous
-        and previous.get("source_size") == size
+    """Whether the month's last successful load (`previous`, its ledger row) was of this very file, left every
+    row it kept under the file's name, and the table still holds them all: then loading the file again could
+    add nothing (ids are a function of the file's content) and is skipped. Rows deleted since, another file,
+    or rows the table held under another file's name (whose deletion the count here would not see): it loads.
+    """
+    if not previous:
+        return False
+    kept = (previous.get("rows_read") or 0) - (previous.get("rows_rejected") or 0)
+    return (
+        previous.get("source_size") == size
         and previous.get("source_sha256") == sha256
-        and previous.get("rows_after") == rows_of_file
+        and kept > 0
+        and previous.get("rows_after") == kept == rows_of_file
     )
 
 

@@ -122,3 +122,21 @@ def test_duckdb_skips_the_same_file_and_restores_deleted_rows(duck, mirror):
     assert restored.exit_code == 0, restored.output
     assert out(restored)["rows_inserted"] == 4
     assert duck.query("SELECT count(*) FROM yellow_tripdata") == [(ROWS,)]
+
+
+def test_rows_held_under_another_files_name_are_never_taken_for_granted(cli, db, mirror):
+    """A file whose rows were all in the table already, loaded from another file (the same rows saved under
+    another month's name): its ledger row holds none of them under its own name, so deleting the other file's
+    rows leaves the count of its own unchanged. The re-run must load, not skip."""
+    november = Month(2020, 11)
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    mirror.put_sample("yellow", november, SAMPLE)  # December's rows, published again as November
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    first = cli("load", "--taxi", "yellow", "--month", "2020-11")
+    assert (out(first)["rows_inserted"], out(first)["rows_present"]) == (0, ROWS)
+    db.run("DELETE FROM yellow_tripdata WHERE filename = 'yellow_tripdata_2020-12.csv'")
+
+    again = cli("load", "--taxi", "yellow", "--month", "2020-11")
+    assert again.exit_code == 0, again.output
+    assert "nothing to stage" not in again.stderr
+    assert out(again)["rows_inserted"] == ROWS and db.count("yellow_tripdata") == ROWS
