@@ -44,11 +44,20 @@ lint: install  ## ruff, and mypy on the package (settings in pyproject.toml)
 	$(BIN)/ruff check taxi_loader tests bench
 	$(BIN)/mypy
 
-bench: install  ## the loader against PostgreSQL's own COPY, for a 1,369,765-row month
-	$(BIN)/python bench/bench.py
+# The bench runs the loader as users install it (requirements.txt alone): the test tools would add to its
+# memory (pyarrow loads numpy, which matplotlib brings into .venv, when it finds it).
+BENCH_VENV ?= .venv-bench
 
-bench-big: install  ## the same for a 7,667,792-row month (yellow 2019-01 size)
-	$(BIN)/python bench/bench.py --rows 7667792 --runs 1
+$(BENCH_VENV)/bin/taxi-loader: setup.cfg pyproject.toml requirements.txt
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -r requirements.txt -e .
+	touch $@
+
+bench: $(BENCH_VENV)/bin/taxi-loader  ## the loader against PostgreSQL's own COPY, for a 1,369,765-row month
+	$(BENCH_VENV)/bin/python bench/bench.py
+
+bench-big: $(BENCH_VENV)/bin/taxi-loader  ## the same for a 7,667,792-row month (yellow 2019-01 size)
+	$(BENCH_VENV)/bin/python bench/bench.py --rows 7667792 --runs 1
 
 load: $(if $(filter 1,$(DOCKER)),docker-ready,install)  ## one month: make load TAXI=green MONTH=2019-01
 	$(RUN) load $(SINK_OPTION) --taxi $(TAXI) --month $(MONTH)
@@ -86,4 +95,4 @@ flows: .env  ## push kestra/flows to the running Kestra (create or update, nothi
 	done
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache bench/out data
+	rm -rf $(VENV) $(BENCH_VENV) build dist *.egg-info .pytest_cache .ruff_cache bench/out data
