@@ -12,12 +12,16 @@ digests this pass hands to `arrowids.Digests`.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
@@ -90,7 +94,10 @@ class MonthTables:
             return
         with MonthFile(self.path, self.taxi) as mf:
             self.extra = mf.header.extra
-            batches = _typed_batches(mf, self.taxi) if self.fast else _validated_batches(mf, self.taxi, self.rejects)
+            if self.fast:  # Arrow parses the next batch in a thread of its own while this one takes the ids
+                batches = prefetched(_typed_batches(mf, self.taxi))
+            else:
+                batches = _validated_batches(mf, self.taxi, self.rejects)
             yield from self._tables(batches)
             self.stats = mf.stats
 
@@ -103,9 +110,56 @@ class MonthTables:
             yield self._table(hex_ids(raw), batch)
 
     def _table(self, ids: pa.Array, batch: pa.RecordBatch) -> pa.Table:
-        arrays = [ids, pa.array([self.filename] * len(ids), pa.string())]
-        arrays += [batch.column(c.name).cast(ARROW_TYPE[c.kind]) for c in self.taxi.columns]
+        filenames = pc.fill_null(pa.nulls(len(ids), pa.string()), self.filename)
+        columns = [batch.column(c.name) for c in self.taxi.columns]
+        arrays = [ids, filenames]
+        arrays += [
+            a if a.type == ARROW_TYPE[c.kind] else a.cast(ARROW_TYPE[c.kind])
+            for a, c in zip(columns, self.taxi.columns, strict=True)
+        ]
         return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, produced by a thread of their own up to `depth` ahead: work that lets go of the GIL (Arrow's
+    parsing, zlib) runs beside the consumer's. The producer's exception is raised here, as itself."""
+    queue_: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue_.put((True, item), timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue_.put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            queue_.put((False, exc))
+
+    thread = threading.Thread(target=produce, name="taxi-loader-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue_.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it end
+            with contextlib.suppress(queue.Empty):
+                queue_.get_nowait()
+            thread.join(0.05)
 
 
 def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:
