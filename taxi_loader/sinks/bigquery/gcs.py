@@ -153,10 +153,10 @@ def remove_object(settings: BigQuerySettings, taxi: TaxiType, month: Month) -> b
 
 
 def remove_local(data_dir: Path, taxi: TaxiType, month: Month) -> list[str]:
-    """Delete the month's local Parquet file (and a partial one); return what was removed."""
+    """Delete the month's local Parquet file (and partial ones a killed run left); return what was removed."""
     local = _local_parquet(data_dir, taxi, month)
     removed = []
-    for p in (local, local.with_name(local.name + ".part")):
+    for p in (local, local.with_name(local.name + ".part"), local.with_name(local.name + ".arrow.part")):
         if p.exists():
             p.unlink()
             removed.append(str(p))
