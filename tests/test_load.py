@@ -448,7 +448,7 @@ def test_a_first_load_stages_into_its_partition_to_be_and_a_reload_into_an_unlog
     assert db.one(persistence) == ("p",)  # logged: it will be the partition
     assert cli("dedup-merge", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
     assert db.one(persistence) is None and "yellow_tripdata_p2020_07" in db.tables()  # renamed, attached
-    assert cli("stage", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert cli("stage", "--taxi", "yellow", "--month", "2020-07", "--force").exit_code == 0  # (else: unchanged)
     assert db.one(persistence) == ("u",)  # the partition exists: only what is new will be copied
     merged = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-07")
     assert outputs(merged)["rows_inserted"] == 0 and db.count("yellow_tripdata") == 266
