@@ -138,8 +138,9 @@ def _index(month: str) -> int:
 
 
 def plot_status(report: dict[str, Any], path: Path) -> Path:
-    """Write `report` as a PNG at `path`: rows loaded per month (millions) over time, one line per taxi, breaks
-    at the months not loaded, failed and interrupted months as red crosses on the axis. Returns `path`.
+    """Write `report` as a PNG at `path`: rows loaded per month (millions, or thousands for small tables) over
+    time, one line per taxi, breaks at the months not loaded, failed and interrupted months as red crosses on
+    the axis. Returns `path`.
 
     Raises ConfigError when matplotlib (the `[plot]` extra) is not installed, or `path` cannot be written.
     """
@@ -159,6 +160,8 @@ def plot_status(report: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     records = report.get("months") or []
+    most = max((r["rows"] or 0 for r in records if r["status"] == SUCCEEDED), default=0)
+    scale, unit = (1e6, "millions") if most >= 1e6 else (1e3, "thousands")  # axis labels of a few digits
     fig, ax = plt.subplots(figsize=(10, 5), dpi=120)
     try:
         broken: list[date] = []
@@ -169,7 +172,7 @@ def plot_status(report: dict[str, Any], path: Path) -> Path:
                 # Every month of the span, NaN where not loaded: matplotlib breaks the line there.
                 span = range(_index(loaded[0]), _index(loaded[-1]) + 1)
                 xs = mdates.date2num([_first_day(i) for i in span])  # typed: plot() takes no dates
-                ys = [_millions(mine.get(_name(i))) for i in span]
+                ys = [_rows(mine.get(_name(i)), scale) for i in span]
                 ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=taxi)
             broken += [_first_day(_index(m)) for m, r in mine.items() if r["status"] in BROKEN]
         if broken:
@@ -186,7 +189,7 @@ def plot_status(report: dict[str, Any], path: Path) -> Path:
                 label="failed",
             )
         ax.set_title("Rows loaded per month")
-        ax.set_ylabel("rows (millions)")
+        ax.set_ylabel(f"rows ({unit})")
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         if records:
@@ -215,7 +218,7 @@ def _name(index: int) -> str:
     return f"{index // 12}-{index % 12 + 1:02d}"
 
 
-def _millions(record: dict[str, Any] | None) -> float:
+def _rows(record: dict[str, Any] | None, scale: float) -> float:
     if not record or record["status"] != SUCCEEDED or record["rows"] is None:
         return float("nan")
-    return record["rows"] / 1e6
+    return record["rows"] / scale
