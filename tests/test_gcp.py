@@ -447,3 +447,10 @@ def test_the_merge_reads_only_the_partitions_the_month_can_touch(cloud, emulator
     assert again.exit_code == 0, again.output
     assert (out(again)["rows_inserted"], out(again)["rows_present"]) == (0, 266)
     assert len(cloud.rows("yellow")) == 266
+
+
+@pytest.mark.parametrize("endpoint", ["not a url", "localhost:9050", "ftp://127.0.0.1:9"])
+def test_an_endpoint_that_is_no_url_is_named_as_configuration(cloud, endpoint):
+    result = cloud("status", "--sink", "bigquery", env_overrides={"BIGQUERY_EMULATOR_HOST": endpoint})
+    assert result.exit_code == 3
+    assert f"--bigquery-endpoint (BIGQUERY_EMULATOR_HOST) {endpoint!r} is not a URL" in result.stderr

@@ -143,9 +143,13 @@ def google_errors(
             ) from None
         raise ConfigError(f"{what}: the credentials were refused ({exc}); check GCP_CREDS") from None
     except Exception as exc:
+        import requests
+
         if is_transient(exc):
             raise TransientError(
                 f"{what}: {endpoint} did not answer ({_describe(exc)}) after {attempts} attempt(s); check the "
                 "network or the endpoint setting, and run the command again"
             ) from None
+        if isinstance(exc, requests.RequestException):  # a request that cannot be made: an endpoint setting
+            raise ConfigError(f"{what}: cannot send a request to {endpoint} ({exc}); check the endpoint") from None
         raise

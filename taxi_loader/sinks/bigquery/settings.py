@@ -27,6 +27,7 @@ def _setting(help: str, *env: str, **more: Any) -> Any:
 
 _PROJECT = re.compile(r"([a-z0-9.-]+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")  # domain-scoped ids too
 _DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
+_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s]*)?")  # what the clients can send a request to
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 
 
@@ -87,6 +88,12 @@ class BigQuerySettings:
         ):
             if value is not None and not rule.fullmatch(value):
                 raise ConfigError(f"{setting} {value!r} is not a valid name: {what}")
+        for setting, endpoint in (
+            ("--storage-endpoint (STORAGE_EMULATOR_HOST)", self.storage_endpoint),
+            ("--bigquery-endpoint (BIGQUERY_EMULATOR_HOST)", self.bigquery_endpoint),
+        ):
+            if endpoint and not _URL.fullmatch(endpoint):
+                raise ConfigError(f"{setting} {endpoint!r} is not a URL: give http(s)://host[:port]")
         if not 1 <= self.request_timeout <= 3600:  # NaN too
             raise UsageError(f"--request-timeout {self.request_timeout}: give seconds from 1 to 3600")
 
