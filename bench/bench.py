@@ -108,7 +108,7 @@ def main() -> None:
     for m in preload:
         run([*loader, "load", *common, *src, "--month", str(m)])
 
-    course_sql = course_sequence(conn, files[target], preload)
+    course_sql = course_sequence(conn, url, files[target], preload)
 
     def two_steps() -> tuple[float, float]:
         total, peak = 0.0, 0.0
@@ -181,7 +181,7 @@ def main() -> None:
         backfill_figure(args, loader, url, conn)
 
 
-def course_sequence(conn, path: Path, preload: list[Month]):
+def course_sequence(conn, url: str, path: Path, preload: list[Month]):
     """The course's Kestra flow on PostgreSQL, as SQL: a main table without a unique key holding the preloaded
     months, and per load a COPY into a shared staging table, an UPDATE setting md5 and filename, a MERGE that
     inserts what is not there. Returns a function timing one load (whole, in one psql process)."""
@@ -207,7 +207,6 @@ def course_sequence(conn, path: Path, preload: list[Month]):
         f"WHEN NOT MATCHED THEN INSERT (unique_row_id, filename, {listed}) "
         f"VALUES (S.unique_row_id, S.filename, {values})",
     ]
-    url = conn.dsn
 
     def once() -> float:
         with conn.cursor() as cur:

@@ -194,7 +194,8 @@ def _one(job: Job, sink: Sink, force: bool, cancel: Cancellation, watch: Watch) 
                 return outcome
         with watch(job.taxi, job.month) as watcher, watched_by(watcher):
             result = pipeline.load(job, sink, cancel=cancel)
-        outcome.status, outcome.inserted = LOADED, result["rows_inserted"]
+        # stage may find the file loaded whole when the ledger check above could not tell (a remote file)
+        outcome.status, outcome.inserted = SKIPPED if result.get("unchanged") else LOADED, result["rows_inserted"]
         outcome.rows = result["rows_inserted"] + result["rows_present"]
         outcome.read, outcome.present = result.get("rows_read"), result["rows_present"]
         outcome.rejected, outcome.repeated = result.get("rows_rejected"), result.get("rows_repeated")

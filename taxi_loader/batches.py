@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,10 +95,11 @@ class MonthTables:
         with MonthFile(self.path, self.taxi) as mf:
             self.extra = mf.header.extra
             if self.fast:  # Arrow parses the next batch in a thread of its own while this one takes the ids
-                batches = prefetched(_typed_batches(mf, self.taxi))
+                # closed here, inside the file's block: the thread ends before the file closes
+                with contextlib.closing(prefetched(_typed_batches(mf, self.taxi))) as batches:
+                    yield from self._tables(batches)
             else:
-                batches = _validated_batches(mf, self.taxi, self.rejects)
-            yield from self._tables(batches)
+                yield from self._tables(_validated_batches(mf, self.taxi, self.rejects))
             self.stats = mf.stats
 
     def _tables(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
@@ -123,26 +124,30 @@ class MonthTables:
 T = TypeVar("T")
 
 
-def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+def prefetched(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """`items`, produced by a thread of their own up to `depth` ahead: work that lets go of the GIL (Arrow's
     parsing, zlib) runs beside the consumer's. The producer's exception is raised here, as itself."""
     queue_: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(entry: tuple[bool, Any]) -> bool:
+        """Queue `entry` unless the consumer has stopped; return whether it was queued."""
+        while not stop.is_set():
+            try:
+                queue_.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        queue_.put((True, item), timeout=0.05)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((True, item)):
                     return
-            queue_.put((False, None))
+            offer((False, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            queue_.put((False, exc))
+            offer((False, exc))
 
     thread = threading.Thread(target=produce, name="taxi-loader-prefetch", daemon=True)
     thread.start()

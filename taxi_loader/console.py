@@ -146,10 +146,13 @@ def _counts_table() -> Table:
 
 def _row(month: dict[str, Any]) -> list[str | Text]:
     status = str(month.get("status") or "loaded")
-    style = {"failed": "red", "interrupted": "yellow", "not run": "yellow", "skipped": "dim"}.get(status, "")
+    style = {"failed": "red", "interrupted": "yellow", "not run": "yellow", "skipped": "dim", "unchanged": "dim"}.get(
+        status, ""
+    )
     seconds = month.get("seconds")
     read = month.get("read")
-    rate = _number(read / seconds) if read and seconds else "-"
+    # a file recognised as loaded already was not read: no rate
+    rate = _number(read / seconds) if read and seconds and status in ("loaded", "succeeded") else "-"
     return [
         str(month["month"]),
         str(month["taxi"]),
@@ -164,7 +167,7 @@ def load_table(result: dict[str, Any], seconds: float) -> Table:
     """A load's result as a one-month table."""
     table = _counts_table()
     month = {k.removeprefix("rows_"): v for k, v in result.items()}
-    table.add_row(*_row({**month, "status": "loaded", "seconds": seconds}))
+    table.add_row(*_row({**month, "status": "unchanged" if result.get("unchanged") else "loaded", "seconds": seconds}))
     return table
 
 

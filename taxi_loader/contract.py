@@ -79,6 +79,7 @@ def held_whole(previous: dict[str, Any] | None, size: int, sha256: str, rows_of_
     row it kept under the file's name, and the table still holds them all: then loading the file again could
     add nothing (ids are a function of the file's content) and is skipped. Rows deleted since, another file,
     or rows the table held under another file's name (whose deletion the count here would not see): it loads.
+    (Stage asks `skippable` too.)
     """
     if not previous:
         return False
@@ -89,6 +90,16 @@ def held_whole(previous: dict[str, Any] | None, size: int, sha256: str, rows_of_
         and kept > 0
         and previous.get("rows_after") == kept == rows_of_file
     )
+
+
+def skippable(previous: dict[str, Any], latest_load_id: int | None, max_rejects: str) -> bool:
+    """What stage asks beyond `held_whole` before it skips a file: that `previous` is the month's latest load
+    (a later one, failed, may have left another file's rejects in the rejects table), and that its rejects are
+    within today's --max-rejects (a stricter limit must refuse the file as a load would)."""
+    from taxi_loader.reader import allowed_rejects
+
+    read, rejected = previous.get("rows_read") or 0, previous.get("rows_rejected") or 0
+    return previous.get("load_id") == latest_load_id and rejected <= allowed_rejects(max_rejects, read)
 
 
 def main_columns(taxi: TaxiType) -> tuple[Column, ...]:

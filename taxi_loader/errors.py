@@ -51,27 +51,26 @@ class TransientError(TaxiLoaderError):
     exit_code = 6
 
 
-class MonthsFailed(TaxiLoaderError):
-    """Some months of a backfill were not loaded. The exit code is theirs when they agree; when they differ,
-    1 if one of them met a bug, else 6 if one failed transiently (running the backfill again loads at least
-    that month), else the lowest (the most basic cause: usage before configuration before data)."""
-
-    def __init__(self, message: str, codes: set[int]):
-        super().__init__(message)
-        if len(codes) == 1:
-            self.exit_code = next(iter(codes))
-        elif 1 in codes:
-            self.exit_code = 1
-        elif TransientError.exit_code in codes:
-            self.exit_code = TransientError.exit_code
-        else:
-            self.exit_code = min(codes)
-
-
 class Interrupted(TaxiLoaderError):
     """The run was stopped by SIGINT or SIGTERM."""
 
     exit_code = 130
+
+
+class MonthsFailed(TaxiLoaderError):
+    """Some months of a backfill were not loaded. The exit code is theirs when they agree; when they differ,
+    1 if one of them met a bug, else 130 if the run was interrupted, else 6 if one failed transiently (running
+    the backfill again loads at least that month), else the lowest (the most basic cause: usage before
+    configuration before data). Months that never started have no code: alone, they were interrupted."""
+
+    def __init__(self, message: str, codes: set[int]):
+        super().__init__(message)
+        for first in (1, Interrupted.exit_code, TransientError.exit_code):
+            if first in codes:
+                self.exit_code = first
+                break
+        else:
+            self.exit_code = min(codes, default=Interrupted.exit_code)
 
 
 def exit_code(exc: BaseException) -> int:

@@ -8,7 +8,7 @@ results that the CLI reports. Which destination it is, is the `Sink`'s business 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,13 @@ from taxi_loader.zones import read_zones
 
 log = get_logger("taxi_loader")
 
-Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all when known)
 
 # What `load` reports beside the merge's counts: the file's own figures, from stage.
-_FROM_STAGE = ("rows_read", "rows_repeated", "rows_rejected", "source_sha256")
+_FROM_STAGE = ("rows_read", "rows_repeated", "rows_rejected", "source_sha256", "unchanged")
 
 
-def download(job: Job, progress: Progress | None = None, cancel: Cancellation = NEVER) -> dict[str, Any]:
-    """Make the month's file available locally (see source.fetch)."""
+def download(job: Job, cancel: Cancellation = NEVER) -> dict[str, Any]:
+    """Make the month's file available locally (see source.fetch); its bytes go to the watching meter."""
 
     watcher, started = meter(), list[bool]()
 
@@ -42,8 +41,6 @@ def download(job: Job, progress: Progress | None = None, cancel: Cancellation = 
             watcher.step("downloading", total, "bytes")
             started.append(True)
         watcher.update(done)
-        if progress:
-            progress(done, total)
 
     job.source.check_published(job.taxi, job.month)
     path = source.fetch(job.taxi, job.month, job.data_dir, job.template, job.retry, report)
@@ -70,11 +67,11 @@ def cleanup(job: Job, sink: Sink, remove_object: bool = False) -> dict[str, Any]
         return _cleanup(job, target, remove_object)
 
 
-def load(job: Job, sink: Sink, progress: Progress | None = None, cancel: Cancellation = NEVER) -> dict[str, Any]:
+def load(job: Job, sink: Sink, cancel: Cancellation = NEVER) -> dict[str, Any]:
     """download, stage, merge and cleanup in one process; cleanup runs even when a step fails."""
     with _opened(sink, job, cancel, whole_load=True) as target:
         try:
-            download(job, progress, cancel)
+            download(job, cancel)
             staged = _stage(job, target, cancel)
             cancel.check()  # a cancel that fell between two statements must not let the merge start
             merged = _merge(job, target, cancel)

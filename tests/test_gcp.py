@@ -454,3 +454,19 @@ def test_an_endpoint_that_is_no_url_is_named_as_configuration(cloud, endpoint):
     result = cloud("status", "--sink", "bigquery", env_overrides={"BIGQUERY_EMULATOR_HOST": endpoint})
     assert result.exit_code == 3
     assert f"--bigquery-endpoint (BIGQUERY_EMULATOR_HOST) {endpoint!r} is not a URL" in result.stderr
+
+
+def test_a_request_timeout_answer_is_retried_as_transient(cloud, mirror):
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    with google_fault(408, "timeout") as (endpoint, fault):
+        result = cloud(
+            "upload-gcs",
+            "--taxi",
+            "yellow",
+            "--month",
+            "2020-07",
+            "--retries",
+            "2",
+            env_overrides={"STORAGE_EMULATOR_HOST": endpoint},
+        )
+    assert result.exit_code == 6 and "retrying" in result.stderr, result.output

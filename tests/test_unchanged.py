@@ -140,3 +140,44 @@ def test_rows_held_under_another_files_name_are_never_taken_for_granted(cli, db,
     assert again.exit_code == 0, again.output
     assert "nothing to stage" not in again.stderr
     assert out(again)["rows_inserted"] == ROWS and db.count("yellow_tripdata") == ROWS
+
+
+def test_a_stricter_max_rejects_refuses_the_same_file_as_a_load_would(cli, db, mirror):
+    lines = (DATA / SAMPLE).read_text().splitlines()
+    fields = lines[3].split(",")
+    fields[10] = "ten"
+    lines[3] = ",".join(fields)
+    mirror.put_csv("yellow", DECEMBER, "\n".join(lines) + "\n")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12", "--max-rejects", "1").exit_code == 0
+    refused = cli("load", "--taxi", "yellow", "--month", "2020-12", "--max-rejects", "0")
+    assert refused.exit_code == 5 and "more than 0 rows rejected" in refused.stderr
+    assert db.count("yellow_tripdata") == ROWS - 1
+
+
+def test_after_a_failed_load_of_another_file_the_same_file_loads_again(cli, db, mirror):
+    """The failed load's rejects may be in the rejects table: only the month's latest load is trusted."""
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    mirror.put_csv("yellow", DECEMBER, "not,a,taxi,header\n1,2,3,4\n")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 5
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    again = cli("load", "--taxi", "yellow", "--month", "2020-12")
+    assert again.exit_code == 0 and "nothing to stage" not in again.stderr
+    assert ledger(db)[-1] == ("succeeded", 0, ROWS, ROWS)
+
+
+def test_a_dropped_main_table_is_loaded_again(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    db.run("DROP TABLE yellow_tripdata")  # to start over, the ledger kept
+    again = cli("load", "--taxi", "yellow", "--month", "2020-12")
+    assert again.exit_code == 0, again.output
+    assert out(again)["rows_inserted"] == ROWS and db.count("yellow_tripdata") == ROWS
+
+
+def test_stage_that_skipped_then_dedup_merge_drop_duplicates_asks_for_stage_force(cli, db, mirror):
+    mirror.put_sample("yellow", DECEMBER, SAMPLE)
+    assert cli("load", "--taxi", "yellow", "--month", "2020-12").exit_code == 0
+    assert out(cli("stage", "--taxi", "yellow", "--month", "2020-12"))["unchanged"] is True
+    merge = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-12", "--drop-duplicates")
+    assert merge.exit_code == 2 and "stage --force" in merge.stderr

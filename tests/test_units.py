@@ -372,7 +372,7 @@ def test_columns_to_add_are_the_later_ones_and_a_missing_required_one_is_configu
 
 @pytest.mark.parametrize(
     ("codes", "code"),
-    [({5}, 5), ({3, 5}, 3), ({5, 6}, 6), ({2, 6, 5}, 6), ({1, 6}, 1), ({4, 5}, 4)],
+    [({5}, 5), ({3, 5}, 3), ({5, 6}, 6), ({2, 6, 5}, 6), ({1, 6}, 1), ({4, 5}, 4), (set(), 130), ({130, 5}, 130)],
 )
 def test_a_backfill_with_months_failed_differently_exits_by_one_rule(codes, code):
     from taxi_loader.errors import MonthsFailed

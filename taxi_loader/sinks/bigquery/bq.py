@@ -80,15 +80,21 @@ class BqResult:
 def bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings, retry: RetryPolicy = RetryPolicy()) -> BqResult:
     """Load the month's object into its staging table (deterministic job id), MERGE new rows, drop staging.
 
-    The whole step is retried on a transient failure: the load job's id and the insert-only MERGE make a
-    second run of it add nothing twice.
+    The whole step is retried on a transient failure: the load job and the MERGE have ids of their own that a
+    retry finds and adopts (a MERGE whose wait timed out may have run), so nothing runs twice. Staging is
+    dropped afterwards, best effort (cleanup drops it too).
     """
     settings.need("project", "bucket", "dataset")
-    with _bigquery_errors(settings, f"bq-load of {taxi.name} {month}", retry, bad_request_is_data=True):
+    with _bigquery_errors(settings, f"bq-load of {taxi.name} {month}", retry):
         for attempt in retrying(retry, f"bq-load of {taxi.name} {month}"):
             with attempt:
-                return _bq_load(taxi, month, settings)
-    raise AssertionError("unreachable: retrying either returns or raises")
+                result = _bq_load(taxi, month, settings)
+    staging = f"{settings.dataset_id}.{taxi.staging_table(month)}"
+    try:
+        bigquery_client(settings).delete_table(staging, not_found_ok=True, **request(settings))
+    except Exception as exc:  # noqa: BLE001 (the month is loaded: a staging table left is cleanup's)
+        log.warning("staging table not dropped", table=staging, error=str(exc), taxi=taxi.name, month=str(month))
+    return result
 
 
 def _bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings) -> BqResult:
@@ -108,12 +114,13 @@ def _bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings) -> BqResu
     blob = storage.Blob.from_uri(uri, client=storage_client(settings))
     blob.reload(**call)
     log.info("loading the object into staging", object=uri, table=staging, **tags)
-    job = _load_job(client, uri, staging, blob.md5_hash, taxi, month, call)
+    # A 400 here is the object's data (BigQuery refused it): running the step again cannot help. Elsewhere it
+    # is configuration (calls.google_errors).
+    with _bigquery_errors(settings, f"loading {uri}", bad_request_is_data=True):
+        job = _load_job(client, uri, staging, blob.md5_hash, taxi, month, call)
     staged = client.get_table(staging, **call).num_rows or 0
     log.info("merging new rows", table=main, rows_staged=staged, **tags)
-    statement, config = _merge_statement(client, settings, taxi, month, call)
-    merge = _finished(client.query(statement, job_config=config, **call), call)
-    inserted = merge.num_dml_affected_rows or 0
+    inserted = _merge(client, settings, taxi, month, f"{job}_merge", call)
     rejected = _load_rejects(client, settings, taxi, month, call)
     meta = blob.metadata or {}
     row = ledger_row(
@@ -134,8 +141,21 @@ def _bq_load(taxi: TaxiType, month: Month, settings: BigQuerySettings) -> BqResu
         finished_at=datetime.now(UTC),
     )
     _record(client, settings, row, call)
-    client.delete_table(staging, not_found_ok=True, **call)
     return BqResult(taxi.name, str(month), main, job, staged, inserted, staged - inserted, rejected)
+
+
+def _merge(
+    client: bigquery.Client, settings: BigQuerySettings, taxi: TaxiType, month: Month, job_id: str, call: dict[str, Any]
+) -> int:
+    """Run (or adopt, when a retried step finds it) the MERGE of the staged month; return the rows inserted."""
+    from google.api_core import exceptions as gexc
+
+    statement, config = _merge_statement(client, settings, taxi, month, call)
+    try:
+        job: Any = client.query(statement, job_config=config, job_id=job_id, **call)
+    except gexc.Conflict:  # this step ran it before it was cut short: its count is the load's
+        job = client.get_job(job_id, **call)
+    return _finished(job, call).num_dml_affected_rows or 0
 
 
 # Out-of-month pickups named one by one in the MERGE's filter; a file with more scans the whole table.

@@ -43,15 +43,34 @@ def _reason(exc: BaseException) -> str:
 
 def is_transient(exc: BaseException) -> bool:
     """Whether running the step again can help: the service was busy or failing, or did not answer."""
+    import http.client
+
     import requests
+    import urllib3.exceptions
     from google.api_core import exceptions as gexc
     from google.auth.exceptions import TransportError
+    from google.resumable_media import DataCorruption
 
-    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError)):
+    if isinstance(exc, (gexc.TooManyRequests, gexc.ServerError)) or getattr(exc, "code", None) == 408:
         return True
     if isinstance(exc, gexc.Forbidden) and _reason(exc) in _TRANSIENT_REASONS:
         return True
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, TransportError, ConnectionError, TimeoutError))
+    # What google-cloud-storage's own retry policy retries: a connection dropped or cut mid-answer, an upload
+    # whose checksum did not match.
+    return isinstance(
+        exc,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            http.client.HTTPException,
+            urllib3.exceptions.ProtocolError,
+            TransportError,
+            DataCorruption,
+            ConnectionError,
+            TimeoutError,
+        ),
+    )
 
 
 def retrying(retry: RetryPolicy, what: str) -> tenacity.Retrying:

@@ -143,6 +143,15 @@ def rows_of_file(conn: Connection, taxi: TaxiType, filename: str) -> int:
     return int(row[0]) if row else 0
 
 
+def latest_load_id(conn: Connection, taxi: TaxiType, month: Month) -> int | None:
+    """The month's latest ledger row, whatever its status."""
+    row = conn.execute(
+        f"SELECT max(load_id) FROM {ident(LEDGER_TABLE)} WHERE sink = ? AND taxi = ? AND month = ?",
+        [SINK, taxi.name, str(month)],
+    ).fetchone()
+    return row[0] if row else None
+
+
 def update_ledger(conn: Connection, load_id: int, values: dict[str, Any]) -> None:
     sets = ", ".join(f"{ident(k)} = ?" for k in values)
     conn.execute(f"UPDATE {ident(LEDGER_TABLE)} SET {sets} WHERE load_id = ?", [*values.values(), load_id])

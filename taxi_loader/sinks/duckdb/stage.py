@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from taxi_loader.arrowids import Digests
 from taxi_loader.batches import MonthTables
-from taxi_loader.contract import STAGED, SUCCEEDED, fingerprint, held_whole, ledger_row
+from taxi_loader.contract import STAGED, SUCCEEDED, fingerprint, held_whole, ledger_row, skippable
 from taxi_loader.identity import key_text, row_id
 from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.reader import check_rejects
@@ -71,7 +71,7 @@ def _unchanged(conn: Connection, job: Job, path: Path, started: Any) -> dict[str
     'staged' ledger row carries the last load's figures, and no staging table is made."""
     taxi, month = job.taxi, job.month
     previous = ddl.last_load(conn, taxi, month, SUCCEEDED)
-    if not previous:
+    if not previous or not skippable(previous, ddl.latest_load_id(conn, taxi, month), job.max_rejects):
         return None
     size, sha256 = fingerprint(path)
     if (size, sha256) != (previous["source_size"], previous["source_sha256"]):

@@ -30,7 +30,7 @@ from taxi_loader.months import Month
 from taxi_loader.reader import FileStats, Rejects
 from taxi_loader.taxis import TaxiType
 
-from .connect import Connection
+from .connect import Connection, one
 from .ddl import Tables, ensure_support_tables, relation_exists
 
 SINK = "postgres"
@@ -79,10 +79,22 @@ def record_staged(
 
 
 def rows_of_file(cur: Cursor, tables: Tables, filename: str) -> int:
-    """How many rows of the file `filename` the main table holds (in any partition)."""
+    """How many rows of the file `filename` the main table holds (in any partition; none when there is no
+    main table, dropped to start over, say)."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (tables.main.as_string(cur),))
+    if not one(cur)[0]:
+        return 0
     cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE filename = %s").format(tables.main), (filename,))
-    row = cur.fetchone()
-    return int(row[0]) if row else 0
+    return int(one(cur)[0])
+
+
+def latest_load_id(cur: Cursor, tables: Tables, month: Month) -> int | None:
+    """The month's latest ledger row, whatever its status."""
+    cur.execute(
+        sql.SQL("SELECT max(load_id) FROM {} WHERE sink = %s AND taxi = %s AND month = %s").format(tables.ledger),
+        (SINK, tables.taxi.name, str(month)),
+    )
+    return one(cur)[0]
 
 
 def last_load(cur: Cursor, tables: Tables, month: Month, status: str) -> dict[str, Any] | None:

@@ -117,6 +117,11 @@ def dedup_merge(conn: Connection, tables: Tables, month: Month, drop_duplicates:
                 {"mem": MERGE_WORK_MEM},
             )
             rows_of_file = plan.rows_of_file
+            if plan.unstaged and drop_duplicates:
+                raise UsageError(
+                    f"{taxi.name} {month}: stage found the file already loaded whole and staged nothing, so "
+                    "there are no repeats to drop: run `taxi-loader stage --force`, then dedup-merge --drop-duplicates"
+                )
             if plan.already_whole(drop_duplicates):
                 assert plan.previous is not None
                 inserted, repeated = 0, plan.previous["rows_repeated"] or 0

@@ -23,7 +23,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader.contract import ROW_ID, fingerprint, held_whole, main_columns
+from taxi_loader.contract import ROW_ID, fingerprint, held_whole, main_columns, skippable
 from taxi_loader.errors import BadData
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
@@ -74,7 +74,7 @@ def stage(
     started = datetime.now(UTC)
     with month_lock(conn, tables, month):
         if not force:
-            unchanged = _unchanged(conn, tables, month, path, source, started)
+            unchanged = _unchanged(conn, tables, month, path, source, max_rejects, started)
             if unchanged:
                 return unchanged
         from taxi_loader.arrowids import Digests  # Arrow only when the file is read: the rest starts faster
@@ -143,21 +143,27 @@ def _stage_file(
 
 
 def _unchanged(
-    conn: Connection, tables: Tables, month: Month, path: Path, source: str, started: datetime
+    conn: Connection, tables: Tables, month: Month, path: Path, source: str, max_rejects: str, started: datetime
 ) -> StageResult | None:
-    """The result of staging a file the table already holds whole (`contract.held_whole`), else None."""
+    """The result of staging a file the table already holds whole (`contract.held_whole` and `skippable`),
+    else None. Its reads end their transaction either way: their locks on the main table must not last
+    through a COPY (another month's ATTACH PARTITION would wait for them)."""
     taxi = tables.taxi
     filename = taxi.filename(str(month))
+    try:
+        with conn.cursor() as cur:
+            previous = ledger.last_load(cur, tables, month, ledger.SUCCEEDED)
+            if not previous or not skippable(previous, ledger.latest_load_id(cur, tables, month), max_rejects):
+                return None
+            size, sha256 = fingerprint(path)
+            if (size, sha256) != (previous["source_size"], previous["source_sha256"]):
+                return None
+            if not held_whole(previous, size, sha256, ledger.rows_of_file(cur, tables, filename)):
+                return None
+    finally:
+        conn.commit()
+    drop_staging(conn, tables, month)  # a staging table an interrupted stage left must not be merged
     with conn.cursor() as cur:
-        previous = ledger.last_load(cur, tables, month, ledger.SUCCEEDED)
-        if not previous:
-            return None
-        size, sha256 = fingerprint(path)
-        if (size, sha256) != (previous["source_size"], previous["source_sha256"]):
-            return None
-        if not held_whole(previous, size, sha256, ledger.rows_of_file(cur, tables, filename)):
-            return None
-        drop_staging(conn, tables, month)  # a staging table an interrupted stage left must not be merged
         ledger.record_unchanged(cur, tables, month, source, previous, started)
     conn.commit()
     read, rejected = previous["rows_read"] or 0, previous["rows_rejected"] or 0
