@@ -4,7 +4,7 @@ Not a test: it prints figures, it asserts nothing. For one generated month with 
 2021-01 (or --rows), it times
   (a) the anchor: psql's \\copy of the file (through zcat) into an unindexed, typed, logged table;
   (b) `taxi-loader stage` + `taxi-loader dedup-merge` into a main table already holding --preload months;
-  (c) the same two commands again: the identical file, recognised, stages nothing;
+  (c) the same two commands again: the identical file, recognised, stages nothing; (c1) as one `load`;
   (c2) the same after 1,000 of the month's rows were deleted from the table (a re-run that restores them);
   (e) the course's Kestra SQL on the same file: COPY into staging, UPDATE md5 + filename, MERGE insert-only;
   (f) a first load while the default partition holds the month's rows already (a file saved under a wrong
@@ -119,7 +119,7 @@ def main() -> None:
             cur.execute("CHECKPOINT")
         return total, peak
 
-    anchors, firsts, reruns, restores, courses, peaks = [], [], [], [], [], []
+    anchors, firsts, reruns, loads, restores, courses, peaks = [], [], [], [], [], [], []
     for _ in range(args.runs):
         anchors.append(anchor())
         with conn.cursor() as cur:
@@ -132,6 +132,7 @@ def main() -> None:
             wall, peak = two_steps()
             bucket.append(wall)
             peaks.append(peak)
+        loads.append(run([*loader, "load", *common, *src, "--month", str(target)])[0])  # identical, one process
         with conn.cursor() as cur:
             cur.execute(
                 "DELETE FROM yellow_tripdata WHERE unique_row_id IN (SELECT unique_row_id FROM yellow_tripdata "
@@ -153,7 +154,7 @@ def main() -> None:
         size = cur.fetchone()[0]
     default_case = default_partition_figure(args, loader, url, conn, files[target], target, two_steps)
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
-    d, c = statistics.median(restores), statistics.median(courses)
+    d, c, one = statistics.median(restores), statistics.median(courses), statistics.median(loads)
     print(
         f"\nyellow month of {args.rows:,} rows; main table before the load: {len(preload)} months "
         f"({len(preload) * args.rows:,} rows); median of {args.runs} runs; {os.cpu_count()} cores"
@@ -163,6 +164,7 @@ def main() -> None:
     print(f"{anchor_label:<58}{a:8.2f}{1:8.2f}")
     print(f"{'(b) taxi-loader stage + dedup-merge, first load':<58}{f:8.2f}{f / a:8.2f}")
     print(f"{'(c) the same, identical file again (nothing staged)':<58}{r:8.2f}{r / a:8.2f}")
+    print(f"{'(c1) taxi-loader load, identical file again (one process)':<58}{one:8.2f}{one / a:8.2f}")
     print(f"{'(c2) the same after 1,000 of its rows were deleted':<58}{d:8.2f}{d / a:8.2f}")
     print(f"{'(e) the course Kestra SQL (COPY, UPDATE md5, MERGE)':<58}{c:8.2f}{c / a:8.2f}")
     f_label, x = "(f) first load, the month already in the default partition", default_case

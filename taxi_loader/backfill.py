@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
@@ -127,6 +126,8 @@ def source_fingerprint(job: Job) -> tuple[int | None, str | None]:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         return path.stat().st_size, digest.hexdigest()
+    import urllib.request  # here: it brings ssl and email along, which a local file does not need
+
     try:
         request = urllib.request.Request(location, method="HEAD", headers={"User-Agent": USER_AGENT})
         with urllib.request.urlopen(request, timeout=job.retry.timeout) as response:

@@ -10,9 +10,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
+
+def _structlog_without_rich():  # noqa: ANN202 (the module itself)
+    """structlog, imported as if rich were not installed: it would import rich's traceback machinery at once
+    (45 ms of every command's start, which `status` and the terminal display pay for themselves when they
+    use rich), only to format exceptions, which its plain formatter does here."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog
+    else:
+        sys.modules["rich"] = None  # type: ignore[assignment]  # ImportError for `import rich`, as if absent
+        try:
+            import structlog
+        finally:
+            del sys.modules["rich"]
+    return structlog
+
+
+if TYPE_CHECKING:
+    import structlog
+else:
+    structlog = _structlog_without_rich()
 
 KESTRA_LEVELS = {
     "debug": "DEBUG",

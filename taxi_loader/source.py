@@ -5,26 +5,24 @@ from __future__ import annotations
 import errno
 import fcntl
 import gzip
-import http.client
 import os
 import string
 import time
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlparse, urlunparse
-
-import tenacity
 
 from taxi_loader.errors import BadData, ConfigError, OutsideSource, SourceNotFound, TransientError, UsageError
 from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
+
+if TYPE_CHECKING:
+    import tenacity
 
 # The course's mirror: gzipped CSV, what the course's flows read and what the ids were first checked against.
 MIRROR_URL = (
@@ -118,6 +116,8 @@ class RetryPolicy:
     download_deadline: float = 1800.0
 
     def retrying(self, retry_on: tuple[type[BaseException], ...]) -> tenacity.Retrying:
+        import tenacity  # here: it loads asyncio (20 ms of every command's start)
+
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
             wait=tenacity.wait_exponential(multiplier=self.initial_wait, max=self.max_wait),
@@ -335,8 +335,15 @@ def _download(
 ) -> None:
     """One attempt: fetch `url` into the open partial file `out`, resuming after what it holds; an attempt that
     outlives `retry.download_deadline` ends (what it got is kept: the next attempt resumes)."""
+    # Imported here: they bring ssl and email along (30 ms of every command's start), which a local file and
+    # every command that downloads nothing do not need.
+    import http.client
+    import urllib.error
+    import urllib.request
+
     timeout, deadline = retry.timeout, time.monotonic() + retry.download_deadline
     have = out.seek(0, os.SEEK_END)
+
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     if have:
         request.add_header("Range", f"bytes={have}-")
