@@ -130,21 +130,23 @@ class Screen:
 # ---------------------------------------------------------------- results
 
 
-_COLUMNS = ("read", "inserted", "present", "rejected", "repeated")
+_COLUMNS = {"read": "read", "inserted": "inserted", "present": "present", "rejected": "rejects", "repeated": "repeats"}
+_SHOWN = {"not published": "unpublished"}  # a status in one word: a table of months of millions fits 80 columns
 
 
-def _counts_table() -> Table:
-    # One space between columns and a status that may fold: a month of millions of rows fits 80 columns.
+def _counts_table(taxis: bool) -> Table:
+    # One space between columns, the taxi only when there are several: a month of millions fits 80 columns.
     table = Table(box=None, pad_edge=False, collapse_padding=True, padding=(0, 1), header_style="bold")
     table.add_column("month", no_wrap=True)
-    table.add_column("taxi", no_wrap=True)
-    table.add_column("status", overflow="fold")
-    for name in (*_COLUMNS, "seconds", "rows/s"):
+    if taxis:
+        table.add_column("taxi", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for name in (*_COLUMNS.values(), "seconds", "rows/s"):
         table.add_column(name, justify="right", no_wrap=True)
     return table
 
 
-def _row(month: dict[str, Any]) -> list[str | Text]:
+def _row(month: dict[str, Any], taxis: bool) -> list[str | Text]:
     status = str(month.get("status") or "loaded")
     style = {"failed": "red", "interrupted": "yellow", "not run": "yellow", "skipped": "dim", "unchanged": "dim"}.get(
         status, ""
@@ -155,8 +157,8 @@ def _row(month: dict[str, Any]) -> list[str | Text]:
     rate = _number(read / seconds) if read and seconds and status in ("loaded", "succeeded") else "-"
     return [
         str(month["month"]),
-        str(month["taxi"]),
-        Text(status, style=style),
+        *([str(month["taxi"])] if taxis else []),
+        Text(_SHOWN.get(status, status), style=style),
         *(_number(month.get(k)) for k in _COLUMNS),
         "-" if seconds is None else f"{seconds:,.1f}",
         rate,
@@ -165,18 +167,20 @@ def _row(month: dict[str, Any]) -> list[str | Text]:
 
 def load_table(result: dict[str, Any], seconds: float) -> Table:
     """A load's result as a one-month table."""
-    table = _counts_table()
+    table = _counts_table(taxis=True)
     month = {k.removeprefix("rows_"): v for k, v in result.items()}
-    table.add_row(*_row({**month, "status": "unchanged" if result.get("unchanged") else "loaded", "seconds": seconds}))
+    status = "unchanged" if result.get("unchanged") else "loaded"
+    table.add_row(*_row({**month, "status": status, "seconds": seconds}, taxis=True))
     return table
 
 
 def backfill_tables(outcomes: Sequence[dict[str, Any]], counts: dict[str, int], retry: str | None) -> RenderableType:
     """A backfill's results: a table of its months, each failed month's reason, the totals and the command
     that retries what is left."""
-    table = _counts_table()
+    taxis = len({o["taxi"] for o in outcomes}) > 1
+    table = _counts_table(taxis)
     for o in outcomes:
-        table.add_row(*_row(o))
+        table.add_row(*_row(o, taxis))
     parts: list[RenderableType] = [table]
     failed = [o for o in outcomes if o["status"] in ("failed", "interrupted") and o.get("error")]
     for o in failed:
