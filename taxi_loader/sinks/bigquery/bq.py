@@ -152,7 +152,7 @@ def _merge(
 
     statement, config = _merge_statement(client, settings, taxi, month, call)
     try:
-        job: Any = client.query(statement, job_config=config, job_id=job_id, **call)
+        job: Any = client.query(statement, job_config=config, job_id=job_id, job_retry=None, **call)
     except gexc.Conflict:  # this step ran it before it was cut short: its count is the load's
         job = client.get_job(job_id, **call)
     return _finished(job, call).num_dml_affected_rows or 0
