@@ -9,7 +9,6 @@ after the last month that is there (the TLC's last two months: not published yet
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -32,6 +31,7 @@ from taxi_loader.job import NEVER, Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month, month_range
 from taxi_loader.progress import Meter, watched_by
+from taxi_loader.reader import fingerprint
 from taxi_loader.sinks import Sink
 from taxi_loader.source import USER_AGENT, Source, local_name, local_path
 from taxi_loader.taxis import TAXI_TYPES, TaxiType, get_taxi
@@ -121,11 +121,7 @@ def source_fingerprint(job: Job) -> tuple[int | None, str | None]:
     if path is not None:
         if not path.is_file():
             return None, None
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        return path.stat().st_size, digest.hexdigest()
+        return fingerprint(path)
     import urllib.request  # here: it brings ssl and email along, which a local file does not need
 
     try:

@@ -13,12 +13,10 @@ digests this pass hands to `arrowids.Digests`.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +25,7 @@ import pyarrow.csv as pacsv
 from taxi_loader.arrowids import Digests, hex_ids, key_texts, md5_digests
 from taxi_loader.contract import main_columns
 from taxi_loader.parquet_reader import TYPED, ParquetMonthFile
-from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, Rejects, validated_rows
+from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, Rejects, prefetched, validated_rows
 from taxi_loader.source import is_parquet
 from taxi_loader.taxis import Column, Kind, TaxiType
 
@@ -119,52 +117,6 @@ class MonthTables:
             for a, c in zip(columns, self.taxi.columns, strict=True)
         ]
         return pa.Table.from_arrays(arrays, schema=self.schema)
-
-
-T = TypeVar("T")
-
-
-def prefetched(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
-    """`items`, produced by a thread of their own up to `depth` ahead: work that lets go of the GIL (Arrow's
-    parsing, zlib) runs beside the consumer's. The producer's exception is raised here, as itself."""
-    queue_: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(entry: tuple[bool, Any]) -> bool:
-        """Queue `entry` unless the consumer has stopped; return whether it was queued."""
-        while not stop.is_set():
-            try:
-                queue_.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not offer((True, item)):
-                    return
-            offer((False, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            offer((False, exc))
-
-    thread = threading.Thread(target=produce, name="taxi-loader-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, item = queue_.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it end
-            with contextlib.suppress(queue.Empty):
-                queue_.get_nowait()
-            thread.join(0.05)
 
 
 def _typed_batches(mf: MonthFile, taxi: TaxiType) -> Iterator[pa.RecordBatch]:

@@ -13,11 +13,8 @@ See docs/architecture.md for the whole contract.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taxi_loader import __version__
@@ -66,12 +63,6 @@ ERROR_CHARS = 2000  # of a failure's message kept in the ledger's `error`
 
 # Ledger statuses. 'staged' is a load between its two steps; the others are how a load ended.
 STAGED, SUCCEEDED, FAILED, INTERRUPTED = "staged", "succeeded", "failed", "interrupted"
-
-
-def fingerprint(path: Path) -> tuple[int, str]:
-    """(size, sha256) of a file: what says a month's file is the one loaded before."""
-    with open(path, "rb") as f:
-        return os.fstat(f.fileno()).st_size, hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def held_whole(previous: dict[str, Any] | None, size: int, sha256: str, rows_of_file: int) -> bool:
@@ -153,8 +144,18 @@ def ledger_row(sink: str, taxi: TaxiType, month: str, status: str, **values: Any
     return {**who, **values, "status": status, "loader_version": __version__}
 
 
+# What stage learns of a file, as ledger columns (`file_figures`); a file recognised as loaded already takes
+# them from that load's row (`figures_of`).
+FILE_FIGURES = ("source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated")
+
+
+def figures_of(load: dict[str, Any]) -> dict[str, Any]:
+    """The file's figures of a ledger row (a dict of its columns)."""
+    return {k: load[k] for k in FILE_FIGURES}
+
+
 def file_figures(stats: FileStats, rejects: Rejects, repeated: int) -> dict[str, Any]:
-    """What stage learnt of the file, as ledger values."""
+    """What stage learnt of the file, as ledger values (`FILE_FIGURES`)."""
     return {
         "source_size": stats.size,
         "source_sha256": stats.sha256,

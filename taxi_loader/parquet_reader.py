@@ -13,7 +13,6 @@ whatever the month's size: reading stops as soon as the rejects pass --max-rejec
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,7 +25,7 @@ import pyarrow.parquet as pq
 
 from taxi_loader.errors import BadData
 from taxi_loader.progress import meter
-from taxi_loader.reader import FileStats, Header, Reject, Rejects, check_rejects, match_names, parse_value
+from taxi_loader.reader import FileStats, Header, Reject, Rejects, check_rejects, fingerprint, match_names, parse_value
 from taxi_loader.taxis import Column, Kind, TaxiType
 
 # Rows per batch. Measured on a 2M-row High-Volume FHV month loaded into PostgreSQL: 8k rows with 64 KiB read
@@ -73,7 +72,8 @@ class ParquetMonthFile:
         except (pa.ArrowException, OSError) as exc:
             raise BadData(f"{path.name}: not a readable Parquet file ({exc})") from None
         self.header: Header = match_names(self._file.schema_arrow.names, taxi, path.name)
-        self.stats = FileStats(size=path.stat().st_size, sha256=_sha256(path))
+        size, sha256 = fingerprint(path)
+        self.stats = FileStats(size=size, sha256=sha256)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The file's rows as typed batches (`TYPED`, spec order; a column the file lacks is all null). Rows
@@ -235,8 +235,3 @@ def _finish(
         return pc.cast(values, target), None, ""
     kept = pc.if_else(wrong, pa.scalar(None, values.type), values)
     return pc.cast(kept, target, safe=False), wrong, reason
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

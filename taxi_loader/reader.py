@@ -9,19 +9,23 @@ the good rows in canonical form and the rejected ones with their reasons.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import gzip
 import hashlib
 import io
+import os
 import pickle
+import queue
 import re
 import tempfile
+import threading
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import astuple, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from taxi_loader.errors import BadData, UsageError
 from taxi_loader.progress import meter
@@ -69,6 +73,12 @@ class _HashingReader(io.RawIOBase):
     def close(self) -> None:
         self._raw.close()
         super().close()
+
+
+def fingerprint(path: Path) -> tuple[int, str]:
+    """(size, sha256) of a file: what says a month's file is the one loaded before."""
+    with open(path, "rb") as f:
+        return os.fstat(f.fileno()).st_size, hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass
@@ -239,6 +249,52 @@ class ChunkStream(io.RawIOBase):
 
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d{1,6})?$")
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
+    """`items`, produced by a thread of their own up to `depth` ahead: work that lets go of the GIL (Arrow's
+    parsing, zlib) runs beside the consumer's. The producer's exception is raised here, as itself."""
+    queue_: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        """Queue `entry` unless the consumer has stopped; return whether it was queued."""
+        while not stop.is_set():
+            try:
+                queue_.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    return
+            offer((False, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            offer((False, exc))
+
+    thread = threading.Thread(target=produce, name="taxi-loader-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, item = queue_.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it end
+            with contextlib.suppress(queue.Empty):
+                queue_.get_nowait()
+            thread.join(0.05)
 
 
 def parse_value(value: str, kind: Kind) -> str | None:

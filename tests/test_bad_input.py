@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -281,35 +282,14 @@ def test_a_data_dir_that_is_a_file_and_a_url_that_names_no_file(cli, mirror, tmp
     mirror.put_sample("yellow", JULY, SAMPLE)
     a_file = tmp_path / "not-a-dir"
     a_file.write_text("x")
-    result = CliRunner().invoke(
-        main,
-        [
-            "download",
-            "--taxi",
-            "yellow",
-            "--month",
-            "2020-07",
-            "--source-url",
-            mirror.template,
-            "--data-dir",
-            str(a_file),
-        ],
-    )
+
+    def download(source_url: str, data_dir: Path):
+        argv = ["download", "--taxi", "yellow", "--month", "2020-07", "--source-url", source_url]
+        return CliRunner().invoke(main, [*argv, "--data-dir", str(data_dir)])
+
+    result = download(mirror.template, a_file)
     assert result.exit_code == 3 and f"--data-dir {a_file}" in result.stderr
-    slash = CliRunner().invoke(
-        main,
-        [
-            "download",
-            "--taxi",
-            "yellow",
-            "--month",
-            "2020-07",
-            "--source-url",
-            f"{mirror.url}/yellow/",
-            "--data-dir",
-            str(tmp_path / "d"),
-        ],
-    )
+    slash = download(f"{mirror.url}/yellow/", tmp_path / "d")
     assert slash.exit_code == 2 and "names no file" in slash.stderr
     assert not (tmp_path / "d.part").exists() and not list(tmp_path.glob("*.part"))
 

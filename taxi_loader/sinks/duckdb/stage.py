@@ -16,10 +16,10 @@ import pyarrow as pa
 
 from taxi_loader.arrowids import Digests
 from taxi_loader.batches import MonthTables
-from taxi_loader.contract import STAGED, SUCCEEDED, fingerprint, held_whole, ledger_row, skippable
+from taxi_loader.contract import STAGED, SUCCEEDED, figures_of, held_whole, ledger_row, skippable
 from taxi_loader.identity import key_text, row_id
 from taxi_loader.job import NEVER, Cancellation, Job
-from taxi_loader.reader import check_rejects
+from taxi_loader.reader import check_rejects, fingerprint
 
 from . import SINK, ddl
 from .connect import Connection
@@ -78,7 +78,7 @@ def _unchanged(conn: Connection, job: Job, path: Path, started: Any) -> dict[str
         return None
     if not held_whole(previous, size, sha256, ddl.rows_of_file(conn, taxi, job.filename)):
         return None
-    figures = {k: previous[k] for k in ("source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated")}
+    figures = figures_of(previous)
     conn.begin()
     conn.execute(f"DROP TABLE IF EXISTS {ddl.ident(taxi.staging_table(month))}")
     ddl.insert_ledger(

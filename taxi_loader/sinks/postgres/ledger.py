@@ -22,6 +22,7 @@ from taxi_loader.contract import (
     STAGED,
     SUCCEEDED,
     LoadRecord,
+    figures_of,
     file_figures,
     ledger_row,
     reject_rows,
@@ -117,7 +118,7 @@ def record_unchanged(
 ) -> None:
     """The 'staged' row of a file identical to the month's last load (`previous`), which the table still holds
     whole: its figures are that load's, its rejects are still in the rejects table, nothing is in staging."""
-    figures = {k: previous[k] for k in ("source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated")}
+    figures = figures_of(previous)
     _insert(
         cur, tables, ledger_row(SINK, tables.taxi, str(month), STAGED, source=source, started_at=started, **figures)
     )

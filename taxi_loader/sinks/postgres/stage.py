@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import queue
-import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,11 +21,21 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader.contract import ROW_ID, fingerprint, held_whole, main_columns, skippable
+from taxi_loader.contract import ROW_ID, held_whole, main_columns, skippable
 from taxi_loader.errors import BadData
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
-from taxi_loader.reader import ChunkStream, FileStats, MonthFile, Reject, Rejects, check_rejects, validated_rows
+from taxi_loader.reader import (
+    ChunkStream,
+    FileStats,
+    MonthFile,
+    Reject,
+    Rejects,
+    check_rejects,
+    fingerprint,
+    prefetched,
+    validated_rows,
+)
 from taxi_loader.source import is_parquet
 
 from . import ledger
@@ -179,7 +187,6 @@ class _BadValue(Exception):
 # memory. Measured for a 1.37M-row month: 512 KiB (about 3,500 rows) as fast as 2 MiB or 8 MiB, with a peak
 # of 117 MB against 160 and 290.
 SEGMENT_BYTES = 512 << 10
-_Work = queue.Queue[bytes | BaseException | None]  # segments for COPY; None ends them, an exception fails it
 _COPY_DATA_ERRORS = (
     psycopg2.DataError,
     psycopg2.errors.BadCopyFileFormat,
@@ -262,32 +269,19 @@ def _threaded_copy(conn: Connection, tables: Tables, month: Month, columns: list
     (psycopg2 lets go of the GIL while it sends), so the file's own work costs little beyond PostgreSQL's
     parsing. A failure of the producer is raised here as itself.
     """
-    work: _Work = queue.Queue(maxsize=1)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not _put(work, chunk, stop):
-                    return
-            _put(work, None, stop)
-        except BaseException as exc:  # noqa: BLE001 - handed to the COPY, which raises it
-            _put(work, exc, stop)
-
     failures: list[BaseException] = []
 
-    def produced() -> Iterator[bytes]:
-        while (item := work.get()) is not None:
-            if isinstance(item, BaseException):
-                failures.append(item)  # psycopg2 reports it as a failed COPY: raised again below
-                raise item
-            yield item
+    def produced() -> Generator[bytes, None, None]:
+        try:
+            yield from prefetched(chunks, depth=1)
+        except BaseException as exc:
+            failures.append(exc)  # psycopg2 reports it as a failed COPY: raised again below
+            raise
 
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
+    stream = produced()
     try:
         with conn.cursor() as cur:
-            return _copy(cur, tables, month, columns, ChunkStream(produced()))
+            return _copy(cur, tables, month, columns, ChunkStream(stream))
     except BaseException as exc:
         cause = failures[0] if failures else exc
         if cause is not exc:
@@ -295,19 +289,7 @@ def _threaded_copy(conn: Connection, tables: Tables, month: Month, columns: list
             raise cause from None
         raise
     finally:
-        stop.set()
-        producer.join()
-
-
-def _put(work: _Work, item: bytes | BaseException | None, stop: threading.Event) -> bool:
-    """Queue `item` unless the COPY has stopped; return whether it was queued."""
-    while not stop.is_set():
-        try:
-            work.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
+        stream.close()  # the producer thread ends here, whatever COPY did
 
 
 def _copy_parquet(
