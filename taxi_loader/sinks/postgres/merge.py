@@ -311,12 +311,15 @@ def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int) ->
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stg, sql.Identifier(tables.partition_name(month))))
     for statement in unique_key_ddl(tables, part, tables.partition_name(month)):
         cur.execute(statement)
-    # The CHECK constraint lets ATTACH skip its own validation scan.
+    # The CHECK constraint lets ATTACH skip its own validation scan. It must imply the whole partition
+    # constraint, which includes `pickup IS NOT NULL` (a CHECK passes on NULL): without it ATTACH scans the
+    # table again (measured: 0.1 s for 1.37M rows).
     first, after = sql.Literal(month.first_day.isoformat()), sql.Literal(month.next().first_day.isoformat())
     cur.execute(
-        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({})").format(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK ({} IS NOT NULL AND {})").format(
             part,
             sql.Identifier(f"{tables.partition_name(month)}_month"),
+            tables.pickup,
             month_filter(tables, month, None, inside=True),
         )
     )
