@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import gzip
 import hashlib
 import io
 import os
@@ -20,12 +19,13 @@ import queue
 import re
 import tempfile
 import threading
-import zlib
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import astuple, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
+
+from isal import igzip, isal_zlib
 
 from taxi_loader.errors import BadData, UsageError
 from taxi_loader.progress import meter
@@ -34,6 +34,18 @@ from taxi_loader.taxis import Column, Kind, TaxiType
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_REJECTS = "0.1%"  # --max-rejects when none is given: see check_rejects
+# What reading a damaged gzip stream raises: cut short (EOFError), a bad header or checksum (OSError),
+# corrupt data (ISA-L's error).
+GZIP_ERRORS = (OSError, EOFError, isal_zlib.error)
+
+
+def gunzipped(compressed: IO[bytes]) -> io.BufferedIOBase:
+    """The data of a gzip stream, decompressed as it is read.
+
+    ISA-L's inflate (python-isal) reads the same format as zlib's in a quarter of the time (measured: 0.10 s
+    against 0.36 s for a 36 MB month), and a load's reading thread shares the machine with PostgreSQL's COPY.
+    """
+    return igzip.IGzipFile(fileobj=compressed)
 
 
 def _latin1_fallback(err: UnicodeError) -> tuple[str, int]:
@@ -145,7 +157,7 @@ class MonthFile:
         self._hashing = _HashingReader(raw)
         buffered = io.BufferedReader(self._hashing, CHUNK)
         if head.startswith(GZIP_MAGIC):
-            self._stream: io.BufferedIOBase = gzip.GzipFile(fileobj=buffered)
+            self._stream: io.BufferedIOBase = gunzipped(buffered)
         elif path.suffix == ".gz":
             self.close()
             kind = "an HTML page" if head.lstrip().lower().startswith((b"<!doctype", b"<html")) else "not gzip data"
@@ -160,7 +172,7 @@ class MonthFile:
             while first and not first.strip():  # blank lines before the header carry nothing
                 first = self._stream.readline(1 << 16)
                 self.first_data_line += 1
-        except (OSError, EOFError, zlib.error) as exc:
+        except GZIP_ERRORS as exc:
             self.close()
             raise BadData(f"{path.name}: corrupt or truncated file ({exc})") from None
         if not first.strip():
@@ -187,7 +199,7 @@ class MonthFile:
                     continue
                 rest = block[cut:]
                 yield self._normalise(block[:cut])
-        except (OSError, EOFError, zlib.error) as exc:
+        except GZIP_ERRORS as exc:
             raise BadData(f"{self.path}: corrupt or truncated file ({exc})") from None
         if rest.strip():
             yield self._normalise(rest + b"\n")
@@ -196,10 +208,11 @@ class MonthFile:
     def _normalise(self, block: bytes) -> bytes:
         if b"\r" in block:
             block = block.replace(b"\r\n", b"\n")
-        try:
-            block.decode("utf-8")
-        except UnicodeDecodeError:
-            block = block.decode("utf-8", "taxi_loader_latin1").encode("utf-8")
+        if not block.isascii():  # (taxi files are ASCII: this test is ten times cheaper than decoding)
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError:
+                block = block.decode("utf-8", "taxi_loader_latin1").encode("utf-8")
         if b"\n\n" in block:  # blank lines carry no row
             block = re.sub(rb"\n\n+", b"\n", block)
         self.stats.data_lines += block.count(b"\n") - block.startswith(b"\n")
@@ -256,7 +269,7 @@ T = TypeVar("T")
 
 def prefetched(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     """`items`, produced by a thread of their own up to `depth` ahead: work that lets go of the GIL (Arrow's
-    parsing, zlib) runs beside the consumer's. The producer's exception is raised here, as itself."""
+    parsing, inflating) runs beside the consumer's. The producer's exception is raised here, as itself."""
     queue_: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 

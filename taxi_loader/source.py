@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import gzip
 import os
 import string
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from urllib.parse import unquote, urlparse, urlunparse
 
 from taxi_loader.errors import BadData, ConfigError, OutsideSource, SourceNotFound, TransientError, UsageError
 from taxi_loader.months import Month
+from taxi_loader.reader import GZIP_ERRORS, gunzipped
 from taxi_loader.taxis import TaxiType
 
 if TYPE_CHECKING:
@@ -439,10 +438,10 @@ def verify(path: Path, location: str) -> None:
             raise BadData(f"{redact(location)}: the file is empty")
         return
     try:
-        with gzip.open(path, "rb") as f:
+        with open(path, "rb") as raw, gunzipped(raw) as f:
             while f.read(1 << 20):
                 pass
-    except (OSError, EOFError, zlib.error) as exc:
+    except GZIP_ERRORS as exc:
         raise BadData(
             f"{redact(location)}: corrupt or truncated gzip ({exc}); it was removed, download it again"
         ) from None
