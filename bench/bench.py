@@ -3,7 +3,8 @@
 Not a test: it prints figures, it asserts nothing. For one generated month with the real size of yellow
 2021-01 (or --rows), it times
   (a) the anchor: psql's \\copy of the file (through zcat) into an unindexed, typed, logged table;
-  (b) `taxi-loader stage` + `taxi-loader dedup-merge` into a main table already holding --preload months;
+  (b) `taxi-loader stage` + `taxi-loader dedup-merge` into a main table already holding --preload months,
+      as Kestra runs them; (b1) the same as one `taxi-loader load`;
   (c) the same two commands again: the identical file, recognised, stages nothing; (c1) as one `load`;
   (c2) the same after 1,000 of the month's rows were deleted from the table (a re-run that restores them);
   (e) the course's Kestra SQL on the same file: COPY into staging, UPDATE md5 + filename, MERGE insert-only;
@@ -119,15 +120,22 @@ def main() -> None:
             cur.execute("CHECKPOINT")
         return total, peak
 
-    anchors, firsts, reruns, loads, restores, courses, peaks = [], [], [], [], [], [], []
-    for _ in range(args.runs):
-        anchors.append(anchor())
+    def unload() -> None:
         with conn.cursor() as cur:
             # Back to the state before the month's first load: its rows and its partition gone.
             cur.execute("DELETE FROM yellow_tripdata WHERE filename = %s", (YELLOW.filename(str(target)),))
             cur.execute("DROP TABLE IF EXISTS yellow_tripdata_p2021_01")
             cur.execute("VACUUM yellow_tripdata")
             cur.execute("CHECKPOINT")
+
+    anchors, firsts, first_loads, reruns, loads, restores, courses, peaks = [], [], [], [], [], [], [], []
+    for _ in range(args.runs):
+        anchors.append(anchor())
+        unload()
+        wall, peak = run([*loader, "load", *common, *src, "--month", str(target)])  # first load, one process
+        first_loads.append(wall)
+        peaks.append(peak)
+        unload()
         for bucket in (firsts, reruns):
             wall, peak = two_steps()
             bucket.append(wall)
@@ -154,6 +162,7 @@ def main() -> None:
         size = cur.fetchone()[0]
     default_case = default_partition_figure(args, loader, url, conn, files[target], target, two_steps)
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
+    f1 = statistics.median(first_loads)
     d, c, one = statistics.median(restores), statistics.median(courses), statistics.median(loads)
     print(
         f"\nyellow month of {args.rows:,} rows; main table before the load: {len(preload)} months "
@@ -163,6 +172,7 @@ def main() -> None:
     anchor_label = "(a) psql \\copy into a typed, unindexed, logged table"
     print(f"{anchor_label:<58}{a:8.2f}{1:8.2f}")
     print(f"{'(b) taxi-loader stage + dedup-merge, first load':<58}{f:8.2f}{f / a:8.2f}")
+    print(f"{'(b1) taxi-loader load, first load (one process)':<58}{f1:8.2f}{f1 / a:8.2f}")
     print(f"{'(c) the same, identical file again (nothing staged)':<58}{r:8.2f}{r / a:8.2f}")
     print(f"{'(c1) taxi-loader load, identical file again (one process)':<58}{one:8.2f}{one / a:8.2f}")
     print(f"{'(c2) the same after 1,000 of its rows were deleted':<58}{d:8.2f}{d / a:8.2f}")
@@ -330,6 +340,7 @@ def duckdb_figure(path: Path, source: str, args, loader: list[str]) -> None:
             peaks.append(peak)
     fresh()
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
+    f1 = statistics.median(first_loads)
     print(f"\nDuckDB: the same month into a new database file, median of {args.runs} runs")
     print(f"{'what':<58}{'wall s':>8}{'x read_csv':>11}")
     print(f"{'(a) DuckDB read_csv into a typed table':<58}{a:8.2f}{1:11.2f}")
