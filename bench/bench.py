@@ -340,7 +340,6 @@ def duckdb_figure(path: Path, source: str, args, loader: list[str]) -> None:
             peaks.append(peak)
     fresh()
     a, f, r = statistics.median(anchors), statistics.median(firsts), statistics.median(reruns)
-    f1 = statistics.median(first_loads)
     print(f"\nDuckDB: the same month into a new database file, median of {args.runs} runs")
     print(f"{'what':<58}{'wall s':>8}{'x read_csv':>11}")
     print(f"{'(a) DuckDB read_csv into a typed table':<58}{a:8.2f}{1:11.2f}")

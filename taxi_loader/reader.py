@@ -23,7 +23,7 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import astuple, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from isal import igzip, isal_zlib
 
@@ -36,7 +36,8 @@ GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_REJECTS = "0.1%"  # --max-rejects when none is given: see check_rejects
 # What reading a damaged gzip stream raises: cut short (EOFError), a bad header or checksum (OSError),
 # corrupt data (ISA-L's error).
-GZIP_ERRORS = (OSError, EOFError, isal_zlib.error)
+# (isal's stubs declare its error class as an instance of Exception, hence the cast.)
+GZIP_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError, cast("type[Exception]", isal_zlib.error))
 
 
 def gunzipped(compressed: IO[bytes]) -> io.BufferedIOBase:

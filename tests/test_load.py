@@ -461,8 +461,8 @@ def test_a_new_partition_carries_a_check_that_spares_attach_its_scan(cli, db, mi
     assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
     db.conn.notices.clear()
     db.run(
-        "BEGIN; ALTER TABLE yellow_tripdata DETACH PARTITION yellow_tripdata_p2020_07; SET client_min_messages = debug1;"
-        " ALTER TABLE yellow_tripdata ATTACH PARTITION yellow_tripdata_p2020_07"
+        "BEGIN; ALTER TABLE yellow_tripdata DETACH PARTITION yellow_tripdata_p2020_07;"
+        " SET client_min_messages = debug1; ALTER TABLE yellow_tripdata ATTACH PARTITION yellow_tripdata_p2020_07"
         " FOR VALUES FROM ('2020-07-01') TO ('2020-08-01'); ROLLBACK"
     )
     said = " ".join(db.conn.notices)
