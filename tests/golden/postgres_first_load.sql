@@ -47,7 +47,7 @@ ALTER TABLE "{schema}"."yellow_tripdata_staging_2020_07" ALTER COLUMN filename D
 ALTER TABLE "{schema}"."yellow_tripdata_staging_2020_07" RENAME TO "yellow_tripdata_p2020_07"
 CREATE UNIQUE INDEX "yellow_tripdata_p2020_07_unique_row_id_key" ON "{schema}"."yellow_tripdata_p2020_07" (unique_row_id COLLATE "C", "tpep_pickup_datetime")
 CREATE INDEX "yellow_tripdata_p2020_07_filename_idx" ON "{schema}"."yellow_tripdata_p2020_07" (filename)
-ALTER TABLE "{schema}"."yellow_tripdata_p2020_07" ADD CONSTRAINT "yellow_tripdata_p2020_07_month" CHECK ("tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "tpep_pickup_datetime" < '2020-08-01'::timestamp)
+ALTER TABLE "{schema}"."yellow_tripdata_p2020_07" ADD CONSTRAINT "yellow_tripdata_p2020_07_month" CHECK ("tpep_pickup_datetime" IS NOT NULL AND "tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "tpep_pickup_datetime" < '2020-08-01'::timestamp)
 ALTER TABLE "{schema}"."yellow_tripdata" ATTACH PARTITION "{schema}"."yellow_tripdata_p2020_07" FOR VALUES FROM ('2020-07-01') TO ('2020-08-01')
 UPDATE "{schema}"."taxi_loader_ledger" SET "rows_repeated" = %s, "rows_inserted" = %s, "rows_present" = %s, "rows_suspicious" = %s, "rows_after" = %s, finished_at = now(), status = %s WHERE load_id = %s
 SELECT pg_advisory_unlock(%s)
