@@ -470,6 +470,23 @@ def test_a_new_partition_carries_a_check_that_spares_attach_its_scan(cli, db, mi
     assert 'verifying table "yellow_tripdata_p2020_07"' not in said
 
 
+def test_a_partition_keeps_its_file_name_once_not_in_every_row(cli, db, mirror):
+    # The staging table gets its filename column after the COPY, the file's name as its default: PostgreSQL
+    # keeps that value once, in the catalog, for the rows already there (a smaller partition, shorter scans).
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert db.one(
+        "SELECT atthasmissing, attmissingval::text FROM pg_attribute"
+        " WHERE attrelid = 'yellow_tripdata_p2020_07'::regclass AND attname = 'filename'"
+    ) == (True, "{yellow_tripdata_2020-07.csv}")
+    assert db.one(
+        "SELECT column_default FROM information_schema.columns WHERE table_schema = %s AND table_name = "
+        "'yellow_tripdata_p2020_07' AND column_name = 'filename'",
+        (db.schema,),
+    ) == (None,)
+    assert db.all("SELECT filename, count(*) FROM yellow_tripdata GROUP BY 1") == [("yellow_tripdata_2020-07.csv", 266)]
+
+
 def test_a_control_character_in_a_text_field_takes_the_validating_pass(cli, db, mirror):
     # The fast path splits lines with Arrow on \x1f, which no published file holds: a file that does must
     # still load, through the Python pass.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg2
 from psycopg2 import sql
 
-from taxi_loader.contract import LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, columns_to_add, main_columns
+from taxi_loader.contract import FILENAME, LEDGER_COLUMNS, LEDGER_TABLE, REJECTS_COLUMNS, columns_to_add, main_columns
 from taxi_loader.months import Month
 from taxi_loader.taxis import Column, Kind, TaxiType
 
@@ -281,17 +281,29 @@ def relation_exists(cur: psycopg2.extensions.cursor, ident: sql.Identifier) -> b
 
 
 def staging_ddl(tables: Tables, month: Month, extra: int, logged: bool) -> sql.Composed:
-    """CREATE TABLE of the month's staging table: the main table's columns (filename filled by default), then
-    `extra` text columns `_extra_<i>` for the file's unknown columns.
+    """CREATE TABLE of the month's staging table: the main table's columns but filename (`add_filename` adds it
+    once the rows are in), then `extra` text columns `_extra_<i>` for the file's unknown columns.
 
     `logged`: the table may become the month's partition. Otherwise UNLOGGED: its rows are written once and
     read once, they need no WAL.
     """
-    defs = column_defs(main_columns(tables.taxi))
-    defs[1] = sql.SQL("{} DEFAULT {}").format(defs[1], sql.Literal(tables.taxi.filename(str(month))))  # filename
+    defs = column_defs(c for c in main_columns(tables.taxi) if c is not FILENAME)
     defs += [sql.SQL("{} text").format(sql.Identifier(f"_extra_{i}")) for i in range(extra)]
     return sql.SQL("CREATE {}TABLE {} ({})").format(
         sql.SQL("" if logged else "UNLOGGED "), tables.staging(month), sql.SQL(", ").join(defs)
+    )
+
+
+def add_filename(cur: psycopg2.extensions.cursor, tables: Tables, month: Month) -> None:
+    """Give the month's staging table, its rows copied, the filename column: the file's name is the column's
+    default, which PostgreSQL keeps once in the catalog for the rows already there instead of in every row
+    (a 1.37M-row partition is 12% smaller, and every later scan of it that much shorter)."""
+    cur.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN {} DEFAULT {}").format(
+            tables.staging(month),
+            column_defs([FILENAME])[0],
+            sql.Literal(tables.taxi.filename(str(month))),
+        )
     )
 
 

@@ -21,7 +21,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader.contract import ROW_ID, held_whole, main_columns, skippable
+from taxi_loader.contract import FILENAME, ROW_ID, held_whole, main_columns, skippable
 from taxi_loader.errors import BadData
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
@@ -40,7 +40,16 @@ from taxi_loader.source import is_parquet
 
 from . import ledger
 from .connect import Connection, one
-from .ddl import Tables, create_staging, drop_staging, ensure_support_tables, key_text_sql, month_lock, pin_text_forms
+from .ddl import (
+    Tables,
+    add_filename,
+    create_staging,
+    drop_staging,
+    ensure_support_tables,
+    key_text_sql,
+    month_lock,
+    pin_text_forms,
+)
 
 if TYPE_CHECKING:
     from taxi_loader.arrowids import Digests
@@ -127,6 +136,7 @@ def _stage_file(
                     stats = mf.stats
         check_rejects(rejects, stats.data_lines, max_rejects, filename)
         with conn.cursor() as cur:
+            add_filename(cur, tables, month)
             repeated = _number_repeats(cur, tables, month, digests)
             ledger.record_staged(cur, tables, month, source, stats, rejects, repeated, started)
         conn.commit()
@@ -306,19 +316,24 @@ def _copy_parquet(
     taxi = tables.taxi
     month_tables = MonthTables(path, taxi, taxi.filename(str(month)), digests, max_rejects=max_rejects)
     create_staging(conn, tables, month, 0, logged=_partition_missing(conn, tables, month))
-    # PostgreSQL's timestamp has no zone: hand it the wall times the files hold.
+    # PostgreSQL's timestamp has no zone: hand it the wall times the files hold. The filename is the staging
+    # table's default (see ddl.add_filename), not a column of the COPY.
+    copied = [c for c in main_columns(taxi) if c is not FILENAME]
     zoneless = pa.schema(
-        [f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f for f in month_tables.schema]
+        [
+            f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f
+            for f in (month_tables.schema.field(c.name) for c in copied)
+        ]
     )
     options = pacsv.WriteOptions(include_header=False)
 
     def chunks() -> Iterator[bytes]:
         for table in month_tables:
             out = io.BytesIO()
-            pacsv.write_csv(table.cast(zoneless), out, options)
+            pacsv.write_csv(table.select(zoneless.names).cast(zoneless), out, options)
             yield out.getvalue()
 
-    columns = [c.db_name for c in main_columns(taxi)]
+    columns = [c.db_name for c in copied]
     try:
         staged = _threaded_copy(conn, tables, month, columns, chunks())
     except _COPY_DATA_ERRORS as exc:  # a value the coercion let through and PostgreSQL refuses: the file's
