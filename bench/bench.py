@@ -125,6 +125,7 @@ def main() -> None:
             # Back to the state before the month's first load: its rows and its partition gone.
             cur.execute("DELETE FROM yellow_tripdata WHERE filename = %s", (YELLOW.filename(str(target)),))
             cur.execute("DROP TABLE IF EXISTS yellow_tripdata_p2021_01")
+            cur.execute("DELETE FROM taxi_loader_ledger WHERE month = %s", (str(target),))  # a first load's ledger
             cur.execute("VACUUM yellow_tripdata")
             cur.execute("CHECKPOINT")
 

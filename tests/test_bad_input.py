@@ -235,6 +235,29 @@ def test_a_file_that_breaks_off_while_both_copy_streams_run_leaves_nothing_stage
     assert_untouched(loaded)
 
 
+def _corrupt_block(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 200]) + data[middle + 200 :]
+
+
+def _wrong_checksum(data: bytes) -> bytes:
+    return data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]  # the trailer's CRC-32, one byte off
+
+
+@pytest.mark.parametrize("damage", [_corrupt_block, _wrong_checksum], ids=["corrupt block", "wrong checksum"])
+def test_a_gzip_damaged_inside_is_bad_data_found_while_streaming(cli, loaded, tmp_path, monkeypatch, damage):
+    # Read in place (no download check first): the streaming pass meets the damage itself, mid-file or at the
+    # very end, and says so as bad data, whatever ISA-L's inflate raised.
+    monkeypatch.setattr(pg_stage, "SEGMENT_BYTES", 4096)
+    monkeypatch.setattr(reader, "CHUNK", 2048)
+    (tmp_path / "yellow_tripdata_2020-07.csv.gz").write_bytes(damage(gzip.compress((DATA / SAMPLE).read_bytes())))
+    source = str(tmp_path / "{taxi}_tripdata_{year}-{month}.csv.gz")
+    result = cli("load", "--taxi", "yellow", "--month", "2020-07", "--source-url", source, source=False)
+    assert result.exit_code == 5, result.output
+    assert "corrupt or truncated" in result.stderr and "yellow_tripdata_2020-07.csv.gz" in result.stderr
+    assert_untouched(loaded)
+
+
 def _plain_csv_month(mirror) -> tuple[str, int]:
     """The July sample as an uncompressed CSV, served from /plain/; its URL path and size."""
     text = (DATA / SAMPLE).read_bytes()

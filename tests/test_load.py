@@ -470,7 +470,7 @@ def test_a_new_partition_carries_a_check_that_spares_attach_its_scan(cli, db, mi
     assert 'verifying table "yellow_tripdata_p2020_07"' not in said
 
 
-def test_a_partition_keeps_its_file_name_once_not_in_every_row(cli, db, mirror):
+def test_a_partition_keeps_its_file_name_in_the_catalog_for_the_rows_copied(cli, db, mirror):
     # The staging table gets its filename column after the COPY, the file's name as its default: PostgreSQL
     # keeps that value once, in the catalog, for the rows already there (a smaller partition, shorter scans).
     mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")

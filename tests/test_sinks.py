@@ -82,6 +82,12 @@ BAD_FILES = {
         lambda: gzip.compress((DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes())[:3000],
         "corrupt or truncated",
     ),
+    "a gzip with a wrong checksum": (
+        lambda: (lambda d: d[:-8] + bytes([d[-8] ^ 0xFF]) + d[-7:])(
+            gzip.compress((DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes())
+        ),
+        "corrupt or truncated",
+    ),
     "too many bad values": (lambda: gzip.compress(_with_bad_fares(10)), "more than --max-rejects 0.1% allows"),
     "a header and no rows": (
         lambda: gzip.compress(
