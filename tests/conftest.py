@@ -49,6 +49,17 @@ def data_rows(path: Path) -> int:
         return sum(1 for line in f if line.strip()) - 1
 
 
+def corrupt_block(data: bytes) -> bytes:
+    """A gzip file with 200 bytes of its deflate stream garbled, mid-file."""
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 200]) + data[middle + 200 :]
+
+
+def wrong_checksum(data: bytes) -> bytes:
+    """A gzip file whose trailer's CRC-32 is one byte off."""
+    return data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]
+
+
 @pytest.fixture(scope="session")
 def test_database():
     """A database of our own for the whole session, dropped at the end."""

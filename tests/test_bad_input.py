@@ -21,7 +21,7 @@ from taxi_loader.sinks.postgres import stage as pg_stage
 from taxi_loader.sinks.postgres.ddl import PG_TYPE
 from taxi_loader.taxis import GREEN, TAXI_TYPES
 
-from conftest import DATA
+from conftest import DATA, corrupt_block, wrong_checksum
 
 JULY = Month(2020, 7)
 SAMPLE = "yellow_tripdata_2020-07.head266.rides.csv"
@@ -235,16 +235,7 @@ def test_a_file_that_breaks_off_while_both_copy_streams_run_leaves_nothing_stage
     assert_untouched(loaded)
 
 
-def _corrupt_block(data: bytes) -> bytes:
-    middle = len(data) // 2
-    return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 200]) + data[middle + 200 :]
-
-
-def _wrong_checksum(data: bytes) -> bytes:
-    return data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]  # the trailer's CRC-32, one byte off
-
-
-@pytest.mark.parametrize("damage", [_corrupt_block, _wrong_checksum], ids=["corrupt block", "wrong checksum"])
+@pytest.mark.parametrize("damage", [corrupt_block, wrong_checksum], ids=["corrupt block", "wrong checksum"])
 def test_a_gzip_damaged_inside_is_bad_data_found_while_streaming(cli, loaded, tmp_path, monkeypatch, damage):
     # Read in place (no download check first): the streaming pass meets the damage itself, mid-file or at the
     # very end, and says so as bad data, whatever ISA-L's inflate raised.

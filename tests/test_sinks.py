@@ -11,7 +11,7 @@ import pytest
 
 from taxi_loader.months import Month
 
-from conftest import DATA, data_rows, twin_ids
+from conftest import DATA, data_rows, twin_ids, wrong_checksum
 
 JULY, DECEMBER = Month(2020, 7), Month(2020, 12)
 SAMPLES = [
@@ -83,9 +83,7 @@ BAD_FILES = {
         "corrupt or truncated",
     ),
     "a gzip with a wrong checksum": (
-        lambda: (lambda d: d[:-8] + bytes([d[-8] ^ 0xFF]) + d[-7:])(
-            gzip.compress((DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes())
-        ),
+        lambda: wrong_checksum(gzip.compress((DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_bytes())),
         "corrupt or truncated",
     ),
     "too many bad values": (lambda: gzip.compress(_with_bad_fares(10)), "more than --max-rejects 0.1% allows"),

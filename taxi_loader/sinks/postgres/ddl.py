@@ -280,14 +280,20 @@ def relation_exists(cur: psycopg2.extensions.cursor, ident: sql.Identifier) -> b
     return bool(one(cur)[0])
 
 
+def staged_columns(taxi: TaxiType) -> list[Column]:
+    """The columns a staging table is created with and COPY fills: the main table's but filename, which
+    `add_filename` adds once the rows are in."""
+    return [c for c in main_columns(taxi) if c is not FILENAME]
+
+
 def staging_ddl(tables: Tables, month: Month, extra: int, logged: bool) -> sql.Composed:
-    """CREATE TABLE of the month's staging table: the main table's columns but filename (`add_filename` adds it
-    once the rows are in), then `extra` text columns `_extra_<i>` for the file's unknown columns.
+    """CREATE TABLE of the month's staging table: its `staged_columns`, then `extra` text columns `_extra_<i>`
+    for the file's unknown columns.
 
     `logged`: the table may become the month's partition. Otherwise UNLOGGED: its rows are written once and
     read once, they need no WAL.
     """
-    defs = column_defs(c for c in main_columns(tables.taxi) if c is not FILENAME)
+    defs = column_defs(staged_columns(tables.taxi))
     defs += [sql.SQL("{} text").format(sql.Identifier(f"_extra_{i}")) for i in range(extra)]
     return sql.SQL("CREATE {}TABLE {} ({})").format(
         sql.SQL("" if logged else "UNLOGGED "), tables.staging(month), sql.SQL(", ").join(defs)

@@ -21,7 +21,7 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import cursor as Cursor
 
-from taxi_loader.contract import FILENAME, ROW_ID, held_whole, main_columns, skippable
+from taxi_loader.contract import ROW_ID, held_whole, skippable
 from taxi_loader.errors import BadData
 from taxi_loader.identity import row_id, value_text
 from taxi_loader.months import Month
@@ -49,6 +49,7 @@ from .ddl import (
     key_text_sql,
     month_lock,
     pin_text_forms,
+    staged_columns,
 )
 
 if TYPE_CHECKING:
@@ -316,9 +317,8 @@ def _copy_parquet(
     taxi = tables.taxi
     month_tables = MonthTables(path, taxi, taxi.filename(str(month)), digests, max_rejects=max_rejects)
     create_staging(conn, tables, month, 0, logged=_partition_missing(conn, tables, month))
-    # PostgreSQL's timestamp has no zone: hand it the wall times the files hold. The filename is the staging
-    # table's default (see ddl.add_filename), not a column of the COPY.
-    copied = [c for c in main_columns(taxi) if c is not FILENAME]
+    # PostgreSQL's timestamp has no zone: hand it the wall times the files hold.
+    copied = staged_columns(taxi)
     zoneless = pa.schema(
         [
             f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f
