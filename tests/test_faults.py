@@ -267,12 +267,15 @@ def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month
     t = threading.Thread(target=run)
     t.start()
     try:
-        pid = wait_for_query(db, "%INSERT INTO%yellow_tripdata%")
+        # The main table by its quoted name: the ledger's INSERT carries the file's name
+        # (yellow_tripdata_2021-01.csv.gz) as a value and must not match.
+        pid = wait_for_query(db, f'%INSERT INTO "{db.schema}"."yellow_tripdata" (%')
         assert db.one("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)) == ("Lock",)
         cancel.cancel()
-        t.join(60)
     finally:
+        cancel.cancel()  # also when an assert above failed: the thread must not outlive the test's schema
         blocker.close()
+        t.join(60)
     assert not t.is_alive()
     assert [e.__class__.__name__ for e in errors] == ["Interrupted"]
     # Rolled back: the other month only, no partition for this one, the ledger says interrupted.
