@@ -13,7 +13,8 @@ Not a test: it prints figures, it asserts nothing. For one generated month with 
   then the same rows as the TLC's Parquet file of that month against (a), the same month into DuckDB
 against DuckDB's own read_csv, the cloud path's local pass, a generated High-Volume FHV month of
 --fhvhv-rows (rows/s and peak memory against the CSV month's), and backfill months per minute;
-as whole processes (wall time, median of --runs), and reports b/a, c/a and the loader's peak memory.
+as whole processes (wall time, median of --runs; the cloud pass is always the median of 3 runs, the
+High-Volume FHV month one run), and reports b/a, c/a and the loader's peak memory.
 
     python bench/bench.py                     # 1,369,765 rows
     python bench/bench.py --rows 7667792      # a yellow 2019-01-sized month

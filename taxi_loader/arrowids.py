@@ -1,9 +1,9 @@
 """Row ids for whole batches of rows, with Arrow: `identity.py`'s rule, vectorised.
 
-Both sinks compute a month's ids while its file streams: the key texts column by column in C++, then one
+Every sink computes a month's ids while its file streams: the key texts column by column in C++, then one
 md5 per row (Arrow has none; CPython's own costs 0.26 us for a key text). `RowIds` prefixes the lines of
-a segment of the CSV file with their ids for PostgreSQL's COPY; `key_texts` serves typed batches (the
-Parquet of the cloud path).
+a segment of the CSV file with their ids for PostgreSQL's COPY; `key_texts` serves typed batches
+(`batches.MonthTables`: DuckDB, the cloud path's Parquet, and PostgreSQL's Parquet months).
 """
 
 from __future__ import annotations

@@ -645,6 +645,8 @@ def backfill(**kw) -> None:
         )
     else:
         raise UsageError("give --from YYYY-MM and --to YYYY-MM (or --only TAXI:YYYY-MM,...)")
+    if not pairs:  # `--only ,` or `--taxi ,`: nothing named
+        raise UsageError("no month to load: name a taxi type with --taxi, or months with --only TAXI:YYYY-MM")
     template = Job(taxi=pairs[0][0], month=pairs[0][1], **_job_options(kw))
     bf.check_sources(pairs, template.source)
     fmt = click.get_current_context().obj["format"]

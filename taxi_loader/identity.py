@@ -1,9 +1,9 @@
-"""Row identity in Python: the twin of the SQL expression in `merge.key_text_sql`.
+"""Row identity in Python: the twin of the SQL expression in `sinks/postgres/ddl.key_text_sql`.
 
 unique_row_id is the lower-case hex md5 of the key fields rendered as PostgreSQL's CAST(x AS text), with
 NULL as the empty string and no separator (the course flow's rule). The k-th exact repeat of a key in one
 file gets md5(key_text + '|' + k). Tests compare this module with PostgreSQL over the real samples.
-`parquet.key_texts` is the same rule over columns of Arrow values.
+`arrowids.key_texts` is the same rule over columns of Arrow values.
 """
 
 from __future__ import annotations

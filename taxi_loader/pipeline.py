@@ -97,7 +97,7 @@ def zones(sink: Sink, location: str, retry: RetryPolicy = RetryPolicy()) -> dict
 
 
 def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any]:
-    with _noting_failure(job, target, cancel):
+    with _noting_failure(target, cancel):
         job.source.check_published(job.taxi, job.month)
         path = source.fetch(job.taxi, job.month, job.data_dir, job.template, job.retry)
         meter().step("staging", None, "rows")
@@ -118,7 +118,7 @@ def _stage(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any
 
 def _merge(job: Job, target: MonthTarget, cancel: Cancellation) -> dict[str, Any]:
     meter().step("merging")
-    with _noting_failure(job, target, cancel):
+    with _noting_failure(target, cancel):
         result = {**target.merge(), "target": target.target}
     log.info("merged", **{"table": job.taxi.table, **_details(job, result)})
     return result
@@ -154,7 +154,7 @@ def _opened(sink: Sink, job: Job, cancel: Cancellation, whole_load: bool = False
 
 
 @contextmanager
-def _noting_failure(job: Job, target: MonthTarget, cancel: Cancellation) -> Iterator[None]:
+def _noting_failure(target: MonthTarget, cancel: Cancellation) -> Iterator[None]:
     """Record in the sink's ledger how a step ended when it fails, then let the failure go on. A merge before
     any stage, or a month its source has not published, is no load at all: the ledger is left alone (status
     would show the month as failed)."""

@@ -1,6 +1,6 @@
 """Reading one month's file: one streaming pass, bounded memory.
 
-`open_month_file` checks the file and its header and yields the data as normalised UTF-8 chunks of whole lines
+`MonthFile` checks the file and its header and yields the data as normalised UTF-8 chunks of whole lines
 (LF endings; a byte that is not UTF-8 read as latin-1), which PostgreSQL's COPY parses and types. When COPY
 finds a bad value, `validated_rows` re-reads the file in Python, checks every value for its column, and yields
 the good rows in canonical form and the rejected ones with their reasons.
@@ -337,7 +337,10 @@ def parse_value(value: str, kind: Kind) -> str | None:
     if kind is Kind.FLOAT:
         if not _NUMBER.match(v):
             raise ValueError(f"not a number: {value!r}")
-        if abs(float(v)) == float("inf"):
+        number = float(v)
+        # PostgreSQL refuses what double precision cannot hold: too large, or so small it would round to 0.
+        mantissa = v.lower().partition("e")[0]
+        if abs(number) == float("inf") or (number == 0.0 and mantissa.strip("+-.0") != ""):
             raise ValueError(f"number out of range: {value!r}")
         return v
     if kind is Kind.TIMESTAMP:

@@ -234,6 +234,8 @@ def fetch_file(
     if path is not None:
         if not path.is_file():
             raise SourceNotFound(f"{what}: no file at {path}")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{what}: {path} cannot be read by this user: give it read permission")
         return path
     name = local_name(location)
     if not name or urlparse(location).path.endswith("/"):
@@ -367,7 +369,8 @@ def _download(
     with response:
         resumed = response.status == 206
         length = response.headers.get("Content-Length")
-        expected = int(length) + (have if resumed else 0) if length is not None else None
+        # A Content-Length that is not a number says nothing: the gzip or Parquet check still guards the end.
+        expected = int(length) + (have if resumed else 0) if length is not None and length.isdigit() else None
         if not resumed:
             out.seek(0)
             out.truncate()
@@ -480,6 +483,9 @@ def remove_downloads(taxi: TaxiType, month: Month, data_dir: Path, template: str
     target = data_dir / local_name(location)
     for p in (target, target.with_name(target.name + ".part")):
         if p.exists():
-            p.unlink()
+            try:
+                p.unlink()
+            except OSError as exc:
+                raise ConfigError(f"cannot remove the download {p}: {exc.strerror or exc}") from None
             removed.append(p)
     return removed

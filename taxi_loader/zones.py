@@ -31,7 +31,10 @@ def read_zones(path: Path) -> list[Zone]:
     """The zones of the lookup file at `path`; raises BadData naming the line when the file is not one."""
     with open(path, "rb") as f:
         text = f.read().decode("utf-8", "replace").lstrip("\ufeff")
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # a field longer than csv's limit, say
+        raise BadData(f"{path.name}: not a zone lookup ({exc})") from None
     want = [c.name.lower() for c in ZONE_COLUMNS]
     if not rows or [h.strip().lower() for h in rows[0]] != want:
         got = ",".join(rows[0])[:80] if rows else "nothing"
@@ -47,10 +50,14 @@ def read_zones(path: Path) -> list[Zone]:
             location = int(row[0])
         except ValueError:
             raise BadData(f"{path.name} line {line}: LocationID {row[0]!r} is not an integer") from None
+        if not -(2**31) <= location < 2**31:  # the tables' LocationID is a 32-bit integer
+            raise BadData(f"{path.name} line {line}: LocationID {location} is out of range")
         if location in seen:
             raise BadData(f"{path.name} line {line}: LocationID {location} appears twice")
         seen.add(location)
-        zones.append((location, row[1] or None, row[2] or None, row[3] or None))
+        # No text column of any sink holds a NUL character: dropped, as from the trip files' text.
+        borough, zone, service = (v.replace("\x00", "") or None for v in row[1:])
+        zones.append((location, borough, zone, service))
     if not zones:
         raise BadData(f"{path.name}: the zone lookup holds no zones")
     return zones

@@ -170,9 +170,19 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
                 return self._send(None, short=int(action.split(":")[1]))
             if action == "no-range":
                 return self._send(None, honour_range=False)
+            if action == "garbled-length":  # a Content-Length that is not a number, then the whole body
+                return self._send(None, announce=False, garbled=True)
         return self._send(None)
 
-    def _send(self, cut: int | None, honour_range: bool = True, announce: bool = True, short: int = 0, drip: float = 0):
+    def _send(
+        self,
+        cut: int | None,
+        honour_range: bool = True,
+        announce: bool = True,
+        short: int = 0,
+        drip: float = 0,
+        garbled: bool = False,
+    ):
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
@@ -195,6 +205,8 @@ class MirrorHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body) - short))
         else:
             self.close_connection = True
+            if garbled:
+                self.send_header("Content-Length", f"{len(body)} bytes")
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         if cut is not None:

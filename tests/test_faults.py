@@ -317,8 +317,8 @@ def test_postgresql_restarted_between_stage_and_merge(cli, db, mirror):
     db.conn = psycopg2.connect(db.url)
     db.conn.autocommit = True
     # A month's first stage writes a logged table (it becomes the partition), which a restart keeps whole:
-    # the merge after it loads every row. (An unlogged staging table emptied by crash recovery is the test
-    # below: the merge refuses it.)
+    # the merge after it loads every row. (A staging table emptied by crash recovery, as an unlogged one is,
+    # is the test above: the merge refuses it.)
     assert db.one("SELECT relpersistence FROM pg_class WHERE relname = 'yellow_tripdata_staging_2021_01'") == ("p",)
     merged = cli("dedup-merge", "--taxi", "yellow", "--month", "2021-01")
     assert merged.exit_code == 0, merged.output

@@ -497,3 +497,11 @@ def test_a_control_character_in_a_text_field_takes_the_validating_pass(cli, db, 
     assert outputs(staged)["validated"] is True
     assert cli("dedup-merge", "--taxi", "yellow", "--month", "2021-01").exit_code == 0
     assert db.all("SELECT store_and_fwd_flag FROM yellow_tripdata") == [("N\x1f",)]
+
+
+@pytest.mark.parametrize("names", [("--only", ","), ("--taxi", ",", "--from", "2021-01", "--to", "2021-02")])
+def test_a_backfill_that_names_no_month_is_a_usage_error(cli, db, names):
+    result = cli("backfill", *names)
+    assert result.exit_code == 2, result.output
+    assert "no month to load" in result.stderr
+    assert "yellow_tripdata" not in db.tables()

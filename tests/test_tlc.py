@@ -328,7 +328,15 @@ def test_zones_replace_the_lookup_on_every_sink(sink, mirror, tmp_path):
     bad.write_text('"LocationID","Borough","Zone","service_zone"\n1,"EWR","Newark Airport","EWR"\nx,"a","b","c"\n')
     result = sink.run("zones", "--zones-url", str(bad))
     assert result.exit_code == 5 and "line 3: LocationID 'x' is not an integer" in result.stderr
+    bad.write_text('"LocationID","Borough","Zone","service_zone"\n1,"EWR","Newark Airport","EWR"\n3000000000,a,b,c\n')
+    result = sink.run("zones", "--zones-url", str(bad))
+    assert result.exit_code == 5 and "line 3: LocationID 3000000000 is out of range" in result.stderr
     assert '"zones": 265' in sink.run("status", "--format", "json").stdout
+    # A NUL no text column holds is dropped, as from a trip file's text (it ended in exit 1 on PostgreSQL).
+    bad.write_text('"LocationID","Borough","Zone","service_zone"\n1,"EWR","Newark\x00 Airport","EWR"\n')
+    result = sink.run("zones", "--zones-url", str(bad))
+    assert result.exit_code == 0, result.output
+    assert '"zones": 1' in sink.run("status", "--format", "json").stdout
 
 
 def test_flags_keep_what_the_file_holds_and_fhvhv_types_land_as_the_contract_says(cli, mirror):

@@ -8,7 +8,9 @@ Three ways in, by what the table allows (measured with `make bench`):
   table, the rest is indexed in one sort and the table attached as the month's partition: every row is
   written once. Building an index once is several times cheaper than growing a large one row by row.
 - incremental: the partition exists (a reload after rows were deleted), or the staging table cannot become
-  the partition: INSERT ... ON CONFLICT DO NOTHING, in key order.
+  the partition: the month's new rows found with one hash anti-join against its partition (`_insert_missing`),
+  inserted in key order with ON CONFLICT DO NOTHING (on a table with a unique key but no partitions, ON
+  CONFLICT alone).
 - course table: a table the course's flows created has no unique key; INSERT ... WHERE NOT EXISTS under a
   table lock that serializes merges.
 A re-run of a file already loaded whole is recognised from the ledger and skips the insert (`MergePlan`).

@@ -78,7 +78,8 @@ def stage(
 ) -> StageResult:
     """Read the month's file in one streaming pass and COPY it, with each row's id, into its staging table.
 
-    The staging table has the main table's columns. When the month has no partition yet, it is a logged
+    The staging table has the main table's columns, `filename` added after the COPY as a default the catalog
+    keeps once (`ddl.add_filename`). When the month has no partition yet, it is a logged
     table that dedup-merge indexes and attaches as the partition: the rows are written once. Otherwise it
     is unlogged, and the merge copies what is new.
 
@@ -372,7 +373,10 @@ def _copy_validated(
     # In a producer thread like the fast path, so that the file's own failure (a truncated gzip after the bad
     # value) is raised as itself, not as the failed COPY psycopg2 would report.
     columns = [ROW_ID.db_name] + [c.db_name for c in taxi.columns]
-    return _threaded_copy(conn, tables, month, columns, good_rows()), rejects
+    try:
+        return _threaded_copy(conn, tables, month, columns, good_rows()), rejects
+    except _COPY_DATA_ERRORS as exc:  # a value the validator let through and PostgreSQL refuses: the file's
+        raise BadData(f"{mf.path.name}: PostgreSQL refused a value: {' '.join(str(exc).split())}") from None
 
 
 def _number_repeats(cur: Cursor, tables: Tables, month: Month, digests: Digests) -> int:
