@@ -53,11 +53,11 @@ class NotCanonical(ValueError):
 def float_texts(column: pa.Array) -> pa.Array:
     """float64 values as PostgreSQL prints them (shortest round-trip digits), nulls kept."""
     text = pc.cast(column, pa.string())
-    # Arrow prints the same shortest digits as PostgreSQL but picks exponent notation by other rules:
-    # rows where either would use an exponent are formatted in Python.
+    # Arrow prints the same shortest digits as PostgreSQL but picks exponent notation by other rules, and
+    # spells NaN `nan`: rows where either would use an exponent, and NaNs, are formatted in Python.
     magnitude = pc.abs(column)
     odd = pc.or_(
-        pc.match_substring(text, "e"),
+        pc.or_(pc.match_substring(text, "e"), pc.is_nan(column)),
         pc.and_(pc.not_equal(column, 0.0), pc.or_(pc.less(magnitude, 1e-4), pc.greater_equal(magnitude, 1e15))),
     )
     if not pc.any(odd).as_py():
@@ -228,9 +228,12 @@ class RowIds:
                 _require(column, _CANONICAL_TIMESTAMP)
             elif kind is Kind.FLOAT:
                 try:
-                    column = float_texts(pc.cast(column, pa.float64()))
+                    number = pc.cast(column, pa.float64())
                 except pa.ArrowInvalid as exc:
                     raise NotCanonical(str(exc)) from None
+                if pc.all(pc.is_finite(number)).as_py() is False:  # NaN, inf: the validating pass rejects them
+                    raise NotCanonical("a key value that is not a finite number")
+                column = float_texts(number)
             parts.append(column)
         # Each id comes with the newline that ends the line before it: "\n<id>,<line>" joined is the segment
         # with ids, but for its first byte and its last newline.

@@ -6,8 +6,10 @@ from __future__ import annotations
 import random
 
 import psycopg2
+import pyarrow as pa
 import pytest
 
+from taxi_loader.arrowids import float_texts
 from taxi_loader.backfill import (
     FAILED,
     LOADED,
@@ -187,6 +189,9 @@ def _floats() -> list[float]:
         0.1 + 0.2,
         2.675,
         1 / 3,
+        float("nan"),  # a typed (Parquet) value can be NaN or infinite: its key text must still be PostgreSQL's
+        float("inf"),
+        float("-inf"),
     ]
     randoms = [rng.uniform(-1000, 1000) for _ in range(300)] + [round(rng.uniform(-500, 500), 2) for _ in range(300)]
     randoms += [rng.uniform(0, 1) * 10 ** rng.randint(-30, 30) for _ in range(300)]
@@ -203,6 +208,7 @@ def test_float_text_matches_postgresql(test_database):
         )
         pg_texts = [r[0] for r in cur.fetchall()]
     assert [pg_float_text(v) for v in values] == pg_texts
+    assert float_texts(pa.array(values, pa.float64())).to_pylist() == pg_texts  # the Arrow twin, by whole columns
 
 
 def test_timestamp_text_matches_postgresql(test_database):
@@ -382,3 +388,22 @@ def test_a_backfill_with_months_failed_differently_exits_by_one_rule(codes, code
     from taxi_loader.errors import MonthsFailed
 
     assert MonthsFailed("x", set(codes)).exit_code == code  # never 1 unless a month met a bug
+
+
+@pytest.mark.parametrize("fare", ["NaN", "inf", "-Infinity"])
+def test_the_fast_path_leaves_a_key_number_that_is_not_finite_to_the_validating_pass(fare):
+    """COPY stores NaN and infinities, but the validating pass and the Parquet reader reject them: a key
+    value like that sends the file to the validating pass, so that PostgreSQL rejects the row like every sink."""
+    from taxi_loader.arrowids import NotCanonical, RowIds
+
+    names = [c.name for c in YELLOW.csv_columns]
+    header = match_header(",".join(names), YELLOW, "f.csv")
+    row = {c.name: "1" for c in YELLOW.csv_columns}
+    row.update(tpep_pickup_datetime="2020-07-01 00:25:32", tpep_dropoff_datetime="2020-07-01 00:33:39")
+    row.update(store_and_fwd_flag="N")
+    good = ",".join(row[n] for n in names).encode() + b"\n"
+    ids = RowIds(header, YELLOW)
+    assert len(ids.prefixed(good)[1]) == 16
+    row["fare_amount"] = fare
+    with pytest.raises(NotCanonical, match="not a finite number|could not be parsed|Failed to parse"):
+        ids.prefixed(",".join(row[n] for n in names).encode() + b"\n")
