@@ -180,10 +180,11 @@ class RowIds:
     """Prefixes each line of a segment of a month's CSV file with its row's id, for COPY.
 
     The id is the plain md5 of the key text, a first occurrence's id: stage numbers the repeats once the
-    whole file is in, in file order. Arrow parses just the key and code fields, as text: codes and times in
-    canonical form are their own key text (COPY then checks that they are valid), distances and money are
-    re-printed.
-    Codes are checked here because the table keeps them as text, where COPY would not.
+    whole file is in, in file order. Arrow splits out the key, code and number fields, as text: codes and
+    times in canonical form are their own key text (COPY then checks that they are valid), distances and
+    money in the key are re-printed.
+    Codes are checked here because the table keeps them as text, where COPY would not; numbers for NaN and
+    infinities, which COPY would take and every other path rejects.
     """
 
     def __init__(self, header: Header, taxi: TaxiType):
@@ -191,7 +192,11 @@ class RowIds:
         position = {c.name: f"c{i}" for i, c in enumerate(header.columns) if c is not None}
         self._key = [(position[taxi.column(f).name], taxi.column(f).kind) for f in taxi.key_fields]
         self._codes = [position[c.name] for c in taxi.columns if c.kind is Kind.CODE and c.name in position]
-        self._read = sorted({name for name, _ in self._key} | set(self._codes))
+        keys = {name for name, _ in self._key}
+        # The other numbers are COPY's to parse, but COPY takes NaN and infinities, which no other path loads.
+        floats = [position[c.name] for c in taxi.columns if c.kind is Kind.FLOAT and c.name in position]
+        self._numbers = [name for name in floats if name not in keys]
+        self._read = sorted(keys | set(self._codes) | set(self._numbers))
 
     def prefixed(self, segment: bytes) -> tuple[bytes, bytes]:
         """`segment` (whole lines, LF endings) with `<id>,` before each line, and the 16-byte digests.
@@ -221,6 +226,8 @@ class RowIds:
             raise NotCanonical(f"{table.num_rows} rows in {len(lines)} lines")
         for name in self._codes:
             _require(table.column(name), _CANONICAL_CODE)
+        for name in self._numbers:
+            _require_finite(table.column(name))
         parts = []
         for name, kind in self._key:
             column = table.column(name).combine_chunks()
@@ -255,6 +262,15 @@ def _lines(segment: bytes) -> pa.Array:
         convert_options=pacsv.ConvertOptions(column_types={"line": pa.binary()}, strings_can_be_null=False),
     )
     return table.column("line").combine_chunks()
+
+
+def _require_finite(column: pa.ChunkedArray) -> None:
+    """Numbers as text must not be `NaN`, `inf` or `Infinity` (any case; each holds an n), which COPY would take:
+    one byte search over each chunk's values, not a search per value."""
+    for chunk in column.chunks:
+        data = chunk.buffers()[2]
+        if data is not None and (b"n" in (raw := data.to_pybytes()) or b"N" in raw):
+            raise NotCanonical("a number that is not finite")
 
 
 def _require(column: pa.ChunkedArray | pa.Array, pattern: str) -> None:
