@@ -338,10 +338,12 @@ def parse_value(value: str, kind: Kind) -> str | None:
         if not _NUMBER.match(v):
             raise ValueError(f"not a number: {value!r}")
         number = float(v)
-        # PostgreSQL refuses what double precision cannot hold: too large, or so small it would round to 0.
-        mantissa = v.lower().partition("e")[0]
-        if abs(number) == float("inf") or (number == 0.0 and mantissa.strip("+-.0") != ""):
+        if abs(number) == float("inf"):
             raise ValueError(f"number out of range: {value!r}")
+        # So small that it rounds to 0 (1e-400): PostgreSQL refuses the text, Arrow and Python read 0, which
+        # is what the other sinks load. PostgreSQL gets the 0 too.
+        if number == 0.0 and v.lower().partition("e")[0].strip("+-.0"):
+            return "-0" if v.startswith("-") else "0"
         return v
     if kind is Kind.TIMESTAMP:
         if not _TIMESTAMP.match(v):

@@ -81,6 +81,22 @@ def test_numbers_that_are_not_finite_are_rejects_on_every_sink(sink, mirror, col
     assert set(sink.ids("yellow")) == set(twin_ids(kept, "yellow"))
 
 
+def test_a_number_too_small_for_double_precision_is_zero_on_every_sink(sink, mirror):
+    """1e-400 in a key field: Arrow reads 0; PostgreSQL's COPY refuses the text, and its validating pass let it
+    through to a COPY that failed again (exit 1). Now it is 0 there too, with the same id."""
+    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
+    fields = lines[5].split(",")
+    fields[10] = "1e-400"  # fare_amount
+    lines[5] = ",".join(fields)
+    mirror.put_csv("yellow", JULY, "\n".join(lines) + "\n")
+    result = sink.run("load", "--taxi", "yellow", "--month", "2020-07")
+    assert result.exit_code == 0, result.output
+    assert (out(result)["rows_inserted"], out(result)["rows_rejected"]) == (266, 0)
+    fields[10] = "0"
+    lines[5] = ",".join(fields)
+    assert set(sink.ids("yellow")) == set(twin_ids("\n".join(lines) + "\n", "yellow"))
+
+
 def _with_bad_fares(n: int) -> bytes:
     """The July sample with `n` fares that are not numbers."""
     lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
