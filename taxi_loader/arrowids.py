@@ -182,7 +182,7 @@ class RowIds:
     The id is the plain md5 of the key text, a first occurrence's id: stage numbers the repeats once the
     whole file is in, in file order. Arrow splits out the key, code and number fields, as text: codes and
     times in canonical form are their own key text (COPY then checks that they are valid), distances and
-    money in the key are re-printed.
+    money in the key are re-printed (`1e-400` as 0, which COPY refuses: the validating pass then takes it).
     Codes are checked here because the table keeps them as text, where COPY would not; numbers for NaN and
     infinities, which COPY would take and every other path rejects.
     """
@@ -192,11 +192,9 @@ class RowIds:
         position = {c.name: f"c{i}" for i, c in enumerate(header.columns) if c is not None}
         self._key = [(position[taxi.column(f).name], taxi.column(f).kind) for f in taxi.key_fields]
         self._codes = [position[c.name] for c in taxi.columns if c.kind is Kind.CODE and c.name in position]
-        keys = {name for name, _ in self._key}
-        # The other numbers are COPY's to parse, but COPY takes NaN and infinities, which no other path loads.
-        floats = [position[c.name] for c in taxi.columns if c.kind is Kind.FLOAT and c.name in position]
-        self._numbers = [name for name in floats if name not in keys]
-        self._read = sorted(keys | set(self._codes) | set(self._numbers))
+        # Every number column, in the key or not: COPY takes NaN and infinities, which no other path loads.
+        self._numbers = [position[c.name] for c in taxi.columns if c.kind is Kind.FLOAT and c.name in position]
+        self._read = sorted({name for name, _ in self._key} | set(self._codes) | set(self._numbers))
 
     def prefixed(self, segment: bytes) -> tuple[bytes, bytes]:
         """`segment` (whole lines, LF endings) with `<id>,` before each line, and the 16-byte digests.
@@ -235,12 +233,9 @@ class RowIds:
                 _require(column, _CANONICAL_TIMESTAMP)
             elif kind is Kind.FLOAT:
                 try:
-                    number = pc.cast(column, pa.float64())
+                    column = float_texts(pc.cast(column, pa.float64()))
                 except pa.ArrowInvalid as exc:
                     raise NotCanonical(str(exc)) from None
-                if pc.all(pc.is_finite(number)).as_py() is False:  # NaN, inf: the validating pass rejects them
-                    raise NotCanonical("a key value that is not a finite number")
-                column = float_texts(number)
             parts.append(column)
         # Each id comes with the newline that ends the line before it: "\n<id>,<line>" joined is the segment
         # with ids, but for its first byte and its last newline.

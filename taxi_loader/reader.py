@@ -34,6 +34,7 @@ from taxi_loader.taxis import Column, Kind, TaxiType
 CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_REJECTS = "0.1%"  # --max-rejects when none is given: see check_rejects
+INT_RANGE = range(-(2**31), 2**31)  # what a Kind.INT column holds (PostgreSQL's integer)
 # What reading a damaged gzip stream raises: cut short (EOFError), a bad header or checksum (OSError),
 # corrupt data (ISA-L's error).
 # (isal's stubs declare its error class as an instance of Exception, hence the cast.)
@@ -329,7 +330,7 @@ def parse_value(value: str, kind: Kind) -> str | None:
             n = int(float(v))
         else:
             raise ValueError(f"not an integer: {value!r}")
-        if kind is Kind.INT and not -(2**31) <= n < 2**31:
+        if kind is Kind.INT and n not in INT_RANGE:
             raise ValueError(f"integer out of range: {value!r}")
         if not -(2**63) <= n < 2**63:
             raise ValueError(f"integer out of range: {value!r}")

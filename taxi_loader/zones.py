@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 from taxi_loader.errors import BadData
+from taxi_loader.reader import INT_RANGE, parse_value
 from taxi_loader.taxis import Column, Kind
 
 ZONES_TABLE = "taxi_zone_lookup"
@@ -50,13 +51,14 @@ def read_zones(path: Path) -> list[Zone]:
             location = int(row[0])
         except ValueError:
             raise BadData(f"{path.name} line {line}: LocationID {row[0]!r} is not an integer") from None
-        if not -(2**31) <= location < 2**31:  # the tables' LocationID is a 32-bit integer
+        if location not in INT_RANGE:
             raise BadData(f"{path.name} line {line}: LocationID {location} is out of range")
         if location in seen:
             raise BadData(f"{path.name} line {line}: LocationID {location} appears twice")
         seen.add(location)
-        # No text column of any sink holds a NUL character: dropped, as from the trip files' text.
-        borough, zone, service = (v.replace("\x00", "") or None for v in row[1:])
+        # Text as in the trip files (a NUL, which no sink's text holds, dropped); empty is NULL.
+        texts = zip(row[1:], ZONE_COLUMNS[1:], strict=True)  # (the field count was checked above)
+        borough, zone, service = (parse_value(v, c.kind) or None for v, c in texts)
         zones.append((location, borough, zone, service))
     if not zones:
         raise BadData(f"{path.name}: the zone lookup holds no zones")

@@ -69,10 +69,7 @@ def test_numbers_that_are_not_finite_are_rejects_on_every_sink(sink, mirror, col
     """`NaN` and infinities read by Arrow (DuckDB, BigQuery, PostgreSQL's key fields) or COPY (PostgreSQL's other
     columns) were loaded, and `1e400` became inf on DuckDB and BigQuery, where the validating pass and the
     Parquet reader refuse them."""
-    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
-    fields = lines[5].split(",")
-    fields[column] = value
-    lines[5] = ",".join(fields)
+    lines = _july_with({(5, column): value})
     mirror.put_csv("yellow", JULY, "\n".join(lines) + "\n")
     result = sink.run("load", "--taxi", "yellow", "--month", "2020-07", "--max-rejects", "5")
     assert result.exit_code == 0, result.output
@@ -84,27 +81,26 @@ def test_numbers_that_are_not_finite_are_rejects_on_every_sink(sink, mirror, col
 def test_a_number_too_small_for_double_precision_is_zero_on_every_sink(sink, mirror):
     """1e-400 in a key field: Arrow reads 0; PostgreSQL's COPY refuses the text, and its validating pass let it
     through to a COPY that failed again (exit 1). Now it is 0 there too, with the same id."""
-    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
-    fields = lines[5].split(",")
-    fields[10] = "1e-400"  # fare_amount
-    lines[5] = ",".join(fields)
-    mirror.put_csv("yellow", JULY, "\n".join(lines) + "\n")
+    mirror.put_csv("yellow", JULY, "\n".join(_july_with({(5, 10): "1e-400"})) + "\n")  # fare_amount
     result = sink.run("load", "--taxi", "yellow", "--month", "2020-07")
     assert result.exit_code == 0, result.output
     assert (out(result)["rows_inserted"], out(result)["rows_rejected"]) == (266, 0)
-    fields[10] = "0"
-    lines[5] = ",".join(fields)
-    assert set(sink.ids("yellow")) == set(twin_ids("\n".join(lines) + "\n", "yellow"))
+    assert set(sink.ids("yellow")) == set(twin_ids("\n".join(_july_with({(5, 10): "0"})) + "\n", "yellow"))
+
+
+def _july_with(values: dict[tuple[int, int], str]) -> list[str]:
+    """The July sample's lines (the header is line 0) with the field at each (line, column) replaced."""
+    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
+    for (line, column), value in values.items():
+        fields = lines[line].split(",")
+        fields[column] = value
+        lines[line] = ",".join(fields)
+    return lines
 
 
 def _with_bad_fares(n: int) -> bytes:
     """The July sample with `n` fares that are not numbers."""
-    lines = (DATA / "yellow_tripdata_2020-07.head266.rides.csv").read_text().splitlines()
-    for i in range(1, n + 1):
-        fields = lines[i].split(",")
-        fields[10] = "ten"
-        lines[i] = ",".join(fields)
-    return ("\n".join(lines) + "\n").encode()
+    return ("\n".join(_july_with({(i, 10): "ten" for i in range(1, n + 1)})) + "\n").encode()
 
 
 BAD_FILES = {

@@ -337,8 +337,8 @@ def _copy_parquet(
     columns = [c.db_name for c in copied]
     try:
         staged = _threaded_copy(conn, tables, month, columns, chunks())
-    except _COPY_DATA_ERRORS as exc:  # a value the coercion let through and PostgreSQL refuses: the file's
-        raise BadData(f"{path.name}: PostgreSQL refused a value: {' '.join(str(exc).split())}") from None
+    except _COPY_DATA_ERRORS as exc:  # a value the coercion let through and PostgreSQL refuses
+        raise _refused(path.name, exc) from None
     return staged, month_tables.rejects, month_tables.stats, month_tables.extra
 
 
@@ -375,8 +375,13 @@ def _copy_validated(
     columns = [ROW_ID.db_name] + [c.db_name for c in taxi.columns]
     try:
         return _threaded_copy(conn, tables, month, columns, good_rows()), rejects
-    except _COPY_DATA_ERRORS as exc:  # a value the validator let through and PostgreSQL refuses: the file's
-        raise BadData(f"{mf.path.name}: PostgreSQL refused a value: {' '.join(str(exc).split())}") from None
+    except _COPY_DATA_ERRORS as exc:  # a value the validator let through and PostgreSQL refuses
+        raise _refused(mf.path.name, exc) from None
+
+
+def _refused(name: str, exc: Exception) -> BadData:
+    """A value the loader's own checks let through and PostgreSQL refused: the file's fault, exit 5."""
+    return BadData(f"{name}: PostgreSQL refused a value: {' '.join(str(exc).split())}")
 
 
 def _number_repeats(cur: Cursor, tables: Tables, month: Month, digests: Digests) -> int:
