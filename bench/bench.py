@@ -14,7 +14,7 @@ Not a test: it prints figures, it asserts nothing. For one generated month with 
 against DuckDB's own read_csv, the cloud path's local pass, a generated High-Volume FHV month of
 --fhvhv-rows (rows/s and peak memory against the CSV month's), and backfill months per minute;
 as whole processes (wall time, median of --runs; the cloud pass is always the median of 3 runs, the
-High-Volume FHV month one run), and reports b/a, c/a and the loader's peak memory.
+High-Volume FHV month one run), and reports b/a, c/a, the loader's peak memory and the WAL (a) and (b1) wrote.
 
     python bench/bench.py                     # 1,369,765 rows
     python bench/bench.py --rows 7667792      # a yellow 2019-01-sized month
@@ -111,6 +111,12 @@ def main() -> None:
         copy = f"\\copy anchor from program 'zcat {files[target]}' with (format csv, header true)"
         return run([psql, url, "-q", "-c", copy])[0]
 
+    def wal_mark() -> int:
+        """PostgreSQL's WAL position in bytes: what a step wrote durably (the server's, so the bench runs alone)."""
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+            return int(cur.fetchone()[0])
+
     print(f"preloading {len(preload)} months of {args.rows:,} rows...", flush=True)
     for m in preload:
         run([*loader, "load", *common, *src, "--month", str(m)])
@@ -136,10 +142,15 @@ def main() -> None:
             cur.execute("CHECKPOINT")
 
     anchors, firsts, first_loads, reruns, loads, restores, courses, peaks = [], [], [], [], [], [], [], []
+    anchor_wal, first_wal = [], []
     for _ in range(args.runs):
+        mark = wal_mark()
         anchors.append(anchor())
+        anchor_wal.append(wal_mark() - mark)
         unload()
+        mark = wal_mark()
         wall, peak = run([*loader, "load", *common, *src, "--month", str(target)])  # first load, one process
+        first_wal.append(wal_mark() - mark)
         first_loads.append(wall)
         peaks.append(peak)
         unload()
@@ -187,6 +198,10 @@ def main() -> None:
     f_label, x = "(f) first load, the month already in the default partition", default_case
     print(f"{f_label:<58}{x:8.2f}{x / a:8.2f}")
     print(f"peak memory of a loader process: {max(peaks):.0f} MB")
+    aw, fw = statistics.median(anchor_wal) / 1e6, statistics.median(first_wal) / 1e6
+    # What a slow disk charges for: the rows with their ids, then each index's pages (which PostgreSQL also
+    # fsyncs as the index's build ends).
+    print(f"WAL written: (a) {aw:.0f} MB, (b1) {fw:.0f} MB ({fw / aw:.2f}x)")
     print(f"main table after: {rows:,} rows, {distinct:,} distinct ids, {size}")
     if not args.no_parquet:
         parquet_figure(files[target], args, loader, url, conn, anchor)
