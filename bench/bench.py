@@ -30,7 +30,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
@@ -111,11 +113,18 @@ def main() -> None:
         copy = f"\\copy anchor from program 'zcat {files[target]}' with (format csv, header true)"
         return run([psql, url, "-q", "-c", copy])[0]
 
-    def wal_mark() -> int:
-        """PostgreSQL's WAL position in bytes: what a step wrote durably (the server's, so the bench runs alone)."""
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-            return int(cur.fetchone()[0])
+    def with_wal(step: Callable[[], Any]) -> tuple[Any, int]:
+        """`step()`'s result and the bytes of WAL the server wrote meanwhile: what the step wrote durably (the
+        whole server's, so the bench runs alone)."""
+
+        def position() -> int:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+                return int(cur.fetchone()[0])
+
+        before = position()
+        result = step()
+        return result, position() - before
 
     print(f"preloading {len(preload)} months of {args.rows:,} rows...", flush=True)
     for m in preload:
@@ -144,13 +153,12 @@ def main() -> None:
     anchors, firsts, first_loads, reruns, loads, restores, courses, peaks = [], [], [], [], [], [], [], []
     anchor_wal, first_wal = [], []
     for _ in range(args.runs):
-        mark = wal_mark()
-        anchors.append(anchor())
-        anchor_wal.append(wal_mark() - mark)
+        wall, wal = with_wal(anchor)
+        anchors.append(wall)
+        anchor_wal.append(wal)
         unload()
-        mark = wal_mark()
-        wall, peak = run([*loader, "load", *common, *src, "--month", str(target)])  # first load, one process
-        first_wal.append(wal_mark() - mark)
+        (wall, peak), wal = with_wal(lambda: run([*loader, "load", *common, *src, "--month", str(target)]))
+        first_wal.append(wal)  # first load, one process
         first_loads.append(wall)
         peaks.append(peak)
         unload()
