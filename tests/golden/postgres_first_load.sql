@@ -15,6 +15,7 @@ COPY "{schema}"."yellow_tripdata_staging_2020_07" ("unique_row_id", "vendorid", 
 ALTER TABLE "{schema}"."yellow_tripdata_staging_2020_07" ADD COLUMN "filename" text DEFAULT 'yellow_tripdata_2020-07.csv'
 DELETE FROM "{schema}"."yellow_tripdata_rejects" WHERE filename = %s
 INSERT INTO "{schema}"."taxi_loader_ledger" ("sink", "taxi", "month", "filename", "source", "started_at", "source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated", "status", "loader_version") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SET LOCAL synchronous_commit = off
 SELECT pg_advisory_unlock(%s)
 SELECT pg_advisory_xact_lock(%s)
 SELECT 1 FROM pg_namespace WHERE nspname = %s
@@ -55,4 +56,5 @@ SELECT pg_advisory_unlock(%s)
 SELECT pg_advisory_xact_lock(%s)
 SELECT to_regclass(%s) IS NOT NULL
 DROP TABLE IF EXISTS "{schema}"."yellow_tripdata_staging_2020_07" CASCADE
+SET LOCAL synchronous_commit = off
 SELECT pg_advisory_unlock(%s)

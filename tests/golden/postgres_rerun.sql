@@ -12,7 +12,9 @@ SELECT count(*) FROM "{schema}"."yellow_tripdata" WHERE filename = %s
 SELECT pg_advisory_xact_lock(%s)
 SELECT to_regclass(%s) IS NOT NULL
 DROP TABLE IF EXISTS "{schema}"."yellow_tripdata_staging_2020_07" CASCADE
+SET LOCAL synchronous_commit = off
 INSERT INTO "{schema}"."taxi_loader_ledger" ("sink", "taxi", "month", "filename", "source", "started_at", "source_size", "source_sha256", "rows_read", "rows_rejected", "rows_repeated", "status", "loader_version") VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SET LOCAL synchronous_commit = off
 SELECT pg_advisory_unlock(%s)
 SELECT pg_advisory_xact_lock(%s)
 SELECT 1 FROM pg_namespace WHERE nspname = %s
@@ -31,8 +33,10 @@ SELECT to_regclass(%s) IS NOT NULL
 SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
 SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s
 UPDATE "{schema}"."taxi_loader_ledger" SET "rows_repeated" = %s, "rows_inserted" = %s, "rows_present" = %s, "rows_suspicious" = %s, "rows_after" = %s, finished_at = now(), status = %s WHERE load_id = %s
+SET LOCAL synchronous_commit = off
 SELECT pg_advisory_unlock(%s)
 SELECT pg_advisory_xact_lock(%s)
 SELECT to_regclass(%s) IS NOT NULL
 DROP TABLE IF EXISTS "{schema}"."yellow_tripdata_staging_2020_07" CASCADE
+SET LOCAL synchronous_commit = off
 SELECT pg_advisory_unlock(%s)

@@ -25,6 +25,20 @@ def one(cur: Cursor) -> tuple[Any, ...]:
     return row
 
 
+def commit_unflushed(conn: Connection) -> None:
+    """Commit without waiting for the commit to reach the disk (synchronous_commit off, for this transaction
+    only). A server crash in the next fraction of a second may undo it, as if it had not run.
+
+    Only for a transaction whose loss costs a re-run and nothing else: stage's (the merge that follows waits
+    for its own commit, and PostgreSQL writes its log in order, so a merged month is on disk with its
+    staging), a staging table's drop, and the ledger rows of a load that changed no row of the table. Each
+    flush waited for is a write to the disk: on a busy one, tens to hundreds of milliseconds.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SET LOCAL synchronous_commit = off")
+    conn.commit()
+
+
 def libpq_dsn(db_url: str | None) -> str:
     """`--db-url` as libpq takes it. The course's SQLAlchemy-style `postgresql+psycopg2://root:root@host/db` loses
     its `+driver`; everything else is libpq's to read as it is (several hosts, `options=` with spaces, quoted

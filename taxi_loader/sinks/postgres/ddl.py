@@ -18,7 +18,7 @@ from taxi_loader.contract import FILENAME, LEDGER_COLUMNS, LEDGER_TABLE, REJECTS
 from taxi_loader.months import Month
 from taxi_loader.taxis import Column, Kind, TaxiType
 
-from .connect import Connection, one
+from .connect import Connection, commit_unflushed, one
 
 # The PostgreSQL type of each kind: for the trip columns, the types the DE Zoomcamp flows create.
 PG_TYPE = {
@@ -329,7 +329,7 @@ def drop_staging(conn: Connection, tables: Tables, month: Month) -> bool:
         month_xact_lock(cur, tables, month)
         existed = relation_exists(cur, tables.staging(month))
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(tables.staging(month)))
-    conn.commit()
+    commit_unflushed(conn)  # a crash that undid it would leave a staging table the next stage drops
     return existed
 
 

@@ -31,7 +31,7 @@ from taxi_loader.months import Month
 from taxi_loader.taxis import TaxiType
 
 from . import ledger
-from .connect import Connection, one
+from .connect import Connection, commit_unflushed, one
 from .ddl import (
     Layout,
     Tables,
@@ -152,7 +152,10 @@ def dedup_merge(conn: Connection, tables: Tables, month: Month, drop_duplicates:
                     "rows_after": rows_of_file,
                 }
                 ledger.record_success(cur, tables, plan.staged_load["load_id"], counts)
-        conn.commit()
+        if plan.already_whole(drop_duplicates):
+            commit_unflushed(conn)  # only the ledger changed: the rows were made durable by their own load
+        else:
+            conn.commit()
     return MergeResult(
         taxi.name, str(month), filename, staged, inserted, present, repeated, dropped, rejected, suspicious
     )

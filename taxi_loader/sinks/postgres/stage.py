@@ -39,7 +39,7 @@ from taxi_loader.reader import (
 from taxi_loader.source import is_parquet
 
 from . import ledger
-from .connect import Connection, one
+from .connect import Connection, commit_unflushed, one
 from .ddl import (
     Tables,
     add_filename,
@@ -141,7 +141,7 @@ def _stage_file(
             add_filename(cur, tables, month)
             repeated = _number_repeats(cur, tables, month, digests)
             ledger.record_staged(cur, tables, month, source, stats, rejects, repeated, started)
-        conn.commit()
+        commit_unflushed(conn)  # dedup-merge's commit makes it durable
     except BaseException:
         with suppress(psycopg2.Error):
             conn.rollback()
@@ -185,7 +185,7 @@ def _unchanged(
     drop_staging(conn, tables, month)  # a staging table an interrupted stage left must not be merged
     with conn.cursor() as cur:
         ledger.record_unchanged(cur, tables, month, source, previous, started)
-    conn.commit()
+    commit_unflushed(conn)  # a ledger row of a load that changes nothing
     read, rejected = previous["rows_read"] or 0, previous["rows_rejected"] or 0
     return StageResult(taxi.name, str(month), filename, read, 0, rejected, size, sha256, [], False, unchanged=True)
 
