@@ -34,6 +34,7 @@ SELECT pg_advisory_lock(%s)
 SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
 SELECT load_id, source_size, source_sha256, rows_read, rows_rejected, rows_repeated, rows_suspicious, rows_after FROM "{schema}"."taxi_loader_ledger" WHERE sink = %s AND taxi = %s AND month = %s AND status = %s ORDER BY load_id DESC LIMIT 1
 SELECT to_regclass(%s) IS NOT NULL
+SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0
 SELECT count(*) FROM "{schema}"."yellow_tripdata" WHERE filename = %s
 SELECT to_regclass(%s) IS NOT NULL
 SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'unique_row_id' AND NOT attisdropped)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from taxi_loader.arrowids import Digests
 from taxi_loader.batches import MonthTables, arrow_schema
-from taxi_loader.contract import REJECTS_COLUMNS, reject_rows
+from taxi_loader.contract import REJECTS_COLUMNS, ROW_ID, reject_rows
 from taxi_loader.identity import REPEAT_SEPARATOR, key_text
 from taxi_loader.reader import DEFAULT_MAX_REJECTS, Rejects, check_rejects
 from taxi_loader.taxis import TaxiType
@@ -117,8 +117,13 @@ def _write(rows: Path, target: Path, taxi: TaxiType, repeats: set[str], drop_dup
     with pa.OSFile(str(rows)) as file, pa.ipc.open_file(file) as reader:  # read, not mapped: RSS stays low
         schema = reader.schema
         # Statistics only for the pickup, the column BigQuery partitions by: computing them for every column
-        # costs a tenth of the write and serves no reader of this file.
-        with pq.ParquetWriter(target, schema, compression="zstd", write_statistics=[taxi.pickup]) as writer:
+        # costs a tenth of the write and serves no reader of this file. No dictionary for the ids, each of which
+        # is unique: Parquet would build one per row group only to give it up (measured: the write 5% faster,
+        # the file 2% smaller).
+        dictionary = [name for name in schema.names if name != ROW_ID.name]
+        with pq.ParquetWriter(
+            target, schema, compression="zstd", write_statistics=[taxi.pickup], use_dictionary=dictionary
+        ) as writer:
             group: list[pa.RecordBatch] = []
             size = 0
             for i in range(reader.num_record_batches):
