@@ -124,7 +124,8 @@ def dedup_merge(conn: Connection, tables: Tables, month: Month, drop_duplicates:
                     f"{taxi.name} {month}: stage found the file already loaded whole and staged nothing, so "
                     "there are no repeats to drop: run `taxi-loader stage --force`, then dedup-merge --drop-duplicates"
                 )
-            if plan.already_whole(drop_duplicates):
+            whole = plan.already_whole(drop_duplicates)
+            if whole:
                 assert plan.previous is not None
                 inserted, repeated = 0, plan.previous["rows_repeated"] or 0
                 staged, suspicious = plan.kept, plan.previous["rows_suspicious"] or 0
@@ -152,7 +153,7 @@ def dedup_merge(conn: Connection, tables: Tables, month: Month, drop_duplicates:
                     "rows_after": rows_of_file,
                 }
                 ledger.record_success(cur, tables, plan.staged_load["load_id"], counts)
-        if plan.already_whole(drop_duplicates):
+        if whole:
             commit_unflushed(conn)  # only the ledger changed: the rows were made durable by their own load
         else:
             conn.commit()
