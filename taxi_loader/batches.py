@@ -82,6 +82,7 @@ class MonthTables:
         self.extra: list[str] = []  # the file's columns the taxi type does not know (not read)
         self.rejects = Rejects(max_rejects, path.name)
         self.stats = FileStats()
+        self.last_digests = b""  # the 16-byte digests of the last table yielded, concatenated
 
     def __iter__(self) -> Iterator[pa.Table]:
         if is_parquet(self.path):
@@ -105,6 +106,7 @@ class MonthTables:
         for batch in batches:
             raw = md5_digests(key_texts([batch.column(c.name) for c in key], [c.kind for c in key]))
             self.digests.add(raw)
+            self.last_digests = raw
             self.rows += batch.num_rows
             yield self._table(hex_ids(raw), batch)
 

@@ -780,6 +780,10 @@ def _backfill_tables(months: list[dict], counts: dict[str, int], retry: str | No
 
 def run() -> None:
     """Console-script entry point."""
+    # Arrow's C++ parts (the Parquet reader and writer) allocate from its default pool, which Arrow chooses from
+    # this variable when it first allocates: the C library's allocator, as `arrowids` chooses for the Python
+    # side (measured: a Parquet month into PostgreSQL peaks at 129 MB against 165 MB with mimalloc).
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     main(prog_name="taxi-loader")
 
 

@@ -409,3 +409,29 @@ def test_the_fast_path_leaves_a_number_that_is_not_finite_to_the_validating_pass
         bad = {**row, column: fare}
         with pytest.raises(NotCanonical, match="not finite|not a finite number"):
             ids.prefixed(",".join(bad[n] for n in names).encode() + b"\n")
+
+
+def test_maybe_seen_never_misses_a_digest_added_before(monkeypatch):
+    """The cloud path writes a row as it streams only when the filter says its digest is new: a digest added
+    before, in an earlier batch, earlier in the same batch, or before the filter grew, must always be caught."""
+    import hashlib
+
+    from taxi_loader import seen
+
+    monkeypatch.setattr(seen, "_FIRST_WORDS", 16)  # 51 digests: the filter grows five times below
+    digests = [hashlib.md5(str(i).encode()).digest() for i in range(20_000)]
+    rng = random.Random(7)
+    stream = digests[:10_000] + [rng.choice(digests[:10_000]) for _ in range(500)] + digests[10_000:]
+    stream.insert(12_345, stream[12_300])  # a repeat inside one batch
+    filter_, caught, first_seen = seen.MaybeSeen(), [], set()
+    for start in range(0, len(stream), 999):
+        batch = stream[start : start + 999]
+        caught += filter_.add(b"".join(batch)).tolist()
+    repeats = []
+    for d in stream:
+        repeats.append(d in first_seen)
+        first_seen.add(d)
+    assert len(filter_._filters) >= 5
+    assert all(c for c, r in zip(caught, repeats, strict=True) if r)  # no repeat ever passes as new
+    false_alarms = sum(c and not r for c, r in zip(caught, repeats, strict=True))
+    assert false_alarms < 0.01 * len(stream)  # the held rows stay few (tiny filters here: 0.6%)

@@ -156,6 +156,7 @@ def remove_local(data_dir: Path, taxi: TaxiType, month: Month) -> list[str]:
     """Delete the month's local Parquet file (and partial ones a killed run left); return what was removed."""
     local = _local_parquet(data_dir, taxi, month)
     removed = []
+    # .arrow.part: the temporary file of versions before 2026-12, which wrote an Arrow file first
     for p in (local, local.with_name(local.name + ".part"), local.with_name(local.name + ".arrow.part")):
         if p.exists():
             p.unlink()
