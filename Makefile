@@ -44,8 +44,7 @@ lint: install  ## ruff, and mypy on the package (settings in pyproject.toml)
 	$(BIN)/ruff check taxi_loader tests bench
 	$(BIN)/mypy
 
-# The bench runs the loader as users install it (requirements.txt alone): the test tools would add to its
-# memory (pyarrow loads numpy, which matplotlib brings into .venv, when it finds it).
+# The bench runs the loader as users install it (requirements.txt alone), not with the test tools beside it.
 BENCH_VENV ?= .venv-bench
 
 $(BENCH_VENV)/bin/taxi-loader: setup.cfg pyproject.toml requirements.txt
