@@ -394,8 +394,8 @@ def cloud_figure(path: Path, rows: int, out: Path) -> None:
         "-c",
         f"import pyarrow.csv as c, pyarrow.parquet as p; p.write_table(c.read_csv({str(path)!r}), {str(plain)!r})",
     ]
-    # The taxi-loader command chooses Arrow's allocator for its C++ parts (cli.run); called as a library here,
-    # the pass gets the same setting the same way.
+    # The taxi-loader command chooses Arrow's allocator (cli.run sets ARROW_DEFAULT_MEMORY_POOL); called as a
+    # library here, the pass gets the same setting the same way. pyarrow's own pass keeps pyarrow's default.
     ours_env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"}
     runs = [(run(arrow), run(ours, ours_env)) for _ in range(3)]
     (a, a_mb), (b, b_mb) = ((statistics.median(r[i][0] for r in runs), max(r[i][1] for r in runs)) for i in (0, 1))

@@ -32,14 +32,6 @@ try:
 except ImportError:  # a Python built without its own hashes
     _md5 = hashlib.md5
 
-# Arrow's default allocator (mimalloc, in pyarrow 26) keeps the memory a batch freed for the next ones, which
-# here only raises the peak: the loader frees a batch's worth at every step. The C library's allocator, measured
-# (peak RSS, same run, 1.37M-row month): the cloud pass 224 MB against 282 MB, a Parquet month into PostgreSQL
-# 129 against 164 MB, DuckDB 368 against 416 MB, a CSV month into PostgreSQL 120 against 133 MB; no slower on any
-# (jemalloc with decay 0 held 5-20 MB less but made the cloud pass and DuckDB 10-15% slower). A process-wide
-# setting, made where Arrow starts being used.
-pa.set_memory_pool(pa.system_memory_pool())
-
 # The raw text forms that are already what PostgreSQL prints for the stored value: such values are their
 # own key text. (Anything else, `01`, `1.0`, `24:00:00`, goes through the validating pass.)
 _CANONICAL_CODE = r"^(0|-?[1-9][0-9]{0,17})$"

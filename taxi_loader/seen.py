@@ -27,7 +27,7 @@ class MaybeSeen:
 
     def __init__(self) -> None:
         self._filters: list[np.ndarray] = [np.zeros(_FIRST_WORDS, np.uint64)]
-        self._held = 0  # digests in the last filter
+        self._count = 0  # digests in the last filter
 
     def add(self, digests: bytes) -> np.ndarray:
         """Add concatenated 16-byte digests; return a boolean array, true where a digest may have been added
@@ -50,19 +50,20 @@ class MaybeSeen:
 
     def _insert(self, first: np.ndarray, bits: np.ndarray) -> None:
         words = self._filters[-1]
-        room = len(words) * 64 // BITS_PER_DIGEST - self._held
+        room = len(words) * 64 // BITS_PER_DIGEST - self._count
         if room < len(first):  # this filter is full: a new, bigger one takes the rest
             self._insert_into(words, first[:room], bits[:room])
             self._filters.append(np.zeros(GROWTH * len(words), np.uint64))
-            self._held = 0
+            self._count = 0
             self._insert(first[room:], bits[room:])
             return
         self._insert_into(words, first, bits)
-        self._held += len(first)
+        self._count += len(first)
 
     def _insert_into(self, words: np.ndarray, first: np.ndarray, bits: np.ndarray) -> None:
         np.bitwise_or.at(words, self._word(words, first), bits)  # .at: two digests may share a word
 
     @staticmethod
     def _word(words: np.ndarray, first: np.ndarray) -> np.ndarray:
+        # A mask, not a modulo: every filter's size is a power of two (_FIRST_WORDS times powers of GROWTH).
         return (first & np.uint64(len(words) - 1)).astype(np.intp)

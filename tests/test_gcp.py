@@ -150,10 +150,10 @@ def test_parquet_fast_and_validated_paths_give_the_same_ids(tmp_path):
     assert a.equals(b)
 
 
-def test_parquet_repeats_far_apart_get_their_kth_ids(tmp_path):
+def test_parquet_repeats_far_apart_get_their_kth_ids(tmp_path, monkeypatch):
     """Rows are written as the file streams, but for those that may repeat an earlier one, held to the end:
     a row repeated across batches and row groups (three times) gets the same ids as identity.py gives it, and
-    --drop-duplicates keeps exactly its first occurrence."""
+    --drop-duplicates keeps exactly its first occurrence; so it does when every row is held."""
     import pyarrow.parquet as pq
 
     from taxi_loader.identity import key_text, row_id
@@ -193,6 +193,18 @@ def test_parquet_repeats_far_apart_get_their_kth_ids(tmp_path):
     rows = csv.DictReader(text.splitlines())
     firsts = {row_id(key_text(YELLOW, {k: v or None for k, v in r.items()})) for r in rows}  # each key's first id
     assert sorted(ids) == sorted(firsts)
+
+    class HoldsAll:  # a filter that vouches for no row: first occurrences are held too, and spilled in batches
+        def add(self, digests: bytes):
+            import numpy as np
+
+            return np.ones(len(digests) // 16, bool)
+
+    monkeypatch.setattr(parquet, "MaybeSeen", HoldsAll)
+    held = parquet.write_month_parquet(tmp_path / "y.csv", YELLOW, "2021-01", tmp_path / "h.parquet")
+    ids = pq.read_table(tmp_path / "h.parquet").column("unique_row_id").to_pylist()
+    assert (held.rows_written, held.rows_repeated) == (80_003, before + 3)
+    assert ids == twin_ids(text, "yellow")  # all held, so in file order
 
 
 def test_parquet_rejects_bad_rows_like_the_postgresql_path(tmp_path):

@@ -435,3 +435,30 @@ def test_maybe_seen_never_misses_a_digest_added_before(monkeypatch):
     assert all(c for c, r in zip(caught, repeats, strict=True) if r)  # no repeat ever passes as new
     false_alarms = sum(c and not r for c, r in zip(caught, repeats, strict=True))
     assert false_alarms < 0.01 * len(stream)  # the held rows stay few (tiny filters here: 0.6%)
+
+
+def test_the_command_chooses_arrows_allocator_before_arrow_is_loaded():
+    """cli.run sets ARROW_DEFAULT_MEMORY_POOL, which pyarrow reads when first imported: that works only while
+    importing the CLI imports no Arrow."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, os, sys, taxi_loader.cli as cli; assert 'pyarrow' not in sys.modules, 'Arrow loaded early'; "
+        "atexit.register(lambda: print(os.environ['ARROW_DEFAULT_MEMORY_POOL'], "
+        "__import__('pyarrow').default_memory_pool().backend_name)); "
+        "sys.argv = ['taxi-loader', '--help']; cli.run()"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["system", "system"]
+    mine = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert mine.stdout.split()[-2:] == ["jemalloc", "jemalloc"]  # the user's choice stands
