@@ -215,7 +215,7 @@ class _HeldRows:
 
     def __exit__(self, *exc: object) -> None:
         if self._writer is not None:  # a pass that failed: the rows are not wanted
-            with contextlib.suppress(Exception):
+            with _quiet_if(True):
                 self._writer.close()
         self._file.close()
 
@@ -265,17 +265,19 @@ class _RowGroups:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        quiet = _quiet_if(exc_type is not None)
         try:
             if exc_type is None:
                 self._flush()
+            with quiet:
                 self._wait()
-            else:  # the failure on its way out is the one to report
-                with contextlib.suppress(Exception):
-                    self._wait()
         finally:
             self._pool.shutdown()
-            if exc_type is None:
+            with quiet:
                 self._writer.close()
-            else:  # as above: a second failure closing the file would hide the first
-                with contextlib.suppress(Exception):
-                    self._writer.close()
+
+
+def _quiet_if(failing: bool) -> contextlib.AbstractContextManager[None]:
+    """While a failure is on its way out, a second one (a write in flight, closing a file) must not replace
+    it: suppressed then, raised otherwise."""
+    return contextlib.suppress(Exception) if failing else contextlib.nullcontext()
