@@ -195,23 +195,46 @@ class _Recording(psycopg2.extensions.cursor):
         return super().copy_expert(query, file, size)
 
 
+class _Statements:
+    """The statements each of taxi-loader's connections ran, in order: the first connection's, then each
+    other's under a `-- connection N` line (a first load builds an index on a second connection, in a thread
+    of its own: one list for all would interleave them differently from run to run)."""
+
+    def __init__(self) -> None:
+        self.connections: list[list[str]] = []
+
+    def new_connection(self) -> list[str]:
+        self.connections.append([])
+        return self.connections[-1]
+
+    def clear(self) -> None:
+        self.connections.clear()
+
+    def __iter__(self):
+        for i, statements in enumerate(c for c in self.connections if c):
+            if i:
+                yield f"-- connection {i + 1}"
+            yield from statements
+
+
 @pytest.fixture
 def recorded(monkeypatch):
-    """The statements taxi-loader's connections run, in order."""
-    statements: list[str] = []
+    """The statements taxi-loader's connections run (`_Statements`)."""
+    recording = _Statements()
     connect = psycopg2.connect
 
     def recording_connect(*args, **kwargs):
         conn = connect(*args, **kwargs)
         if kwargs.get("application_name") == "taxi-loader":
+            statements = recording.new_connection()
             conn.cursor_factory = type("Recording", (_Recording,), {"statements": statements})
         return conn
 
     monkeypatch.setattr(psycopg2, "connect", recording_connect)
-    return statements
+    return recording
 
 
-def _check_golden(name: str, statements: list[str], schema: str) -> None:
+def _check_golden(name: str, statements: _Statements, schema: str) -> None:
     text = "\n".join(s.replace(f'"{schema}"', '"{schema}"') for s in statements) + "\n"
     path = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN") or not path.exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import threading
+import uuid
 
 import psycopg2
 import pytest
@@ -468,6 +469,76 @@ def test_a_new_partition_carries_a_check_that_spares_attach_its_scan(cli, db, mi
     said = " ".join(db.conn.notices)
     assert 'partition constraint for table "yellow_tripdata_p2020_07" is implied by existing constraints' in said
     assert 'verifying table "yellow_tripdata_p2020_07"' not in said
+
+
+_PARTITION_INDEXES = """
+    SELECT c.relname::text, p.relname::text FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indexrelid
+    LEFT JOIN pg_inherits h ON h.inhrelid = i.indexrelid LEFT JOIN pg_class p ON p.oid = h.inhparent
+    WHERE i.indrelid = to_regclass('yellow_tripdata_p2020_07') ORDER BY 1"""
+# A new partition's two indexes, each the partition's share of the main table's (none built twice by ATTACH).
+_BUILT_ONCE = [
+    ("yellow_tripdata_p2020_07_filename_idx", "yellow_tripdata_filename_idx"),
+    ("yellow_tripdata_p2020_07_unique_row_id_key", "yellow_tripdata_unique_row_id_key"),
+]
+
+
+def test_a_first_load_indexes_its_partition_on_two_connections_or_on_one(cli, db, mirror):
+    """The two indexes of a new partition are built at once, on two connections (their SQL, connection by
+    connection: tests/golden/postgres_first_load.sql); a role allowed one connection gets the same partition
+    from one, and the same rows."""
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    assert db.all(_PARTITION_INDEXES) == _BUILT_ONCE
+    ids = db.all("SELECT unique_row_id FROM yellow_tripdata ORDER BY 1")
+
+    role = f"tl_one_{uuid.uuid4().hex[:8]}"
+    db.run(
+        f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1; CREATE SCHEMA "{role}_s";'
+        f' GRANT USAGE, CREATE ON SCHEMA "{role}_s" TO "{role}"'
+    )
+    try:
+        url = db.url.replace("postgres@", f"{role}@")
+        one = cli("load", "--taxi", "yellow", "--month", "2020-07", "--db-url", url, "--schema", f"{role}_s", pg=False)
+        assert one.exit_code == 0, one.output
+        assert outputs(one)["rows_inserted"] == 266
+        db.run(f'SET search_path TO "{role}_s"')
+        assert db.all(f'SELECT unique_row_id FROM "{role}_s".yellow_tripdata ORDER BY 1') == ids
+        indexes = _PARTITION_INDEXES.replace("to_regclass('", f'to_regclass(\'"{role}_s".')
+        assert db.all(indexes) == _BUILT_ONCE
+    finally:
+        db.run(f'DROP SCHEMA "{role}_s" CASCADE; DROP ROLE "{role}"')
+
+
+def test_indexes_an_interrupted_merge_left_on_the_staging_table_are_the_partitions(cli, db, mirror):
+    """The indexes are built before the merge's transaction, and committed: a merge that fails after them
+    leaves them on the staging table, and the next merge uses them as they are."""
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cli("stage", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    db.run(
+        "CREATE UNIQUE INDEX yellow_tripdata_p2020_07_unique_row_id_key ON yellow_tripdata_staging_2020_07"
+        ' (unique_row_id COLLATE "C", tpep_pickup_datetime);'
+        " CREATE INDEX yellow_tripdata_p2020_07_filename_idx ON yellow_tripdata_staging_2020_07 (filename)"
+    )
+    merged = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-07")
+    assert merged.exit_code == 0, merged.output
+    assert outputs(merged)["rows_inserted"] == 266 and db.count("yellow_tripdata") == 266
+    assert db.all(_PARTITION_INDEXES) == _BUILT_ONCE
+
+
+def test_two_staged_rows_with_one_id_are_exit_2_and_load_nothing(cli, db, mirror):
+    """Only a staging table changed by hand can hold one id twice: the unique index refuses it."""
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cli("stage", "--taxi", "yellow", "--month", "2020-07").exit_code == 0
+    db.run(
+        "UPDATE yellow_tripdata_staging_2020_07 s SET unique_row_id = f.unique_row_id,"
+        " tpep_pickup_datetime = f.tpep_pickup_datetime FROM (SELECT * FROM yellow_tripdata_staging_2020_07"
+        " WHERE ctid = '(0,1)') f WHERE s.ctid = '(0,2)'"
+    )
+    failed = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-07")
+    assert failed.exit_code == 2, failed.output
+    assert "staging table is not as stage left it" in failed.stderr and "could not create unique index" in failed.stderr
+    assert db.count("yellow_tripdata") == 0 and "yellow_tripdata_p2020_07" not in db.tables()
 
 
 def test_a_partition_keeps_its_file_name_in_the_catalog_for_the_rows_copied(cli, db, mirror):

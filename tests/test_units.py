@@ -437,6 +437,29 @@ def test_maybe_seen_never_misses_a_digest_added_before(monkeypatch):
     assert false_alarms < 0.01 * len(stream)  # the held rows stay few (tiny filters here: 0.6%)
 
 
+@pytest.mark.parametrize("run", [7, 1000, 1 << 18])
+def test_digests_count_every_repeat_across_runs_and_batches(monkeypatch, run):
+    """stage numbers repeats from `Digests.repeated()`: a digest added again in the same batch, in another
+    batch of the same run, or in another run (several runs, a part-filled last one) is counted every time."""
+    import hashlib
+    from collections import Counter
+
+    from taxi_loader.arrowids import Digests
+
+    monkeypatch.setattr(Digests, "RUN_DIGESTS", run)
+    rng = random.Random(11)
+    distinct = [hashlib.md5(str(i).encode()).digest() for i in range(3_000)]
+    stream = distinct + [rng.choice(distinct) for _ in range(300)] + [distinct[5]] * 3
+    rng.shuffle(stream)
+    with Digests() as digests:
+        digests.add(b"".join(stream[:10]))
+        digests.clear()  # a pass that starts again forgets them
+        for start in range(0, len(stream), 37):
+            digests.add(b"".join(stream[start : start + 37]))
+        found = digests.repeated()
+    assert found == {d.hex(): n for d, n in Counter(stream).items() if n > 1}
+
+
 def test_the_command_chooses_arrows_allocator_before_arrow_is_loaded():
     """cli.run sets ARROW_DEFAULT_MEMORY_POOL, which pyarrow reads when first imported: that works only while
     importing the CLI imports no Arrow."""

@@ -38,6 +38,7 @@ SELECT count(*) FROM "{schema}"."yellow_tripdata" WHERE filename = %s
 SELECT to_regclass(%s) IS NOT NULL
 SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'unique_row_id' AND NOT attisdropped)
 SELECT EXISTS (SELECT FROM "{schema}"."yellow_tripdata_staging_2020_07")
+SELECT relpersistence = 'p' AND to_regclass(%s) IS NULL FROM pg_class WHERE oid = to_regclass(%s)
 SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
 SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s
 SELECT count(*), count(*) FILTER (WHERE (("s"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "s"."tpep_pickup_datetime" < '2020-08-01'::timestamp) IS NOT TRUE OR "s"."tpep_dropoff_datetime" < "s"."tpep_pickup_datetime" OR "s"."fare_amount" < 0 OR "s"."extra" < 0 OR "s"."mta_tax" < 0 OR "s"."tip_amount" < 0 OR "s"."tolls_amount" < 0 OR "s"."improvement_surcharge" < 0 OR "s"."total_amount" < 0)), count(*) FILTER (WHERE ("s"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "s"."tpep_pickup_datetime" < '2020-08-01'::timestamp) IS NOT TRUE), 0 FROM "{schema}"."yellow_tripdata_staging_2020_07" s

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import psycopg2.errors
 
 from taxi_loader.contract import LoadRecord
-from taxi_loader.errors import UsageError
+from taxi_loader.errors import ConfigError, TransientError, UsageError
 from taxi_loader.job import Cancellation, Job
 from taxi_loader.logs import get_logger
 from taxi_loader.months import Month
@@ -26,7 +26,7 @@ from taxi_loader.zones import ZONES_TABLE, Zone
 
 from . import ledger, merge, stage
 from . import zones as zones_table
-from .connect import Connection, connected_target, describe_target, session
+from .connect import Connection, connect, connected_target, describe_target, session
 from .ddl import Tables, drop_staging, month_lock
 
 log = get_logger("taxi_loader")
@@ -55,8 +55,8 @@ class PostgresSettings:
 class PostgresMonth:
     """One month's load on PostgreSQL, over one connection."""
 
-    def __init__(self, conn: Connection, tables: Tables, job: Job):
-        self.conn, self.tables, self.job = conn, tables, job
+    def __init__(self, conn: Connection, tables: Tables, job: Job, sibling: merge.Sibling | None = None):
+        self.conn, self.tables, self.job, self.sibling = conn, tables, job, sibling
         self.target = f"{connected_target(conn)}, schema {tables.schema}"
 
     def stage(self, path: Path) -> dict[str, Any]:
@@ -65,7 +65,7 @@ class PostgresMonth:
         return asdict(stage.stage(self.conn, self.tables, job.month, path, job.source_label, job.max_rejects, force))
 
     def merge(self) -> dict[str, Any]:
-        return asdict(merge.dedup_merge(self.conn, self.tables, self.job.month, self.job.drop_duplicates))
+        return asdict(merge.dedup_merge(self.conn, self.tables, self.job.month, self.job.drop_duplicates, self.sibling))
 
     def cleanup(self, remove_object: bool = False) -> dict[str, Any]:
         dropped = _once_more_if_cancelled(self.conn, lambda: drop_staging(self.conn, self.tables, self.job.month))
@@ -112,14 +112,30 @@ class PostgresSink:
     @contextmanager
     def open(self, job: Job, cancel: Cancellation, whole_load: bool = False) -> Iterator[PostgresMonth]:
         tables = Tables(self.settings.schema, job.taxi)
+
+        @contextmanager
+        def sibling() -> Iterator[Connection | None]:
+            # One attempt: a server with no connection to spare makes the merge build both indexes on one.
+            try:
+                other = connect(self.settings.db_url, RetryPolicy(attempts=1, timeout=job.retry.timeout))
+            except (ConfigError, TransientError) as exc:
+                log.debug("no second connection", error=str(exc))
+                yield None
+                return
+            try:
+                with cancel.watching(other):
+                    yield other
+            finally:
+                other.close()
+
         with session(self.settings.db_url, job.retry) as conn, cancel.watching(conn):
             if not whole_load:
-                yield PostgresMonth(conn, tables, job)
+                yield PostgresMonth(conn, tables, job, sibling)
                 return
             # The whole load holds the month's lock, so a second load of the same month waits for this one
             # instead of re-staging under its feet; loads of other months run alongside.
             with month_lock(conn, tables, job.month):
-                yield PostgresMonth(conn, tables, job)
+                yield PostgresMonth(conn, tables, job, sibling)
 
     def last_loads(
         self, taxis: Sequence[TaxiType], month: Month | None = None, retry: RetryPolicy = RetryPolicy()

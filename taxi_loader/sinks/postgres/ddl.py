@@ -197,10 +197,10 @@ def unique_key_ddl(tables: Tables, table: sql.Identifier, name: str) -> list[sql
     linguistic order.
     """
     return [
-        sql.SQL('CREATE UNIQUE INDEX {} ON {} (unique_row_id COLLATE "C", {})').format(
+        sql.SQL('CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (unique_row_id COLLATE "C", {})').format(
             sql.Identifier(f"{name}_unique_row_id_key"), table, tables.pickup
         ),
-        sql.SQL("CREATE INDEX {} ON {} (filename)").format(sql.Identifier(f"{name}_filename_idx"), table),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (filename)").format(sql.Identifier(f"{name}_filename_idx"), table),
     ]
 
 
