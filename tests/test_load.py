@@ -510,6 +510,35 @@ def test_a_first_load_indexes_its_partition_on_two_connections_or_on_one(cli, db
         db.run(f'DROP SCHEMA "{role}_s" CASCADE; DROP ROLE "{role}"')
 
 
+def test_when_one_of_two_builds_fails_the_other_is_cancelled_and_the_failure_told(db):
+    """The two index builds run at once: the side that fails must not leave the other running to its end, and
+    its own error (not the other's cancellation) is what the merge reports; both connections stay usable."""
+    import time
+
+    from psycopg2 import sql
+
+    from taxi_loader.sinks.postgres.connect import connect
+    from taxi_loader.sinks.postgres.merge import _at_once
+
+    here, there = connect(db.url), connect(db.url)
+    try:
+        started = time.monotonic()
+        with pytest.raises(psycopg2.errors.DivisionByZero):
+            _at_once(here, [sql.SQL("SELECT pg_sleep(60)")], there, [sql.SQL("SELECT 1 / 0")])
+        here.rollback(), there.rollback()
+        with pytest.raises(psycopg2.errors.DivisionByZero):
+            _at_once(here, [sql.SQL("SELECT 1 / 0")], there, [sql.SQL("SELECT pg_sleep(60)")])
+        assert time.monotonic() - started < 30  # neither sleep ran out
+        for conn in (here, there):
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+    finally:
+        here.close()
+        there.close()
+
+
 def test_indexes_an_interrupted_merge_left_on_the_staging_table_are_the_partitions(cli, db, mirror):
     """The indexes are built before the merge's transaction, and committed: a merge that fails after them
     leaves them on the staging table, and the next merge uses them as they are."""

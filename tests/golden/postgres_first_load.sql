@@ -26,8 +26,8 @@ SELECT pg_advisory_xact_lock(%s)
 SELECT c.relkind = 'p', EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisunique AND a.attname = 'unique_row_id' AND i.indpred IS NULL) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
 CREATE TABLE "{schema}"."yellow_tripdata" ("unique_row_id" text NOT NULL, "filename" text, "vendorid" text, "tpep_pickup_datetime" timestamp, "tpep_dropoff_datetime" timestamp, "passenger_count" integer, "trip_distance" double precision, "ratecodeid" text, "store_and_fwd_flag" text, "pulocationid" text, "dolocationid" text, "payment_type" integer, "fare_amount" double precision, "extra" double precision, "mta_tax" double precision, "tip_amount" double precision, "tolls_amount" double precision, "improvement_surcharge" double precision, "total_amount" double precision, "congestion_surcharge" double precision, "airport_fee" double precision, "cbd_congestion_fee" double precision, "request_source" text) PARTITION BY RANGE ("tpep_pickup_datetime")
 CREATE TABLE "{schema}"."yellow_tripdata_pdefault" PARTITION OF "{schema}"."yellow_tripdata" DEFAULT
-CREATE UNIQUE INDEX IF NOT EXISTS "yellow_tripdata_unique_row_id_key" ON "{schema}"."yellow_tripdata" (unique_row_id COLLATE "C", "tpep_pickup_datetime")
-CREATE INDEX IF NOT EXISTS "yellow_tripdata_filename_idx" ON "{schema}"."yellow_tripdata" (filename)
+CREATE UNIQUE INDEX "yellow_tripdata_unique_row_id_key" ON "{schema}"."yellow_tripdata" (unique_row_id COLLATE "C", "tpep_pickup_datetime")
+CREATE INDEX "yellow_tripdata_filename_idx" ON "{schema}"."yellow_tripdata" (filename)
 SELECT c.relkind = 'p', EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] WHERE i.indrelid = c.oid AND i.indisunique AND a.attname = 'unique_row_id' AND i.indpred IS NULL) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
 SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped
 SELECT pg_advisory_lock(%s)
@@ -41,8 +41,9 @@ SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) AND att
 SELECT EXISTS (SELECT FROM "{schema}"."yellow_tripdata_staging_2020_07")
 SELECT relpersistence = 'p' AND to_regclass(%s) IS NULL FROM pg_class WHERE oid = to_regclass(%s)
 SELECT count(*) <= %s FROM (SELECT FROM "{schema}"."yellow_tripdata_pdefault" d WHERE "d"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "d"."tpep_pickup_datetime" < '2020-08-01'::timestamp LIMIT %s) m
+SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(%s)
 SET LOCAL maintenance_work_mem = %s; SET LOCAL max_parallel_maintenance_workers = 0
-CREATE UNIQUE INDEX IF NOT EXISTS "yellow_tripdata_p2020_07_unique_row_id_key" ON "{schema}"."yellow_tripdata_staging_2020_07" (unique_row_id COLLATE "C", "tpep_pickup_datetime")
+CREATE UNIQUE INDEX "yellow_tripdata_p2020_07_unique_row_id_key" ON "{schema}"."yellow_tripdata_staging_2020_07" (unique_row_id COLLATE "C", "tpep_pickup_datetime")
 SET LOCAL synchronous_commit = off
 SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
 SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s
@@ -55,6 +56,7 @@ WITH moved AS (DELETE FROM "{schema}"."yellow_tripdata_staging_2020_07" s WHERE 
 CREATE TEMP TABLE taxi_loader_moved ON COMMIT DROP AS WITH moved AS (DELETE FROM "{schema}"."yellow_tripdata_pdefault" d WHERE "d"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "d"."tpep_pickup_datetime" < '2020-08-01'::timestamp RETURNING d.*) SELECT * FROM moved
 ALTER TABLE "{schema}"."yellow_tripdata_staging_2020_07" ALTER COLUMN filename DROP DEFAULT
 ALTER TABLE "{schema}"."yellow_tripdata_staging_2020_07" RENAME TO "yellow_tripdata_p2020_07"
+SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(%s)
 ALTER TABLE "{schema}"."yellow_tripdata_p2020_07" ADD CONSTRAINT "yellow_tripdata_p2020_07_month" CHECK ("tpep_pickup_datetime" IS NOT NULL AND "tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "tpep_pickup_datetime" < '2020-08-01'::timestamp)
 ALTER TABLE "{schema}"."yellow_tripdata" ATTACH PARTITION "{schema}"."yellow_tripdata_p2020_07" FOR VALUES FROM ('2020-07-01') TO ('2020-08-01')
 UPDATE "{schema}"."taxi_loader_ledger" SET "rows_repeated" = %s, "rows_inserted" = %s, "rows_present" = %s, "rows_suspicious" = %s, "rows_after" = %s, finished_at = now(), status = %s WHERE load_id = %s
@@ -66,5 +68,5 @@ SET LOCAL synchronous_commit = off
 SELECT pg_advisory_unlock(%s)
 -- connection 2
 SET LOCAL maintenance_work_mem = %s; SET LOCAL max_parallel_maintenance_workers = 0
-CREATE INDEX IF NOT EXISTS "yellow_tripdata_p2020_07_filename_idx" ON "{schema}"."yellow_tripdata_staging_2020_07" (filename)
+CREATE INDEX "yellow_tripdata_p2020_07_filename_idx" ON "{schema}"."yellow_tripdata_staging_2020_07" (filename)
 SET LOCAL synchronous_commit = off

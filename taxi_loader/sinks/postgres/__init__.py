@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -79,6 +80,31 @@ class PostgresMonth:
         )
 
 
+@contextmanager
+def _second_connection(
+    db_url: str | None, first: Connection, retry: RetryPolicy, cancel: Cancellation
+) -> Iterator[Connection | None]:
+    """A second connection to the server and database `first` is on (`merge.Sibling`), cancelled with it; None
+    when the server grants none at the first attempt (a role or server at its connection limit)."""
+    try:
+        # The host and port `first` reached: a URL that names several hosts must not lead to another server.
+        other = connect(db_url, replace(retry, attempts=1), host=first.info.host, port=str(first.info.port))
+    except (ConfigError, TransientError) as exc:
+        refused = str(exc)
+    else:
+        refused = ""
+    if refused:
+        log.info("no second connection: the partition's indexes are built one after the other", reason=refused)
+        yield None
+        return
+    try:
+        with cancel.watching(other):
+            cancel.check()  # a cancel that came before the watch began
+            yield other
+    finally:
+        other.close()
+
+
 def _once_more_if_cancelled(conn: Connection, action: Callable[[], T]) -> T:
     """Run a bookkeeping action; run it again when a cancel request strikes it. A cancel is asynchronous: when it
     lands after the statement it was meant for, it cancels the next one, this."""
@@ -113,22 +139,8 @@ class PostgresSink:
     def open(self, job: Job, cancel: Cancellation, whole_load: bool = False) -> Iterator[PostgresMonth]:
         tables = Tables(self.settings.schema, job.taxi)
 
-        @contextmanager
-        def sibling() -> Iterator[Connection | None]:
-            # One attempt: a server with no connection to spare makes the merge build both indexes on one.
-            try:
-                other = connect(self.settings.db_url, RetryPolicy(attempts=1, timeout=job.retry.timeout))
-            except (ConfigError, TransientError) as exc:
-                log.debug("no second connection", error=str(exc))
-                yield None
-                return
-            try:
-                with cancel.watching(other):
-                    yield other
-            finally:
-                other.close()
-
         with session(self.settings.db_url, job.retry) as conn, cancel.watching(conn):
+            sibling = partial(_second_connection, self.settings.db_url, retry=job.retry, cancel=cancel)
             if not whole_load:
                 yield PostgresMonth(conn, tables, job, sibling)
                 return

@@ -96,8 +96,9 @@ class _Unreachable(Exception):
     pass
 
 
-def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Connection:
-    """Open a connection; libpq's PG* variables apply when `db_url` leaves something out.
+def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy(), **overrides: Any) -> Connection:
+    """Open a connection; libpq's PG* variables apply when `db_url` leaves something out, `overrides` (libpq
+    keywords) over both.
 
     Unreachable servers are retried with backoff, then TransientError; wrong credentials or a missing
     database are ConfigError at once. Messages name the host, never the password.
@@ -114,7 +115,7 @@ def connect(db_url: str | None, retry: RetryPolicy = RetryPolicy()) -> Connectio
             with attempt:
                 try:
                     conn = psycopg2.connect(
-                        dsn, connect_timeout=max(1, int(retry.timeout)), application_name="taxi-loader"
+                        dsn, connect_timeout=max(1, int(retry.timeout)), application_name="taxi-loader", **overrides
                     )
                 except psycopg2.OperationalError as exc:
                     # libpq's own words name the host, port, user and database in force, wherever they came

@@ -188,20 +188,22 @@ def ensure_support_tables(conn: Connection, tables: Tables) -> None:
     conn.commit()
 
 
-def unique_key_ddl(tables: Tables, table: sql.Identifier, name: str) -> list[sql.Composed]:
-    """The indexes of the main table, or of one of its partitions (`table`, index names from `name`).
+def unique_key_ddl(tables: Tables, table: sql.Identifier, name: str) -> dict[str, sql.Composed]:
+    """The indexes of the main table, or of one of its partitions (`table`, index names from `name`): each
+    index's name and the statement that creates it.
 
     The unique key is (unique_row_id, pickup), because a partitioned table's unique key must hold its
     partition column; the id is the md5 of a key that includes the pickup time, so this is exactly
     uniqueness of unique_row_id. Its "C" collation compares bytes, which is all hex needs and cheaper than a
     linguistic order.
     """
-    return [
-        sql.SQL('CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (unique_row_id COLLATE "C", {})').format(
-            sql.Identifier(f"{name}_unique_row_id_key"), table, tables.pickup
+    unique, by_file = f"{name}_unique_row_id_key", f"{name}_filename_idx"
+    return {
+        unique: sql.SQL('CREATE UNIQUE INDEX {} ON {} (unique_row_id COLLATE "C", {})').format(
+            sql.Identifier(unique), table, tables.pickup
         ),
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (filename)").format(sql.Identifier(f"{name}_filename_idx"), table),
-    ]
+        by_file: sql.SQL("CREATE INDEX {} ON {} (filename)").format(sql.Identifier(by_file), table),
+    }
 
 
 def main_table_ddl(tables: Tables) -> list[sql.Composed]:
@@ -215,7 +217,7 @@ def main_table_ddl(tables: Tables) -> list[sql.Composed]:
             tables.main, sql.SQL(", ").join(column_defs(main_columns(tables.taxi))), tables.pickup
         ),
         sql.SQL("CREATE TABLE {} PARTITION OF {} DEFAULT").format(tables.default_partition, tables.main),
-        *unique_key_ddl(tables, tables.main, tables.taxi.table),
+        *unique_key_ddl(tables, tables.main, tables.taxi.table).values(),
     ]
 
 

@@ -6,7 +6,8 @@ Three ways in, by what the table allows (measured with `make bench`):
 - bulk: the month's partition does not exist yet (a first load into a table taxi-loader created) and stage
   made the staging table a logged one with the main table's columns. Its out-of-month rows move to the main
   table, the rest is indexed in one sort and the table attached as the month's partition: every row is
-  written once. Building an index once is several times cheaper than growing a large one row by row.
+  written once. Building an index once is several times cheaper than growing a large one row by row; its two
+  indexes are built at once on two connections, before the merge's transaction (`_index_and_count_ahead`).
 - incremental: the partition exists (a reload after rows were deleted), or the staging table cannot become
   the partition: the month's new rows found with one hash anti-join against its partition (`_insert_missing`),
   inserted in key order with ON CONFLICT DO NOTHING (on a table with a unique key but no partitions, ON
@@ -18,9 +19,9 @@ A re-run of a file already loaded whole is recognised from the ledger and skips 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +52,9 @@ from .ddl import (
 )
 
 MERGE_WORK_MEM = "256MB"  # lets the merge hash and sort a month in memory instead of on disk
-# What a staging table changed by hand since stage makes the merge's statements fail with (two rows with one
-# id: the unique index of a first load).
+# What a staging table changed by hand since stage makes the merge's statements fail with (and two of its rows
+# with one id, when a first load indexes it: see `_as_stage_left_it`).
 _STAGING_CHANGED = (
-    psycopg2.errors.UniqueViolation,
     psycopg2.errors.UndefinedColumn,
     psycopg2.errors.DatatypeMismatch,
     psycopg2.errors.WrongObjectType,
@@ -104,8 +104,9 @@ class MergePlan:
         )
 
 
-# Opens a second connection to the same database for the time of a `with` block (None: the server refused one).
-Sibling = Callable[[], AbstractContextManager[Connection | None]]
+# Opens a second connection to the server and database of the one given, for the time of a `with` block (None:
+# the server refused one).
+Sibling = Callable[[Connection], AbstractContextManager[Connection | None]]
 
 
 def dedup_merge(
@@ -133,8 +134,8 @@ def dedup_merge(
         known = plan.staged_load["rows_repeated"] if plan.staged_load else None
         ahead = None
         if sibling and layout.partitioned and not whole:
-            with _as_stage_left_it(taxi, month):
-                ahead = _index_ahead(conn, sibling, tables, month, repeats=known is None)
+            with _as_stage_left_it(tables, month):
+                ahead = _index_and_count_ahead(conn, sibling, tables, month, repeats=known is None)
         with conn.cursor() as cur:
             _merge_settings(cur)
             rows_of_file = plan.rows_of_file
@@ -143,7 +144,7 @@ def dedup_merge(
                 inserted, repeated = 0, plan.previous["rows_repeated"] or 0
                 staged, suspicious = plan.kept, plan.previous["rows_suspicious"] or 0
             else:
-                with _as_stage_left_it(taxi, month):
+                with _as_stage_left_it(tables, month):
                     inserted, repeated, staged, suspicious = _merge(
                         cur, tables, month, layout, drop_duplicates, known, ahead
                     )
@@ -181,14 +182,17 @@ def _merge_settings(cur: Cursor) -> None:
 
 
 @contextmanager
-def _as_stage_left_it(taxi: TaxiType, month: Month) -> Iterator[None]:
+def _as_stage_left_it(tables: Tables, month: Month) -> Iterator[None]:
     """Turn what a staging table changed by hand since stage makes the merge's statements fail with into a
     UsageError that says so (exit 2)."""
     try:
         yield
-    except _STAGING_CHANGED as exc:
+    except (*_STAGING_CHANGED, psycopg2.errors.UniqueViolation) as exc:
+        staging = (tables.staging_name(month), tables.partition_name(month))
+        if isinstance(exc, psycopg2.errors.UniqueViolation) and exc.diag.table_name not in staging:
+            raise  # another table's own unique index: not the staging table's doing
         raise UsageError(
-            f"{taxi.name} {month}: the staging table is not as stage left it "
+            f"{tables.taxi.name} {month}: the staging table is not as stage left it "
             f"({str(exc).strip().splitlines()[0]}); run `taxi-loader stage` again, then dedup-merge"
         ) from None
 
@@ -252,8 +256,8 @@ def _merge(
     """Insert what is new; return (rows inserted, repeats, rows staged, rows suspicious).
 
     `repeated`: the repeats stage numbered (None when unknown: counted here); `ahead`: the staged rows' counts
-    from `_index_ahead`, which also indexed them (None: counted here)."""
-    counts = ahead or _count(cur, tables, month, repeats=repeated is None)
+    from `_index_and_count_ahead` (None: counted here)."""
+    counts = _count(cur, tables, month, repeats=repeated is None) if ahead is None else ahead
     if repeated is None:
         repeated = counts.repeated
     if drop_duplicates and repeated:
@@ -265,8 +269,7 @@ def _merge(
         )
     if layout.partitioned and _attachable(cur, tables, month):
         kept = counts.staged - (repeated if drop_duplicates else 0)
-        inserted = _bulk(cur, tables, month, kept, counts.outside, indexed=ahead is not None)
-        return inserted, repeated, counts.staged, counts.suspicious
+        return _bulk(cur, tables, month, kept, counts.outside), repeated, counts.staged, counts.suspicious
     if layout.partitioned:  # rows may be routed to the default partition: not while another month attaches
         attach_xact_lock(cur, tables)
     elif not layout.unique_index:
@@ -307,11 +310,10 @@ def _attachable(cur: Cursor, tables: Tables, month: Month) -> bool:
     return bool(one(cur)[0])
 
 
-def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int, indexed: bool) -> int:
+def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int) -> int:
     """Make the staging table the month's partition: out-of-month rows to the main table, index, attach.
 
-    `kept` rows are staged, `outside` of them with pickups outside the month; `indexed`: the staging table has
-    the partition's indexes already (`_index_ahead`). Returns the rows inserted."""
+    `kept` rows are staged, `outside` of them with pickups outside the month. Returns the rows inserted."""
     taxi, stg, part = tables.taxi, tables.staging(month), tables.partition(month)
     # From here on the main table's partitions are written and its partition bounds change (rows moved out
     # of the default partition, ATTACH): two months doing this at once would each hold a lock the other
@@ -351,11 +353,11 @@ def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int, in
         cur.execute(
             sql.SQL("INSERT INTO {} ({cols}) SELECT {cols} FROM taxi_loader_moved").format(stg, cols=column_list(taxi))
         )
-    # 3. The staging table becomes the partition: indexed once, then attached (the parent's indexes adopt
-    #    these instead of building their own).
+    # 3. The staging table becomes the partition: indexed once (unless `_index_and_count_ahead` did it), then
+    #    attached (the parent's indexes adopt these instead of building their own).
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN filename DROP DEFAULT").format(stg))
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stg, sql.Identifier(tables.partition_name(month))))
-    for statement in [] if indexed else unique_key_ddl(tables, part, tables.partition_name(month)):
+    for statement in _missing_indexes(cur, tables, part, month):
         cur.execute(statement)
     # The CHECK constraint lets ATTACH skip its own validation scan. It must imply the whole partition
     # constraint, which includes `pickup IS NOT NULL` (a CHECK passes on NULL): without it ATTACH scans the
@@ -382,37 +384,34 @@ def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, outside: int, in
 _MOVED_IN_AT_MOST = 10_000
 
 
-def _index_ahead(conn: Connection, sibling: Sibling, tables: Tables, month: Month, repeats: bool) -> _Counts | None:
+def _index_and_count_ahead(
+    conn: Connection, sibling: Sibling, tables: Tables, month: Month, repeats: bool
+) -> _Counts | None:
     """Give a staging table that is to become the month's partition its two indexes before the merge, built
-    at once on two connections, and count its rows (`_count`); return the counts, or None when nothing was
-    done (`_bulk` then builds both indexes in the merge's transaction, and the merge counts).
+    at once on two connections, then count its rows (`_count`); return the counts, or None when nothing was
+    done (`_bulk` then builds the indexes in the merge's transaction, and the merge counts).
 
     A b-tree build is one backend's scan, sort and write: on two cores the pair takes about as long as the
     longer one (measured for a 1.37M-row month: 1.0-1.1 s for both and the count, against 1.3-1.7 s one after
     the other with PostgreSQL's parallel workers). Each build commits, as the other connection must see the
-    table; the indexes already have the partition's names, which `_bulk` then finds. The counts hold in the
-    merge: the table is logged (no crash empties it) and the month's lock keeps every other load out of it."""
+    table; the indexes already have the partition's names, and `_bulk` builds only those missing (a merge that
+    failed after them leaves them for the next). The counts hold in the merge: the table is logged (no crash
+    empties it) and the month's lock keeps every other load out of it."""
     with conn.cursor() as cur:
-        ahead = _attachable(cur, tables, month) and _moved_in_at_most(cur, tables, month, _MOVED_IN_AT_MOST)
+        attachable = _attachable(cur, tables, month) and _moved_in_at_most(cur, tables, month, _MOVED_IN_AT_MOST)
+        missing = _missing_indexes(cur, tables, tables.staging(month), month) if attachable else []
     conn.commit()
-    if not ahead:
+    if not attachable:
         return None
-    unique, by_file = unique_key_ddl(tables, tables.staging(month), tables.partition_name(month))
-    with sibling() as other:
-        if other is None:
-            return None
-        with ThreadPoolExecutor(1) as pool:
-            beside = pool.submit(_build_index, other, by_file)
-            try:
-                _build_index(conn, unique)
-                with conn.cursor() as cur:
-                    _merge_settings(cur)
-                    counts = _count(cur, tables, month, repeats)
-                conn.commit()
-            except BaseException:
-                other.cancel()  # the other build is of no use now: stop it rather than wait for it
-                raise
-            beside.result()
+    if missing:
+        with sibling(conn) as other:
+            if other is None:
+                return None
+            _at_once(conn, missing[:1], other, missing[1:])
+    with conn.cursor() as cur:
+        _merge_settings(cur)
+        counts = _count(cur, tables, month, repeats)
+    conn.commit()
     return counts
 
 
@@ -427,14 +426,62 @@ def _moved_in_at_most(cur: Cursor, tables: Tables, month: Month, limit: int) -> 
     return bool(one(cur)[0])
 
 
-def _build_index(conn: Connection, statement: sql.Composed) -> None:
+def _missing_indexes(cur: Cursor, tables: Tables, table: sql.Identifier, month: Month) -> list[sql.Composed]:
+    """The statements that create the month's partition indexes `table` does not have yet (by name)."""
+    cur.execute(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(%s)",
+        (table.as_string(cur),),
+    )
+    present = {name for (name,) in cur.fetchall()}
+    wanted = unique_key_ddl(tables, table, tables.partition_name(month))
+    return [statement for name, statement in wanted.items() if name not in present]
+
+
+def _at_once(conn: Connection, here: list[sql.Composed], other: Connection, there: list[sql.Composed]) -> None:
+    """Build the indexes `here` on `conn` and those `there` on `other`, at the same time, each committed. When
+    one side fails, the other's statement is cancelled and the first failure raised."""
+    failed: list[BaseException] = []
+
+    def build_there() -> None:
+        try:
+            _build_indexes(other, there)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            failed.append(exc)
+            with suppress(psycopg2.Error):
+                conn.cancel()
+
+    # A daemon thread, as the command's own worker is: a statement that will not end must not keep the
+    # process from exiting on a second Ctrl-C.
+    beside = threading.Thread(target=build_there, name="taxi-loader-index", daemon=True)
+    beside.start()
+    try:
+        _build_indexes(conn, here)
+    except psycopg2.errors.QueryCanceled:
+        beside.join()
+        if failed:  # cancelled because the other side failed: that failure is the one to tell
+            raise failed[0] from None
+        raise
+    except BaseException:
+        with suppress(psycopg2.Error):
+            other.cancel()
+        beside.join()
+        raise
+    beside.join()
+    if failed:
+        raise failed[0]
+
+
+def _build_indexes(conn: Connection, statements: list[sql.Composed]) -> None:
+    """Run index builds in a transaction of their own, committed without waiting for the disk (the merge's own
+    commit, which waits, makes them durable)."""
     with conn.cursor() as cur:
         # No parallel workers: the two builds already hold both cores (with workers, each took 1.4 s, not 0.9).
         cur.execute(
             "SET LOCAL maintenance_work_mem = %s; SET LOCAL max_parallel_maintenance_workers = 0", (MERGE_WORK_MEM,)
         )
-        cur.execute(statement)
-    commit_unflushed(conn)  # the merge's own commit makes it durable
+        for statement in statements:
+            cur.execute(statement)
+    commit_unflushed(conn)
 
 
 def _in_key_order_once(tables: Tables, alias: str) -> sql.Composed:
