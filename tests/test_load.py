@@ -524,10 +524,15 @@ def test_when_one_of_two_builds_fails_the_other_is_cancelled_and_the_failure_tol
     try:
         started = time.monotonic()
         with pytest.raises(psycopg2.errors.DivisionByZero):
-            _at_once(here, [sql.SQL("SELECT pg_sleep(60)")], there, [sql.SQL("SELECT 1 / 0")])
+            _at_once(here, [sql.SQL("SELECT pg_sleep(60)")], there, [sql.SQL("SELECT 1 / 0")], then=lambda c: c)
         here.rollback(), there.rollback()
         with pytest.raises(psycopg2.errors.DivisionByZero):
-            _at_once(here, [sql.SQL("SELECT 1 / 0")], there, [sql.SQL("SELECT pg_sleep(60)")])
+            _at_once(here, [sql.SQL("SELECT 1 / 0")], there, [sql.SQL("SELECT pg_sleep(60)")], then=lambda c: c)
+        here.rollback(), there.rollback()
+        with pytest.raises(psycopg2.errors.DivisionByZero):  # what follows the second side's builds fails
+            _at_once(here, [sql.SQL("SELECT pg_sleep(60)")], there, [], then=lambda c: c.cursor().execute("SELECT 1/0"))
+        here.rollback(), there.rollback()
+        assert _at_once(here, [sql.SQL("SELECT 1")], there, [], then=lambda c: c) is there
         assert time.monotonic() - started < 30  # neither sleep ran out
         for conn in (here, there):
             conn.rollback()

@@ -43,11 +43,9 @@ SELECT relpersistence = 'p' AND to_regclass(%s) IS NULL FROM pg_class WHERE oid 
 SELECT count(*) <= %s FROM (SELECT FROM "{schema}"."yellow_tripdata_pdefault" d WHERE "d"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "d"."tpep_pickup_datetime" < '2020-08-01'::timestamp LIMIT %s) m
 SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(%s)
 SET LOCAL maintenance_work_mem = %s; SET LOCAL max_parallel_maintenance_workers = 0
+SET LOCAL synchronize_seqscans = off
 CREATE UNIQUE INDEX "yellow_tripdata_p2020_07_unique_row_id_key" ON "{schema}"."yellow_tripdata_staging_2020_07" (unique_row_id COLLATE "C", "tpep_pickup_datetime")
 SET LOCAL synchronous_commit = off
-SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
-SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s
-SELECT count(*), count(*) FILTER (WHERE (("s"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "s"."tpep_pickup_datetime" < '2020-08-01'::timestamp) IS NOT TRUE OR "s"."tpep_dropoff_datetime" < "s"."tpep_pickup_datetime" OR "s"."fare_amount" < 0 OR "s"."extra" < 0 OR "s"."mta_tax" < 0 OR "s"."tip_amount" < 0 OR "s"."tolls_amount" < 0 OR "s"."improvement_surcharge" < 0 OR "s"."total_amount" < 0)), count(*) FILTER (WHERE ("s"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "s"."tpep_pickup_datetime" < '2020-08-01'::timestamp) IS NOT TRUE), 0 FROM "{schema}"."yellow_tripdata_staging_2020_07" s
 SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
 SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s
 SELECT relpersistence = 'p' AND to_regclass(%s) IS NULL FROM pg_class WHERE oid = to_regclass(%s)
@@ -68,5 +66,9 @@ SET LOCAL synchronous_commit = off
 SELECT pg_advisory_unlock(%s)
 -- connection 2
 SET LOCAL maintenance_work_mem = %s; SET LOCAL max_parallel_maintenance_workers = 0
+SET LOCAL synchronize_seqscans = off
 CREATE INDEX "yellow_tripdata_p2020_07_filename_idx" ON "{schema}"."yellow_tripdata_staging_2020_07" (filename)
 SET LOCAL synchronous_commit = off
+SET LOCAL DateStyle = 'ISO, MDY'; SET LOCAL extra_float_digits = 1
+SET LOCAL jit = off; SET LOCAL work_mem = %(mem)s; SET LOCAL maintenance_work_mem = %(mem)s
+SELECT count(*), count(*) FILTER (WHERE (("s"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "s"."tpep_pickup_datetime" < '2020-08-01'::timestamp) IS NOT TRUE OR "s"."tpep_dropoff_datetime" < "s"."tpep_pickup_datetime" OR "s"."fare_amount" < 0 OR "s"."extra" < 0 OR "s"."mta_tax" < 0 OR "s"."tip_amount" < 0 OR "s"."tolls_amount" < 0 OR "s"."improvement_surcharge" < 0 OR "s"."total_amount" < 0)), count(*) FILTER (WHERE ("s"."tpep_pickup_datetime" >= '2020-07-01'::timestamp AND "s"."tpep_pickup_datetime" < '2020-08-01'::timestamp) IS NOT TRUE), 0 FROM "{schema}"."yellow_tripdata_staging_2020_07" s

@@ -396,6 +396,9 @@ def _number_repeats(cur: Cursor, tables: Tables, month: Month, digests: Digests)
         return 0
     stg = tables.staging(month)
     pin_text_forms(cur)
+    # A table made in this transaction has no statistics: PostgreSQL would take the ids' test for a match on
+    # every row and compile the scan (measured: 50 ms of a 0.2 s scan of 1.37M rows).
+    cur.execute("SET LOCAL jit = off")
     cur.execute(
         sql.SQL(
             "SELECT s.ctid::text, s.unique_row_id, {} FROM {} s WHERE s.unique_row_id = ANY(%s) ORDER BY s.ctid"
