@@ -267,9 +267,9 @@ def test_cancellation_rolls_back_a_running_merge(db, mirror, tmp_path, big_month
     t = threading.Thread(target=run)
     t.start()
     try:
-        # The main table by its quoted name: the ledger's INSERT carries the file's name
-        # (yellow_tripdata_2021-01.csv.gz) as a value and must not match.
-        pid = wait_for_query(db, f'%INSERT INTO "{db.schema}"."yellow_tripdata" (%')
+        # The move of the out-of-month rows, whose INSERT into the main table waits (the statement's start:
+        # PostgreSQL shows the first 1 kB of a query, and the places of the rows come before its INSERT).
+        pid = wait_for_query(db, f'%WITH moved AS (DELETE FROM "{db.schema}"."yellow_tripdata_staging_2021_01" s %')
         assert db.one("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)) == ("Lock",)
         cancel.cancel()
     finally:

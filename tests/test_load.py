@@ -9,12 +9,14 @@ import uuid
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from taxi_loader import pipeline, reader
 from taxi_loader.identity import key_text, row_id
 from taxi_loader.job import Job
 from taxi_loader.months import Month
 from taxi_loader.sinks.postgres import PostgresSettings, PostgresSink
+from taxi_loader.sinks.postgres import merge as pg_merge
 from taxi_loader.sinks.postgres import stage as pg_stage
 from taxi_loader.source import Source
 from taxi_loader.taxis import TAXI_TYPES
@@ -176,6 +178,31 @@ def test_a_generated_month_with_quirks_loads_every_row(cli, db, mirror):
     assert out["rows_repeated"] > 0 and out["rows_suspicious"] > 0
     assert db.one("SELECT count(DISTINCT unique_row_id) FROM yellow_tripdata")[0] == 20_000
     assert db.one("SELECT count(*) FROM yellow_tripdata WHERE vendorid IS NULL")[0] == 400  # the empty-code tail
+
+
+@pytest.mark.parametrize("places", ["none", "some", "wrong"])
+def test_out_of_month_rows_move_out_whatever_places_the_count_noted(cli, db, mirror, monkeypatch, places):
+    """A first load moves its out-of-month rows from the places (ctids) its count noted: the places are a
+    shortcut, so when they miss rows, or point at rows of the month, exactly the out-of-month rows still go."""
+    mirror.put_generated("yellow", Month(2020, 5), 5_000)
+    count = pg_merge._count
+
+    def noted(cur, tables, month, repeats):
+        counts = count(cur, tables, month, repeats)
+        assert counts.outside > 2 and len(counts.outside_at) == counts.outside  # the places, before the test's
+        where = sql.SQL("WHERE tpep_pickup_datetime BETWEEN '2020-05-01' AND '2020-05-31'")
+        cur.execute(sql.SQL("SELECT ctid::text FROM {} {}").format(tables.staging(month), where))
+        of_the_month = [tid for (tid,) in cur.fetchall()][:100]
+        counts.outside_at = {"none": [], "some": counts.outside_at[:2], "wrong": of_the_month}[places]
+        return counts
+
+    monkeypatch.setattr(pg_merge, "_count", noted)
+    result = cli("load", "--taxi", "yellow", "--month", "2020-05")
+    assert result.exit_code == 0, result.output
+    assert outputs(result)["rows_inserted"] == db.count("yellow_tripdata") == 5_000
+    outside = "tpep_pickup_datetime < '2020-05-01' OR tpep_pickup_datetime >= '2020-06-01'"
+    assert db.one(f"SELECT count(*) FROM yellow_tripdata_p2020_05 WHERE {outside}") == (0,)
+    assert db.one(f"SELECT count(*) FROM yellow_tripdata WHERE {outside}")[0] > 2
 
 
 def test_rejected_rows_are_recorded_and_the_rest_loads(cli, db, mirror):
@@ -514,8 +541,6 @@ def test_when_one_of_two_builds_fails_the_other_is_cancelled_and_the_failure_tol
     """The two index builds run at once: the side that fails must not leave the other running to its end, and
     its own error (not the other's cancellation) is what the merge reports; both connections stay usable."""
     import time
-
-    from psycopg2 import sql
 
     from taxi_loader.sinks.postgres.connect import connect
     from taxi_loader.sinks.postgres.merge import _at_once
