@@ -14,9 +14,11 @@ import bisect
 import hashlib
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from itertools import pairwise
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -113,9 +115,9 @@ class Digests:
 
     Digests are gathered into runs of RUN_DIGESTS; each run is written, sorted, to a single temporary file,
     with where each of 256 buckets (the digest's first byte) starts in it; the repeats are then counted a
-    bucket at a time, gathered from every run: a 256th of the month (5,400 digests for 1.37M rows, 78,000 for
-    a 20M-row High-Volume FHV month, a few MB with Arrow's counting), with one file open whatever the month's
-    size.
+    group of consecutive buckets at a time, gathered from every run: about a run's worth of digests (one
+    bucket at least: 78,000 digests for a 20M-row High-Volume FHV month, a few MB with Arrow's counting),
+    with one file open whatever the month's size.
     """
 
     BUCKETS = 256
@@ -157,18 +159,26 @@ class Digests:
         self._file.flush()
         fd = self._file.fileno()
         found: dict[str, int] = {}
-        for bucket in range(self.BUCKETS):
+        for first, end in self._groups():
             data = b"".join(
-                os.pread(fd, (starts[bucket + 1] - starts[bucket]) * 16, offset + starts[bucket] * 16)
+                os.pread(fd, (starts[end] - starts[first]) * 16, offset + starts[first] * 16)
                 for offset, starts in self._runs
-                if starts[bucket + 1] > starts[bucket]
+                if starts[end] > starts[first]
             )
-            keys = pa.FixedSizeBinaryArray.from_buffers(pa.binary(16), len(data) // 16, [None, pa.py_buffer(data)])
-            counts = pc.value_counts(keys)
-            more = pc.greater(counts.field("counts"), 1)
-            values, times = (counts.field(name).filter(more).to_pylist() for name in ("values", "counts"))
-            found.update(zip([v.hex() for v in values], times, strict=True))
+            found.update(_repeats(data))
         return found
+
+    def _groups(self) -> list[tuple[int, int]]:
+        """Consecutive buckets [first, end) holding about RUN_DIGESTS digests in all (one bucket at least), to
+        be counted a group at a time: for 1.37M rows 21 groups, each as small as one run."""
+        sizes = [sum(starts[b + 1] - starts[b] for _, starts in self._runs) for b in range(self.BUCKETS)]
+        groups, first, held = [], 0, 0
+        for bucket, size in enumerate(sizes):
+            if held and held + size > self.RUN_DIGESTS:
+                groups.append((first, bucket))
+                first, held = bucket, 0
+            held += size
+        return [*groups, (first, self.BUCKETS)]
 
     def clear(self) -> None:
         """Forget every digest (a pass that starts again)."""
@@ -185,6 +195,23 @@ class Digests:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _repeats(data: bytes) -> dict[str, int]:
+    """The digests found more than once in `data` (concatenated 16-byte digests), in hex, with how many times.
+
+    The candidates are found by their first 8 bytes, sorted as integers by numpy (1 ms for 65,536 digests,
+    against 6 ms for Arrow's hash count of the whole digests), then counted exactly: two different digests
+    sharing 8 bytes only cost a look.
+    """
+    prefixes = np.frombuffer(data, dtype=">u8")[::2].astype(np.uint64)
+    ordered = np.sort(prefixes)
+    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    if not twice.size:
+        return {}
+    candidate = twice[np.minimum(np.searchsorted(twice, prefixes), twice.size - 1)] == prefixes
+    counted = Counter(data[16 * i : 16 * i + 16] for i in np.flatnonzero(candidate).tolist())
+    return {digest.hex(): times for digest, times in counted.items() if times > 1}
 
 
 class RowIds:

@@ -440,7 +440,8 @@ def test_maybe_seen_never_misses_a_digest_added_before(monkeypatch):
 @pytest.mark.parametrize("run", [7, 1000, 1 << 18])
 def test_digests_count_every_repeat_across_runs_and_batches(monkeypatch, run):
     """stage numbers repeats from `Digests.repeated()`: a digest added again in the same batch, in another
-    batch of the same run, or in another run (several runs, a part-filled last one) is counted every time."""
+    batch of the same run, or in another run (several runs, a part-filled last one) is counted every time;
+    digests that share their first 8 bytes (which find the candidates) are told apart."""
     import hashlib
     from collections import Counter
 
@@ -450,6 +451,7 @@ def test_digests_count_every_repeat_across_runs_and_batches(monkeypatch, run):
     rng = random.Random(11)
     distinct = [hashlib.md5(str(i).encode()).digest() for i in range(3_000)]
     stream = distinct + [rng.choice(distinct) for _ in range(300)] + [distinct[5]] * 3
+    stream += [distinct[7][:8] + bytes(8)] * 2 + [distinct[7][:8] + b"\x01" * 8, distinct[9][:8] + bytes(8)]
     rng.shuffle(stream)
     with Digests() as digests:
         digests.add(b"".join(stream[:10]))
