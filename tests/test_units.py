@@ -411,6 +411,26 @@ def test_the_fast_path_leaves_a_number_that_is_not_finite_to_the_validating_pass
             ids.prefixed(",".join(bad[n] for n in names).encode() + b"\n")
 
 
+def test_the_fast_path_prefixes_every_line_with_its_own_id_and_skips_empty_lines():
+    """COPY gets each line of a segment once, after `<id>,`, in order, with its newline; an empty line (the CSV
+    reader skips it too) gets no id and no row."""
+    from taxi_loader.arrowids import RowIds
+
+    names = [c.name for c in YELLOW.csv_columns]
+    header = match_header(",".join(names), YELLOW, "f.csv")
+    lines = []
+    for i in range(5):
+        row = {c.name: "1" for c in YELLOW.csv_columns}
+        row.update(tpep_pickup_datetime=f"2020-07-01 00:2{i}:32", tpep_dropoff_datetime="2020-07-01 00:33:39")
+        row.update(store_and_fwd_flag="N")
+        lines.append(",".join(row[n] for n in names))
+    segment = "\n" + "\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]) + "\n"
+    out, digests = RowIds(header, YELLOW).prefixed(segment.encode())
+    ids = [digests[16 * i : 16 * i + 16].hex() for i in range(len(digests) // 16)]
+    assert len(set(ids)) == 5  # one digest per line, each pickup another key
+    assert out.decode() == "".join(f"{id_},{line}\n" for id_, line in zip(ids, lines, strict=True))
+
+
 def test_maybe_seen_never_misses_a_digest_added_before(monkeypatch):
     """The cloud path writes a row as it streams only when the filter says its digest is new: a digest added
     before, in an earlier batch, earlier in the same batch, or before the filter grew, must always be caught."""
