@@ -187,8 +187,8 @@ def test_out_of_month_rows_move_out_whatever_places_the_count_noted(cli, db, mir
     mirror.put_generated("yellow", Month(2020, 5), 5_000)
     count = pg_merge._count
 
-    def noted(cur, tables, month, repeats):
-        counts = count(cur, tables, month, repeats)
+    def noted(cur, tables, month, repeats, **kw):
+        counts = count(cur, tables, month, repeats, **kw)
         assert counts.outside > 2 and len(counts.outside_at) == counts.outside  # the places, before the test's
         where = sql.SQL("WHERE tpep_pickup_datetime BETWEEN '2020-05-01' AND '2020-05-31'")
         cur.execute(sql.SQL("SELECT ctid::text FROM {} {}").format(tables.staging(month), where))

@@ -259,7 +259,8 @@ def _merge(
 
     `repeated`: the repeats stage numbered (None when unknown: counted here); `ahead`: the staged rows' counts
     from `_index_and_count_ahead` (None: counted here)."""
-    counts = _count(cur, tables, month, repeats=repeated is None) if ahead is None else ahead
+    attachable = layout.partitioned and _attachable(cur, tables, month)
+    counts = _count(cur, tables, month, repeated is None, places=attachable) if ahead is None else ahead
     if repeated is None:
         repeated = counts.repeated
     if drop_duplicates and repeated:
@@ -269,7 +270,7 @@ def _merge(
                 tables.staging(month), key_text_sql(tables.taxi, "s")
             )
         )
-    if layout.partitioned and _attachable(cur, tables, month):
+    if attachable:
         kept = counts.staged - (repeated if drop_duplicates else 0)
         return _bulk(cur, tables, month, kept, counts), repeated, counts.staged, counts.suspicious
     if layout.partitioned:  # rows may be routed to the default partition: not while another month attaches
@@ -294,23 +295,25 @@ class _Counts:
 _NAMED_AT_MOST = 100_000
 
 
-def _count(cur: Cursor, tables: Tables, month: Month, repeats: bool) -> _Counts:
-    """One pass over the staged rows: how many, how many suspicious, outside the month, (repeats), and where
-    the out-of-month rows are."""
+def _count(cur: Cursor, tables: Tables, month: Month, repeats: bool, places: bool) -> _Counts:
+    """One pass over the staged rows: how many, how many suspicious, outside the month, (repeats), and (with
+    `places`, for a first load) where the out-of-month rows are. Gathering the places makes the pass serial
+    (PostgreSQL 15 has no parallel array_agg): 0.44 s for 1.37M rows against 0.21 s with two workers."""
     repeat = sql.SQL("count(*) FILTER (WHERE s.unique_row_id <> md5({}))").format(key_text_sql(tables.taxi, "s"))
     outside = month_filter(tables, month, "s", inside=False)
+    noted = sql.SQL("""
+               CASE WHEN count(*) FILTER (WHERE {outside}) <= {most}
+                    THEN coalesce(array_agg(s.ctid::text) FILTER (WHERE {outside}), '{{}}') END""")
     cur.execute(
         sql.SQL("""
-        SELECT count(*), count(*) FILTER (WHERE {suspicious}), count(*) FILTER (WHERE {outside}), {repeat},
-               CASE WHEN count(*) FILTER (WHERE {outside}) <= %s
-                    THEN coalesce(array_agg(s.ctid::text) FILTER (WHERE {outside}), '{{}}') END
+        SELECT count(*), count(*) FILTER (WHERE {suspicious}), count(*) FILTER (WHERE {outside}), {repeat}, {noted}
         FROM {stg} s""").format(
             suspicious=_suspicious(tables, month, "s"),
             outside=outside,
             repeat=repeat if repeats else sql.SQL("0"),
+            noted=noted.format(outside=outside, most=sql.Literal(_NAMED_AT_MOST)) if places else sql.SQL("NULL"),
             stg=tables.staging(month),
-        ),
-        (_NAMED_AT_MOST,),
+        )
     )
     return _Counts(*one(cur))
 
@@ -438,7 +441,7 @@ def _index_and_count_ahead(
     def counted(on: Connection) -> _Counts:
         with on.cursor() as cur:
             _merge_settings(cur)
-            counts = _count(cur, tables, month, repeats)
+            counts = _count(cur, tables, month, repeats, places=True)
         on.commit()
         return counts
 
