@@ -180,29 +180,58 @@ def test_a_generated_month_with_quirks_loads_every_row(cli, db, mirror):
     assert db.one("SELECT count(*) FROM yellow_tripdata WHERE vendorid IS NULL")[0] == 400  # the empty-code tail
 
 
-@pytest.mark.parametrize("places", ["none", "some", "wrong"])
+@pytest.mark.parametrize("places", ["all", "none", "some", "wrong", "too many"])
 def test_out_of_month_rows_move_out_whatever_places_the_count_noted(cli, db, mirror, monkeypatch, places):
     """A first load moves its out-of-month rows from the places (ctids) its count noted: the places are a
-    shortcut, so when they miss rows, or point at rows of the month, exactly the out-of-month rows still go."""
+    shortcut, so when they miss rows, point at rows of the month, or are too many to note, the out-of-month
+    rows still all go, each once, and those the table holds already count as present."""
+    mirror.put_sample("yellow", Month(2020, 7), "yellow_tripdata_2020-07.head266.rides.csv")
+    assert cli("load", "--taxi", "yellow", "--month", "2020-07").exit_code == 0  # the main table, another month
     mirror.put_generated("yellow", Month(2020, 5), 5_000)
-    count = pg_merge._count
+    assert cli("stage", "--taxi", "yellow", "--month", "2020-05").exit_code == 0
+    outside = "(tpep_pickup_datetime < '2020-05-01' OR tpep_pickup_datetime >= '2020-06-01')"
+    strays = db.one(f"SELECT count(*) FROM yellow_tripdata_staging_2020_05 WHERE {outside}")[0]
+    assert strays > 2
+    db.run(  # two of them are in the table already (another file held them)
+        f"INSERT INTO yellow_tripdata SELECT unique_row_id, filename, vendorid, tpep_pickup_datetime, "
+        f"tpep_dropoff_datetime FROM yellow_tripdata_staging_2020_05 WHERE {outside} ORDER BY ctid DESC LIMIT 2"
+    )
+    count, move_out, moves = pg_merge._count, pg_merge._move_out, []
+    if places == "too many":
+        monkeypatch.setattr(pg_merge, "_NAMED_AT_MOST", strays - 1)
 
-    def noted(cur, tables, month, repeats, **kw):
-        counts = count(cur, tables, month, repeats, **kw)
-        assert counts.outside > 2 and len(counts.outside_at) == counts.outside  # the places, before the test's
-        where = sql.SQL("WHERE tpep_pickup_datetime BETWEEN '2020-05-01' AND '2020-05-31'")
-        cur.execute(sql.SQL("SELECT ctid::text FROM {} {}").format(tables.staging(month), where))
+    def noted(cur, tables, month, repeats, asked):
+        counts = count(cur, tables, month, repeats, asked)
+        assert counts.outside == strays
+        if places == "too many":
+            assert counts.outside_at is None
+            return counts
+        assert len(counts.outside_at) == strays  # as noted, before the test changes them
+        cur.execute(sql.SQL("SELECT ctid::text FROM {} WHERE NOT {}").format(tables.staging(month), sql.SQL(outside)))
         of_the_month = [tid for (tid,) in cur.fetchall()][:100]
-        counts.outside_at = {"none": [], "some": counts.outside_at[:2], "wrong": of_the_month}[places]
+        chosen = {"all": counts.outside_at, "none": [], "some": counts.outside_at[:2], "wrong": of_the_month}
+        counts.outside_at = chosen[places]
         return counts
 
+    def recorded(cur, tables, month, at):
+        moved, new = move_out(cur, tables, month, at)
+        moves.append(("by places" if at is not None else "by a scan", moved, new))
+        return moved, new
+
     monkeypatch.setattr(pg_merge, "_count", noted)
-    result = cli("load", "--taxi", "yellow", "--month", "2020-05")
+    monkeypatch.setattr(pg_merge, "_move_out", recorded)
+    result = cli("dedup-merge", "--taxi", "yellow", "--month", "2020-05")
     assert result.exit_code == 0, result.output
-    assert outputs(result)["rows_inserted"] == db.count("yellow_tripdata") == 5_000
-    outside = "tpep_pickup_datetime < '2020-05-01' OR tpep_pickup_datetime >= '2020-06-01'"
+    assert (outputs(result)["rows_inserted"], outputs(result)["rows_present"]) == (4_998, 2)
+    assert db.count("yellow_tripdata") == 266 + 5_000
     assert db.one(f"SELECT count(*) FROM yellow_tripdata_p2020_05 WHERE {outside}") == (0,)
-    assert db.one(f"SELECT count(*) FROM yellow_tripdata WHERE {outside}")[0] > 2
+    assert db.one(f"SELECT count(*) FROM yellow_tripdata WHERE {outside} AND filename LIKE '%2020-05%'") == (strays,)
+    by_places = {"all": strays, "none": 0, "some": 2, "wrong": 0, "too many": None}[places]
+    assert [(how, moved) for how, moved, _ in moves] == (
+        [("by places", by_places)] * (by_places is not None)
+        + [("by a scan", strays - (by_places or 0))] * (by_places != strays)
+    )
+    assert sum(new for _, _, new in moves) == strays - 2  # the two the table held are not inserted again
 
 
 def test_rejected_rows_are_recorded_and_the_rest_loads(cli, db, mirror):

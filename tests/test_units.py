@@ -414,7 +414,7 @@ def test_the_fast_path_leaves_a_number_that_is_not_finite_to_the_validating_pass
 def test_the_fast_path_prefixes_every_line_with_its_own_id_and_skips_empty_lines():
     """COPY gets each line of a segment once, after `<id>,`, in order, with its newline; an empty line (the CSV
     reader skips it too) gets no id and no row."""
-    from taxi_loader.arrowids import RowIds
+    from taxi_loader.arrowids import NotCanonical, RowIds
 
     names = [c.name for c in YELLOW.csv_columns]
     header = match_header(",".join(names), YELLOW, "f.csv")
@@ -425,10 +425,15 @@ def test_the_fast_path_prefixes_every_line_with_its_own_id_and_skips_empty_lines
         row.update(store_and_fwd_flag="N")
         lines.append(",".join(row[n] for n in names))
     segment = "\n" + "\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]) + "\n"
-    out, digests = RowIds(header, YELLOW).prefixed(segment.encode())
-    ids = [digests[16 * i : 16 * i + 16].hex() for i in range(len(digests) // 16)]
-    assert len(set(ids)) == 5  # one digest per line, each pickup another key
-    assert out.decode() == "".join(f"{id_},{line}\n" for id_, line in zip(ids, lines, strict=True))
+    ids = RowIds(header, YELLOW)
+    out, digests = ids.prefixed(segment.encode())
+    expected = [row_id(key_text(YELLOW, dict(zip(names, line.split(","), strict=True)))) for line in lines]
+    assert [digests[16 * i : 16 * i + 16].hex() for i in range(len(digests) // 16)] == expected
+    assert out.decode() == "".join(f"{id_},{line}\n" for id_, line in zip(expected, lines, strict=True))
+    # What the line split and Arrow's reader would not pair up goes to the validating pass.
+    for odd in (lines[0] + "\r\n" + lines[1] + "\n", lines[0] + "\n" + lines[1]):
+        with pytest.raises(NotCanonical):
+            ids.prefixed(odd.encode())
 
 
 def test_maybe_seen_never_misses_a_digest_added_before(monkeypatch):
@@ -480,6 +485,8 @@ def test_digests_count_every_repeat_across_runs_and_batches(monkeypatch, run):
             digests.add(b"".join(stream[start : start + 37]))
         found = digests.repeated()
     assert found == {d.hex(): n for d, n in Counter(stream).items() if n > 1}
+    with Digests() as digests:
+        assert digests.repeated() == {}  # an empty month
 
 
 def test_the_command_chooses_arrows_allocator_before_arrow_is_loaded():

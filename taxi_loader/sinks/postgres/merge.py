@@ -118,7 +118,8 @@ def dedup_merge(
 
     Repeats keep ids of their own, or are dropped with `drop_duplicates`. The month's 'staged' ledger row
     becomes 'succeeded' with the counts. A file already loaded whole inserts nothing (`MergePlan`).
-    `sibling` lends a second connection, on which a first load builds one of its two indexes beside the other.
+    `sibling` lends a second connection, on which a first load builds one of its two indexes beside the other,
+    then counts the staged rows.
     """
     taxi, filename = tables.taxi, tables.taxi.filename(str(month))
     ensure_support_tables(conn, tables)
@@ -137,7 +138,8 @@ def dedup_merge(
         ahead = None
         if sibling and layout.partitioned and not whole:
             with _as_stage_left_it(tables, month):
-                ahead = _index_and_count_ahead(conn, sibling, tables, month, repeats=known is None)
+                places = plan.kept <= _PLACES_OF_AT_MOST
+                ahead = _index_and_count_ahead(conn, sibling, tables, month, known is None, places)
         with conn.cursor() as cur:
             _merge_settings(cur)
             rows_of_file = plan.rows_of_file
@@ -259,8 +261,8 @@ def _merge(
 
     `repeated`: the repeats stage numbered (None when unknown: counted here); `ahead`: the staged rows' counts
     from `_index_and_count_ahead` (None: counted here)."""
-    attachable = layout.partitioned and _attachable(cur, tables, month)
-    counts = _count(cur, tables, month, repeated is None, places=attachable) if ahead is None else ahead
+    # Here nothing hides a serial count (see `_count`): the out-of-month rows are found by a scan instead.
+    counts = _count(cur, tables, month, repeated is None, places=False) if ahead is None else ahead
     if repeated is None:
         repeated = counts.repeated
     if drop_duplicates and repeated:
@@ -270,7 +272,7 @@ def _merge(
                 tables.staging(month), key_text_sql(tables.taxi, "s")
             )
         )
-    if attachable:
+    if layout.partitioned and _attachable(cur, tables, month):
         kept = counts.staged - (repeated if drop_duplicates else 0)
         return _bulk(cur, tables, month, kept, counts), repeated, counts.staged, counts.suspicious
     if layout.partitioned:  # rows may be routed to the default partition: not while another month attaches
@@ -287,23 +289,27 @@ class _Counts:
     suspicious: int
     outside: int  # pickups outside the month
     repeated: int  # rows whose id is not their key's plain md5 (counted only when asked)
-    outside_at: list[str] | None  # where the out-of-month rows are (ctids), when at most _NAMED_AT_MOST
+    outside_at: list[str] | None  # where the out-of-month rows are (ctids): None when not asked, or too many
 
 
-# The count notes where the out-of-month rows are (a few thousand in a month of the course's files), so that a
-# first load moves them from there instead of scanning the month for them again: past this many, it scans.
+# A first load's count notes where the out-of-month rows are (a few thousand in a month of the course's files), so
+# that they are moved from there instead of searched for by a second scan of the month; past this many, they
+# are searched for. PostgreSQL gathers the places of all of them before it can tell how many there are (about
+# 30 bytes each on the server): a month of more than _PLACES_OF_AT_MOST rows is not asked for them at all.
 _NAMED_AT_MOST = 100_000
+_PLACES_OF_AT_MOST = 4_000_000
 
 
 def _count(cur: Cursor, tables: Tables, month: Month, repeats: bool, places: bool) -> _Counts:
     """One pass over the staged rows: how many, how many suspicious, outside the month, (repeats), and (with
-    `places`, for a first load) where the out-of-month rows are. Gathering the places makes the pass serial
-    (PostgreSQL 15 has no parallel array_agg): 0.44 s for 1.37M rows against 0.21 s with two workers."""
+    `places`) where the out-of-month rows are. Gathering the places makes the pass serial on PostgreSQL 15,
+    which has no parallel array_agg (16 has): 0.44 s for 1.37M rows against 0.21 s with two workers, which
+    pays only where the count runs in the shadow of an index build (`_index_and_count_ahead`)."""
     repeat = sql.SQL("count(*) FILTER (WHERE s.unique_row_id <> md5({}))").format(key_text_sql(tables.taxi, "s"))
     outside = month_filter(tables, month, "s", inside=False)
     noted = sql.SQL("""
                CASE WHEN count(*) FILTER (WHERE {outside}) <= {most}
-                    THEN coalesce(array_agg(s.ctid::text) FILTER (WHERE {outside}), '{{}}') END""")
+                    THEN coalesce(array_agg(s.ctid) FILTER (WHERE {outside}), '{{}}')::text[] END""")
     cur.execute(
         sql.SQL("""
         SELECT count(*), count(*) FILTER (WHERE {suspicious}), count(*) FILTER (WHERE {outside}), {repeat}, {noted}
@@ -422,18 +428,18 @@ _MOVED_IN_AT_MOST = 10_000
 
 
 def _index_and_count_ahead(
-    conn: Connection, sibling: Sibling, tables: Tables, month: Month, repeats: bool
+    conn: Connection, sibling: Sibling, tables: Tables, month: Month, repeats: bool, places: bool
 ) -> _Counts | None:
     """Give a staging table that is to become the month's partition its two indexes before the merge, built
-    at once on two connections, and count its rows (`_count`) on the second one, after its build; return the
-    counts, or None when nothing was done (`_bulk` then builds the indexes in the merge's transaction, and the
-    merge counts).
+    at once on two connections, and count its rows (`_count`, with `places`) on the second one, after its
+    build (on this one when the table has its indexes already); return the counts, or None when nothing was
+    done (`_bulk` then builds the indexes in the merge's transaction, and the merge counts).
 
     A b-tree build is one backend's scan, sort and write: on two cores the pair takes about as long as the
     longer one (measured for a 1.37M-row month: 1.0-1.2 s for both and the count, against 1.3-1.7 s one after
     the other with PostgreSQL's parallel workers). The unique index is the longer, with its sort of random ids
     and 89 MB to write; the filename index, its rows already in order (`_from_the_first_page`), takes 0.5 s,
-    and the count (0.3 s) fits in the other's shadow. Each build commits, as the other connection must see the
+    and the count (0.3-0.5 s) fits in the other's shadow. Each build commits, as the other connection must see the
     table; the indexes already have the partition's names, and `_bulk` builds only those missing (a merge that
     failed after them leaves them for the next). The counts hold in the merge: the table is logged (no crash
     empties it) and the month's lock keeps every other load out of it."""
@@ -441,7 +447,7 @@ def _index_and_count_ahead(
     def counted(on: Connection) -> _Counts:
         with on.cursor() as cur:
             _merge_settings(cur)
-            counts = _count(cur, tables, month, repeats, places=True)
+            counts = _count(cur, tables, month, repeats, places)
         on.commit()
         return counts
 
@@ -493,6 +499,7 @@ def _at_once(
     first failure raised."""
     failed: list[BaseException] = []
     done: list[_T] = []
+    built_here = threading.Event()  # this side's builds ended, one way or the other
 
     def build_there() -> None:
         try:
@@ -500,24 +507,32 @@ def _at_once(
             done.append(then(other))
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
             failed.append(exc)
-            with suppress(psycopg2.Error):
-                conn.cancel()
+            # Cancelled again until this side stops: a cancel that reaches the server before the build's
+            # statement does is lost, and the build would run to its end.
+            while not built_here.is_set():
+                with suppress(psycopg2.Error):
+                    conn.cancel()
+                built_here.wait(0.1)
 
     # A daemon thread, as the command's own worker is: a statement that will not end must not keep the
     # process from exiting on a second Ctrl-C.
     beside = threading.Thread(target=build_there, name="taxi-loader-index", daemon=True)
     beside.start()
     try:
-        _build_indexes(conn, here)
+        try:
+            _build_indexes(conn, here)
+        finally:
+            built_here.set()
     except psycopg2.errors.QueryCanceled:
         beside.join()
         if failed:  # cancelled because the other side failed: that failure is the one to tell
             raise failed[0] from None
         raise
     except BaseException:
-        with suppress(psycopg2.Error):
-            other.cancel()
-        beside.join()
+        while beside.is_alive():  # (as above)
+            with suppress(psycopg2.Error):
+                other.cancel()
+            beside.join(0.1)
         raise
     beside.join()
     if failed:
