@@ -375,11 +375,7 @@ def _bulk(cur: Cursor, tables: Tables, month: Month, kept: int, counts: _Counts)
     #    attached (the parent's indexes adopt these instead of building their own).
     cur.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN filename DROP DEFAULT").format(stg))
     cur.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(stg, sql.Identifier(tables.partition_name(month))))
-    missing = _missing_indexes(cur, tables, part, month)
-    if missing:
-        _from_the_first_page(cur)
-    for statement in missing:
-        cur.execute(statement)
+    _create_indexes(cur, _missing_indexes(cur, tables, part, month))
     # The CHECK constraint lets ATTACH skip its own validation scan. It must imply the whole partition
     # constraint, which includes `pickup IS NOT NULL` (a CHECK passes on NULL): without it ATTACH scans the
     # table again (measured: 0.1 s for 1.37M rows).
@@ -438,11 +434,11 @@ def _index_and_count_ahead(
     A b-tree build is one backend's scan, sort and write: on two cores the pair takes about as long as the
     longer one (measured for a 1.37M-row month: 1.0-1.2 s for both and the count, against 1.3-1.7 s one after
     the other with PostgreSQL's parallel workers). The unique index is the longer, with its sort of random ids
-    and 89 MB to write; the filename index, its rows already in order (`_from_the_first_page`), takes 0.5 s,
-    and the count (0.3-0.5 s) fits in the other's shadow. Each build commits, as the other connection must see the
-    table; the indexes already have the partition's names, and `_bulk` builds only those missing (a merge that
-    failed after them leaves them for the next). The counts hold in the merge: the table is logged (no crash
-    empties it) and the month's lock keeps every other load out of it."""
+    and 89 MB to write; the filename index, its rows already in order (`_create_indexes`), takes 0.5 s, and
+    the count (0.3-0.5 s) fits in the other's shadow. Each build commits, as the other connection must see
+    the table; the indexes already have the partition's names, and `_bulk` builds only those missing (a merge
+    that failed after them leaves them for the next). The counts hold in the merge: the table is logged (no
+    crash empties it) and the month's lock keeps every other load out of it."""
 
     def counted(on: Connection) -> _Counts:
         with on.cursor() as cur:
@@ -507,12 +503,7 @@ def _at_once(
             done.append(then(other))
         except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
             failed.append(exc)
-            # Cancelled again until this side stops: a cancel that reaches the server before the build's
-            # statement does is lost, and the build would run to its end.
-            while not built_here.is_set():
-                with suppress(psycopg2.Error):
-                    conn.cancel()
-                built_here.wait(0.1)
+            _cancel_until(conn, built_here.is_set, built_here.wait)
 
     # A daemon thread, as the command's own worker is: a statement that will not end must not keep the
     # process from exiting on a second Ctrl-C.
@@ -529,15 +520,21 @@ def _at_once(
             raise failed[0] from None
         raise
     except BaseException:
-        while beside.is_alive():  # (as above)
-            with suppress(psycopg2.Error):
-                other.cancel()
-            beside.join(0.1)
+        _cancel_until(other, lambda: not beside.is_alive(), beside.join)
         raise
     beside.join()
     if failed:
         raise failed[0]
     return done[0]
+
+
+def _cancel_until(conn: Connection, stopped: Callable[[], bool], wait: Callable[[float], object]) -> None:
+    """Cancel `conn`'s statement, again every 0.1 s (`wait`), until `stopped()`: a cancel that reaches the
+    server before the statement does is lost, and the statement would run to its end."""
+    while not stopped():
+        with suppress(psycopg2.Error):
+            conn.cancel()
+        wait(0.1)
 
 
 def _build_indexes(conn: Connection, statements: list[sql.Composed]) -> None:
@@ -548,18 +545,19 @@ def _build_indexes(conn: Connection, statements: list[sql.Composed]) -> None:
         cur.execute(
             "SET LOCAL maintenance_work_mem = %s; SET LOCAL max_parallel_maintenance_workers = 0", (MERGE_WORK_MEM,)
         )
-        _from_the_first_page(cur)
-        for statement in statements:
-            cur.execute(statement)
+        _create_indexes(cur, statements)
     commit_unflushed(conn)
 
 
-def _from_the_first_page(cur: Cursor) -> None:
-    """For the rest of the transaction, scan tables from their first page: an index build then reads the rows
-    in their physical order, in which an index on `filename` (one value in a whole partition) is already
-    sorted. PostgreSQL would start a large table's scan where another scan of it has got to, and sorting the
-    rotated rows took 0.47 s of a 1.0 s build for 1.37M rows, against 0.03 s in order."""
-    cur.execute("SET LOCAL synchronize_seqscans = off")
+def _create_indexes(cur: Cursor, statements: list[sql.Composed]) -> None:
+    """Run index builds, each reading its table from the first page (for the rest of the transaction): the rows
+    then come in their physical order, in which an index on `filename` (one value in a whole partition) is
+    already sorted. PostgreSQL would start a large table's scan where another scan of it has got to, and
+    sorting the rotated rows took 0.47 s of a 1.0 s build for 1.37M rows, against 0.03 s in order."""
+    if statements:
+        cur.execute("SET LOCAL synchronize_seqscans = off")
+    for statement in statements:
+        cur.execute(statement)
 
 
 def _in_key_order_once(tables: Tables, alias: str) -> sql.Composed:
